@@ -1,0 +1,97 @@
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/loops.h"
+
+namespace strand::cpu {
+
+// x is [N, C] (channels last). Per-channel sums run over rows in order, in double.
+void batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var) {
+  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+    const T* xp = x.data<T>();
+    std::vector<double> s(static_cast<size_t>(C), 0.0), ss(static_cast<size_t>(C), 0.0);
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t c = 0; c < C; ++c) s[c] += static_cast<double>(A(xp[i * C + c]));
+    for (int64_t c = 0; c < C; ++c) s[c] /= static_cast<double>(N);
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t c = 0; c < C; ++c) {
+        double d = static_cast<double>(A(xp[i * C + c])) - s[c];
+        ss[c] += d * d;
+      }
+    for (int64_t c = 0; c < C; ++c) {
+      mean.data<A>()[c] = static_cast<A>(s[c]);
+      var.data<A>()[c] = static_cast<A>(ss[c] / static_cast<double>(N));
+    }
+  });
+}
+
+void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd,
+                      const Tensor& y) {
+  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    // Per channel y = x*scale + shift.
+    std::vector<A> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      A g = w.defined() ? A(w.data<T>()[c]) : A(1), bb = b.defined() ? A(b.data<T>()[c]) : A(0);
+      scale[c] = g * rstd.data<A>()[c];
+      shift[c] = bb - mean.data<A>()[c] * scale[c];
+    }
+    parallel_for(N, C, [&](int64_t b0, int64_t e0) {
+      for (int64_t i = b0; i < e0; ++i)
+        for (int64_t c = 0; c < C; ++c) yp[i * C + c] = T(A(xp[i * C + c]) * scale[c] + shift[c]);
+    });
+  });
+}
+
+void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,
+                         const Tensor& rstd, bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb) {
+  dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+    const T* gp = grad.data<T>();
+    const T* xp = x.data<T>();
+    const A* mp = mean.data<A>();
+    const A* rp = rstd.data<A>();
+    std::vector<double> sg(static_cast<size_t>(C), 0.0), sgx(static_cast<size_t>(C), 0.0);
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t c = 0; c < C; ++c) {
+        double g = static_cast<double>(A(gp[i * C + c]));
+        sg[c] += g;
+        sgx[c] += g * (static_cast<double>(A(xp[i * C + c])) - mp[c]) * rp[c];
+      }
+    if (gw.defined())
+      for (int64_t c = 0; c < C; ++c) gw.data<T>()[c] = T(static_cast<A>(sgx[c]));
+    if (gb.defined())
+      for (int64_t c = 0; c < C; ++c) gb.data<T>()[c] = T(static_cast<A>(sg[c]));
+    if (!gx.defined()) return;
+    T* gxp = gx.data<T>();
+    std::vector<A> k(static_cast<size_t>(C)), mg(static_cast<size_t>(C)), mgx(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      k[c] = (w.defined() ? A(w.data<T>()[c]) : A(1)) * rp[c];
+      mg[c] = training ? static_cast<A>(sg[c] / static_cast<double>(N)) : A(0);
+      mgx[c] = training ? static_cast<A>(sgx[c] / static_cast<double>(N)) : A(0);
+    }
+    parallel_for(N, C * 2, [&](int64_t b0, int64_t e0) {
+      for (int64_t i = b0; i < e0; ++i)
+        for (int64_t c = 0; c < C; ++c) {
+          A g = A(gp[i * C + c]);
+          if (training) {
+            A xh = (A(xp[i * C + c]) - mp[c]) * rp[c];
+            g = g - mg[c] - xh * mgx[c];
+          }
+          gxp[i * C + c] = T(k[c] * g);
+        }
+    });
+  });
+}
+
+}  // namespace strand::cpu

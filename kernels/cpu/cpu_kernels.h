@@ -1,0 +1,78 @@
+#pragma once
+// CPU kernels: raw compute on tensors the op layer has already validated and allocated. Inputs of
+// the non-elementwise kernels are contiguous; elementwise kernels take any strides.
+#include <cstdint>
+
+#include "kernels/elementwise_math.h"
+#include "tensor/tensor.h"
+
+namespace strand::cpu {
+
+// elementwise.cpp — out has the broadcast shape and is contiguous
+void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b);
+void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& v, const Tensor& out, double a, double b);
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
+void copy(const Tensor& src, const Tensor& dst);  // src broadcast to dst's shape, any strides, casts
+void fill(const Tensor& dst, double value);
+void add_(const Tensor& dst, const Tensor& src, double alpha);
+
+// random.cpp — out contiguous
+void rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset);
+void randn(const Tensor& out, uint64_t seed, uint64_t offset);
+// out = (u < p) ? value : 0
+void bernoulli(const Tensor& out, double p, double value, uint64_t seed, uint64_t offset);
+
+// reduce.cpp — x contiguous viewed as [rows, n]; out contiguous [rows]
+enum class RowReduce { sum, mean, var };
+void reduce_rows(RowReduce r, const Tensor& x, int64_t rows, int64_t n, const Tensor& out);
+void max_rows(const Tensor& x, int64_t rows, int64_t n, const Tensor& values, const Tensor& indices);
+
+// matmul.cpp — C[b] = A[b] @ B[b] for broadcast batch offsets. Each operand's matrix is addressed
+// by (row stride, col stride) with one of them 1, so transposed views need no copy.
+struct MatDesc {
+  const Tensor* t;
+  Shape batch_strides;  // per batch dim, 0 where broadcast
+  int64_t rs, cs;       // stride of rows and columns of the matrix
+};
+void matmul(const MatDesc& a, const MatDesc& b, const Tensor& out, const Shape& batch, int64_t M, int64_t N,
+            int64_t K, const Tensor* bias_rows);
+// Plain GEMM on contiguous-ish buffers (row-major, leading dims), for float and double.
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// softmax.cpp — rows of the last dim
+void softmax(const Tensor& x, const Tensor& out, bool log);
+void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, bool log);
+
+// layer_norm.cpp / rms_norm.cpp — rows of the last dim; w/b may be undefined
+void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& y,
+                const Tensor& mean, const Tensor& rstd);
+void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,
+                         const Tensor& rstd, const Tensor& gx, const Tensor& gw, const Tensor& gb);
+void rms_norm(const Tensor& x, const Tensor& w, double eps, const Tensor& y, const Tensor& rstd);
+void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                       const Tensor& gx, const Tensor& gw);
+
+// batch_norm.cpp — x [N, C]
+void batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var);  // population var
+void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
+                      const Tensor& rstd, const Tensor& y);
+void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,
+                         const Tensor& rstd, bool training, const Tensor& gx, const Tensor& gw,
+                         const Tensor& gb);
+
+// conv1d.cpp — x [B, L, Cin], w [Cout, Cin, K], out [B, Lout, Cout]
+void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padding, const Tensor& out);
+void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64_t padding, const Tensor& gx,
+                     const Tensor& gw, const Tensor& gb);
+
+// index.cpp — x/src/out contiguous, viewed as [outer, dim, inner]
+void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
+void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
+void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+
+}  // namespace strand::cpu

@@ -1,0 +1,160 @@
+#pragma once
+// strand::ops — non-differentiable operations on Tensors. Each validates its inputs (a bad shape,
+// dtype or device is a strand::Error naming them), allocates the output and dispatches to the
+// cpu:: or cuda:: kernel for the inputs' device. The differentiable API over these is in
+// autograd/functional.h. Binary ops broadcast like NumPy; operands must share dtype and device.
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "kernels/elementwise_math.h"
+#include "tensor/generator.h"
+#include "tensor/tensor.h"
+
+namespace strand::ops {
+
+// ---------------- factories ----------------
+Tensor empty(const Shape& s, TensorOptions o = {});
+Tensor zeros(const Shape& s, TensorOptions o = {});
+Tensor ones(const Shape& s, TensorOptions o = {});
+Tensor full(const Shape& s, double value, TensorOptions o = {});
+Tensor scalar_tensor(double value, TensorOptions o = {});  // 0-d
+Tensor arange(double start, double end, double step = 1, TensorOptions o = {DType::i64});
+Tensor zeros_like(const Tensor& t);
+Tensor empty_like(const Tensor& t);
+template <class T>
+Tensor from_vector(const std::vector<T>& v, const Shape& shape, Device device = Device::cpu());
+template <class T>
+std::vector<T> to_vector(const Tensor& t);  // any layout and device; converts element type
+double item(const Tensor& t);               // the value of a one-element tensor
+// Random: element i of the call is philox(seed, i, offset) with one generator offset per call.
+Tensor rand(const Shape& s, TensorOptions o = {}, Generator* g = nullptr);      // U[0, 1)
+Tensor randn(const Shape& s, TensorOptions o = {}, Generator* g = nullptr);     // N(0, 1), Box-Muller
+Tensor bernoulli(const Shape& s, double p, TensorOptions o = {}, Generator* g = nullptr);  // 1 w.p. p
+
+// ---------------- views (share storage, never copy) ----------------
+Tensor view(const Tensor& x, Shape shape);     // one -1 allowed; error if strides do not allow it
+Tensor reshape(const Tensor& x, Shape shape);  // a view when possible, else a contiguous copy
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step = 1);
+Tensor select(const Tensor& x, int64_t dim, int64_t index);
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+Tensor squeeze(const Tensor& x, int64_t dim);
+Tensor squeeze(const Tensor& x);  // all size-1 dims
+Tensor expand(const Tensor& x, const Shape& shape);  // -1 keeps a dim; new leading dims allowed
+Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
+Tensor detach(const Tensor& x);  // same storage, no autograd history
+
+// ---------------- copies and casts ----------------
+Tensor contiguous(const Tensor& x);  // x itself when already contiguous
+Tensor clone(const Tensor& x);
+Tensor to(const Tensor& x, DType dtype);    // x itself when the dtype already matches
+Tensor to(const Tensor& x, Device device);  // x itself when already there
+void copy_(const Tensor& dst, const Tensor& src);  // src broadcast to dst; casts dtype; any devices
+void fill_(const Tensor& dst, double value);
+void zero_(const Tensor& dst);
+
+// ---------------- elementwise ----------------
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+Tensor unary(UnaryOp op, const Tensor& x, double a = 0, double b = 0);
+// grad * d(op)/dx, where v is x (or y when unary_backward_uses_output(op)).
+Tensor unary_backward(UnaryOp op, const Tensor& grad, const Tensor& v, double a = 0, double b = 0);
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
+Tensor compare(CompareOp op, const Tensor& a, const Tensor& b);  // -> bool
+Tensor compare(CompareOp op, const Tensor& a, double b);
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+// In place: dst += alpha * src (src broadcast to dst). Used for gradient accumulation.
+void add_(const Tensor& dst, const Tensor& src, double alpha = 1);
+
+inline Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::add, a, b); }
+inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::sub, a, b); }
+inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::mul, a, b); }
+inline Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::div, a, b); }
+inline Tensor add(const Tensor& a, double s) { return unary(UnaryOp::add_scalar, a, s); }
+inline Tensor mul(const Tensor& a, double s) { return unary(UnaryOp::mul_scalar, a, s); }
+inline Tensor neg(const Tensor& x) { return unary(UnaryOp::neg, x); }
+inline Tensor exp(const Tensor& x) { return unary(UnaryOp::exp, x); }
+inline Tensor log(const Tensor& x) { return unary(UnaryOp::log, x); }
+inline Tensor sqrt(const Tensor& x) { return unary(UnaryOp::sqrt, x); }
+
+// ---------------- reductions ----------------
+// dims empty = all dims. sum/mean of bool or integers give i64/f32 as PyTorch does not: here they
+// are errors for mean (needs floating) and i64 for sum.
+Tensor sum(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);
+Tensor var(const Tensor& x, std::vector<int64_t> dims = {}, bool keepdim = false);  // population
+std::tuple<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false);  // values, i64 argmax
+Tensor amax(const Tensor& x);  // max over all elements, 0-d
+// Sums a broadcast gradient back to `shape` (the inverse of expand).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---------------- linear algebra ----------------
+// a [..., M, K] @ b [..., K, N], batch dims broadcast; both operands at least 2-D. Transposed
+// views go to BLAS as transposes, without copies.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., in] · wᵀ (w [out, in]) + bias [out] (bias optional).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
+
+// ---------------- normalisation and softmax (over the last dim unless said) ----------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+Tensor softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim);
+Tensor log_softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim);
+
+struct NormOut {
+  Tensor y, mean, rstd;  // mean/rstd: f32 (f64 for f64 input), shape = leading dims of x
+};
+NormOut layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps);
+std::tuple<Tensor, Tensor, Tensor> layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
+                                                       const Tensor& mean, const Tensor& rstd);
+NormOut rms_norm(const Tensor& x, const Tensor& w, double eps);  // mean undefined
+std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
+                                             const Tensor& rstd);
+
+// Channels-last batch norm: x [..., C], statistics over every dim but the last. In training the
+// batch statistics normalise and running stats are updated in place (running_var with the
+// unbiased variance, as PyTorch). NormOut.mean/rstd hold the statistics used (batch or running).
+NormOut batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
+                   const Tensor& running_var, bool training, double momentum, double eps);
+std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
+                                                       const Tensor& mean, const Tensor& rstd, bool training);
+
+// ---------------- convolution ----------------
+// Channels-last 1-D convolution: x [B, L, Cin], w [Cout, Cin, K] (PyTorch layout), bias [Cout],
+// stride 1, zero padding `padding` on both sides (-1 = K/2, "same" for odd K). -> [B, L', Cout].
+Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padding = -1);
+std::tuple<Tensor, Tensor, Tensor> conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
+                                                   int64_t padding, bool need_bias);
+
+// ---------------- indexing ----------------
+Tensor embedding(const Tensor& weight, const Tensor& indices);
+// Gradient of embedding: rows summed in index order (deterministic); padding_idx (>= 0) gets none.
+Tensor embedding_backward(const Tensor& grad, const Tensor& indices, int64_t num_weights, int64_t padding_idx);
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
+// out = zeros(shape); out.index_select(dim, index) += src (in index order).
+Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+// out = zeros(shape); out[... index[i] ...] += src[i] along dim (torch.scatter_add semantics).
+Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
+// pads = {left, right} for the last dim, then {left, right} for the one before, ... (as torch's F.pad).
+// Negative pads crop.
+Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value = 0);
+
+// ---------------- dropout and losses ----------------
+// Keep-mask scaled by 1/(1-p): values are 0 or 1/(1-p), of x's dtype and shape.
+Tensor dropout_mask(const Shape& shape, double p, TensorOptions o, Generator* g = nullptr);
+enum class Reduction { none, mean, sum };
+Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction r = Reduction::mean);
+
+// ---------------- checks shared by the layers above ----------------
+void check_same_device(const Tensor& a, const Tensor& b, const char* op);
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);
+void check_floating(const Tensor& a, const char* op);
+void check_cpu(const Tensor& a, const char* op);  // for ops whose CUDA kernel is not written yet
+
+}  // namespace strand::ops

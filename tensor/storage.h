@@ -1,0 +1,53 @@
+#pragma once
+// Storage: one device buffer shared by a tensor and all its views, plus the version counter that
+// in-place ops bump (shared by views, so saving any view and modifying another is detected).
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "tensor/device.h"
+
+namespace strand {
+
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+  uint64_t version() const { return version_; }
+  void bump_version() { ++version_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+  uint64_t version_ = 0;
+};
+
+// CPU allocator statistics (64-byte aligned blocks). live = bytes currently allocated.
+struct AllocatorStats {
+  int64_t live_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t num_allocs = 0;
+};
+AllocatorStats cpu_allocator_stats();
+void reset_cpu_peak_bytes();
+
+// Raw device memory, implemented in tensor/cuda_runtime.cpp. Without a CUDA build each of these is
+// a strand::Error saying so.
+namespace cuda_rt {
+void* malloc(size_t nbytes, int device);
+void free(void* p, int device) noexcept;
+enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
+void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind);
+void memset_zero(void* dst, size_t nbytes);
+void synchronize();
+}  // namespace cuda_rt
+
+}  // namespace strand
