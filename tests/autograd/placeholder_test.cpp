@@ -1,2 +1,0 @@
-#include "tests/test_util.h"
-TEST(P, P) {}
