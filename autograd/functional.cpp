@@ -404,13 +404,9 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   return y;
 }
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
-  STRAND_CHECK(!xs.empty(), "stack: no tensors given");
+  ops::check_stack_shapes(xs);
   std::vector<Tensor> u;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    STRAND_CHECK(xs[i].sizes() == xs[0].sizes(), "stack: tensor ", i, " has shape ", shape_str(xs[i].sizes()),
-                 " but tensor 0 has ", shape_str(xs[0].sizes()));
-    u.push_back(unsqueeze(xs[i], dim));
-  }
+  for (const Tensor& t : xs) u.push_back(unsqueeze(t, dim));
   return concat(u, dim);
 }
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {

@@ -135,6 +135,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices);
 Tensor embedding_backward(const Tensor& grad, const Tensor& indices, int64_t num_weights, int64_t padding_idx);
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
 Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+void check_stack_shapes(const std::vector<Tensor>& xs);  // all equal, at least one
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 // out = zeros(shape); out.index_select(dim, index) += src (in index order).
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);

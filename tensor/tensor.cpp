@@ -79,6 +79,13 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+Shape broadcast_strides(const Tensor& t, const Shape& shape) {
+  Shape st(shape.size(), 0);
+  const int64_t off = static_cast<int64_t>(shape.size()) - t.dim();
+  for (int64_t d = 0; d < t.dim(); ++d) st[off + d] = t.size(d) == 1 ? 0 : t.stride(d);
+  return st;
+}
+
 AutogradMeta& autograd_meta(const Tensor& t) {
   auto* impl = t.impl();
   if (!impl->autograd) impl->autograd = std::make_unique<AutogradMeta>();

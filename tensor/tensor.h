@@ -118,6 +118,9 @@ struct AutogradMeta {
 };
 AutogradMeta& autograd_meta(const Tensor& t);  // creates it on first use
 
+// Strides of `t` read as if expanded to `shape` (0 where t broadcasts), in elements.
+Shape broadcast_strides(const Tensor& t, const Shape& shape);
+
 // Prints the header and up to `max_per_dim` values per dimension (device tensors are copied).
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 

@@ -5,13 +5,6 @@
 
 namespace strand::cpu {
 
-Shape broadcast_strides(const Tensor& t, const Shape& shape) {
-  Shape st(shape.size(), 0);
-  const int64_t off = static_cast<int64_t>(shape.size()) - t.dim();
-  for (int64_t d = 0; d < t.dim(); ++d) st[off + d] = t.size(d) == 1 ? 0 : t.stride(d);
-  return st;
-}
-
 namespace {
 template <class T>
 T* base(const Tensor& t) {

@@ -11,9 +11,6 @@
 
 namespace strand::cpu {
 
-// Strides of `t` read as if expanded to `shape` (0 where t broadcasts), in elements.
-Shape broadcast_strides(const Tensor& t, const Shape& shape);
-
 // Work below this many elements stays on one thread: OpenMP's fork costs more than it saves.
 constexpr int64_t kParallelGrain = 32768;
 

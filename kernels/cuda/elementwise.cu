@@ -39,13 +39,6 @@ struct Offsets {
   }
 };
 
-Shape bstrides(const Tensor& t, const Shape& shape) {
-  Shape st(shape.size(), 0);
-  const int64_t off = static_cast<int64_t>(shape.size()) - t.dim();
-  for (int64_t d = 0; d < t.dim(); ++d) st[off + d] = t.size(d) == 1 ? 0 : t.stride(d);
-  return st;
-}
-
 template <int K>
 Offsets<K> make_offsets(const Shape& shape, const std::array<Shape, K>& strides) {
   STRAND_CHECK(shape.size() <= kMaxDims, "CUDA elementwise kernels support at most ", kMaxDims,
@@ -174,7 +167,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
     using T = typename decltype(tag)::type;
     dispatch_unary(op, [&](auto c) {
       const int64_t n = out.numel();
-      auto o = make_offsets<2>(out.sizes(), {out.strides(), bstrides(x, out.sizes())});
+      auto o = make_offsets<2>(out.sizes(), {out.strides(), broadcast_strides(x, out.sizes())});
       unary_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(x),
                                                                        acc_t<T>(a), acc_t<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
@@ -187,7 +180,7 @@ void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& v, const Tenso
     using T = typename decltype(tag)::type;
     dispatch_unary(op, [&](auto c) {
       const int64_t n = out.numel();
-      auto o = make_offsets<3>(out.sizes(), {out.strides(), bstrides(grad, out.sizes()), bstrides(v, out.sizes())});
+      auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(grad, out.sizes()), broadcast_strides(v, out.sizes())});
       unary_bwd_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(grad),
                                                                            ptr<T>(v), acc_t<T>(a), acc_t<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
@@ -203,7 +196,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
     } else {
       dispatch_binary(op, [&](auto c) {
         const int64_t n = out.numel();
-        auto o = make_offsets<3>(out.sizes(), {out.strides(), bstrides(a, out.sizes()), bstrides(b, out.sizes())});
+        auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
         binary_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(a), ptr<T>(b));
         STRAND_CUDA_LAUNCH_CHECK();
       });
@@ -216,7 +209,7 @@ void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
     using T = typename decltype(tag)::type;
     dispatch_compare(op, [&](auto c) {
       const int64_t n = out.numel();
-      auto o = make_offsets<3>(out.sizes(), {out.strides(), bstrides(a, out.sizes()), bstrides(b, out.sizes())});
+      auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
       compare_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<bool>(out), ptr<T>(a), ptr<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
     });
@@ -228,7 +221,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
     using T = typename decltype(tag)::type;
     const int64_t n = out.numel();
     const Shape& s = out.sizes();
-    auto o = make_offsets<4>(s, {out.strides(), bstrides(cond, s), bstrides(a, s), bstrides(b, s)});
+    auto o = make_offsets<4>(s, {out.strides(), broadcast_strides(cond, s), broadcast_strides(a, s), broadcast_strides(b, s)});
     where_kernel<T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<bool>(cond), ptr<T>(a), ptr<T>(b));
     STRAND_CUDA_LAUNCH_CHECK();
   });
@@ -240,7 +233,7 @@ void copy(const Tensor& src, const Tensor& dst) {
     dispatch_all(src.dtype(), [&](auto stag) {
       using S = typename decltype(stag)::type;
       const int64_t n = dst.numel();
-      auto o = make_offsets<2>(dst.sizes(), {dst.strides(), bstrides(src, dst.sizes())});
+      auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
       copy_kernel<D, S><<<blocks_for(n), kThreads>>>(o, n, ptr<D>(dst), ptr<S>(src));
       STRAND_CUDA_LAUNCH_CHECK();
     });
@@ -261,7 +254,7 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
   dispatch_float(dst.dtype(), "add_", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const int64_t n = dst.numel();
-    auto o = make_offsets<2>(dst.sizes(), {dst.strides(), bstrides(src, dst.sizes())});
+    auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
     add_inplace_kernel<T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
     STRAND_CUDA_LAUNCH_CHECK();
   });
