@@ -19,6 +19,9 @@ struct UnaryCase {
   double lo, hi;  // input domain (kept away from kinks so finite differences are meaningful)
 };
 
+// Names the case in test listings (otherwise gtest prints the struct's raw bytes).
+void PrintTo(const UnaryCase& c, std::ostream* os) { *os << c.name; }
+
 double sigmoid_d(double x) { return 1 / (1 + std::exp(-x)); }
 
 std::vector<UnaryCase> unary_cases() {
@@ -130,6 +133,8 @@ struct BinaryCase {
   std::function<Tensor(const Tensor&, const Tensor&)> op;
   std::function<double(double, double)> ref;
 };
+
+void PrintTo(const BinaryCase& c, std::ostream* os) { *os << c.name; }
 
 class Binary : public ::testing::TestWithParam<BinaryCase> {};
 
