@@ -34,7 +34,11 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
   }
 }
 
+Storage::Storage(void* data, size_t nbytes, Device device, std::shared_ptr<void> owner)
+    : data_(data), nbytes_(nbytes), device_(device), owner_(std::move(owner)) {}
+
 Storage::~Storage() {
+  if (owner_) return;  // external memory: the owner frees it
   if (device_.is_cpu()) {
     std::free(data_);
     g_live.fetch_sub(static_cast<int64_t>(nbytes_));

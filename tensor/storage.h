@@ -13,6 +13,9 @@ namespace strand {
 class Storage {
  public:
   Storage(size_t nbytes, Device device);
+  // Wraps memory owned elsewhere (e.g. an mmap'd checkpoint); `owner` is kept alive as long as
+  // this storage. Not counted in the allocator statistics.
+  Storage(void* data, size_t nbytes, Device device, std::shared_ptr<void> owner);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -28,6 +31,7 @@ class Storage {
   size_t nbytes_ = 0;
   Device device_;
   uint64_t version_ = 0;
+  std::shared_ptr<void> owner_;  // set for external memory
 };
 
 // CPU allocator statistics (64-byte aligned blocks). live = bytes currently allocated.

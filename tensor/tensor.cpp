@@ -48,6 +48,31 @@ Tensor Tensor::empty(const Shape& sizes, TensorOptions opts) {
   return t;
 }
 
+Tensor Tensor::from_blob(void* data, const Shape& sizes, DType dtype, std::shared_ptr<void> owner) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(data, static_cast<size_t>(shape_numel(sizes)) * dtype_size(dtype),
+                                            Device::cpu(), std::move(owner));
+  impl->sizes = sizes;
+  impl->strides = contiguous_strides(sizes);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+void Tensor::set_data(const Tensor& other) const {
+  STRAND_CHECK(other.defined(), "set_data: the new data is undefined");
+  STRAND_CHECK(!requires_grad() || is_floating(other.dtype()), "set_data: a tensor that requires grad cannot take ",
+               dtype_name(other.dtype()), " data");
+  impl_->storage = other.impl_->storage;
+  impl_->offset = other.impl_->offset;
+  impl_->sizes = other.impl_->sizes;
+  impl_->strides = other.impl_->strides;
+  impl_->dtype = other.impl_->dtype;
+  if (impl_->autograd && impl_->autograd->grad.defined() &&
+      (impl_->autograd->grad.sizes() != impl_->sizes || impl_->autograd->grad.device() != device() ||
+       impl_->autograd->grad.dtype() != impl_->dtype))
+    impl_->autograd->grad = Tensor();  // a gradient of the old shape, device or dtype is meaningless now
+}
+
 Tensor Tensor::make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset) {
   STRAND_ASSERT(sizes.size() == strides.size());
   auto impl = std::make_shared<TensorImpl>();

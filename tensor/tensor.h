@@ -55,6 +55,8 @@ class Tensor {
 
   // Uninitialised memory. Factories that fill values live in kernels/ops.h.
   static Tensor empty(const Shape& sizes, TensorOptions opts = {});
+  // A contiguous CPU tensor over memory owned by `owner` (no copy).
+  static Tensor from_blob(void* data, const Shape& sizes, DType dtype, std::shared_ptr<void> owner);
   // A tensor over existing storage (a view); no autograd meta.
   static Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset);
 
@@ -101,6 +103,11 @@ class Tensor {
   void register_hook(GradHook hook) const;
   uint64_t version() const { return impl_->storage->version(); }
   void bump_version() const { impl_->storage->bump_version(); }
+
+  // Makes this handle address `other`'s data (storage, offset, sizes, strides, dtype) while keeping
+  // its identity and autograd state, so every copy of the handle (a module's member, an
+  // optimizer's list) sees the new data. Used by Module::to and checkpoint loading.
+  void set_data(const Tensor& other) const;
 
   std::string str() const;  // "Tensor[2, 3] f32 cpu"
 

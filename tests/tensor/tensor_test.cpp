@@ -181,3 +181,35 @@ TEST(Random, StreamsAreReproducibleAndDistinct) {
 
 }  // namespace
 }  // namespace strand
+
+namespace strand {
+namespace {
+
+TEST(Tensor, FromBlobWrapsExternalMemoryWithoutCopy) {
+  auto buf = std::make_shared<std::vector<float>>(std::vector<float>{1, 2, 3, 4, 5, 6});
+  const int64_t live = cpu_allocator_stats().live_bytes;
+  Tensor t = Tensor::from_blob(buf->data(), {2, 3}, DType::f32, buf);
+  EXPECT_EQ(cpu_allocator_stats().live_bytes, live);  // not counted: the owner holds the memory
+  std::weak_ptr<std::vector<float>> w = buf;
+  buf.reset();
+  EXPECT_FALSE(w.expired());  // the tensor keeps its owner alive
+  EXPECT_EQ(ops::to_vector<float>(ops::select(t, 0, 1)), (std::vector<float>{4, 5, 6}));
+  t = Tensor();
+  EXPECT_TRUE(w.expired());
+}
+
+TEST(Tensor, SetDataKeepsHandlesAndAutogradState) {
+  Tensor p = ops::zeros({2}, DType::f32);
+  p.set_requires_grad(true);
+  Tensor alias = p;  // e.g. held by an optimizer
+  p.set_grad(ops::ones({2}));
+  p.set_data(ops::from_vector<double>({1.5, 2.5}, {2}));
+  EXPECT_EQ(alias.dtype(), DType::f64);
+  EXPECT_EQ(ops::to_vector<double>(alias), (std::vector<double>{1.5, 2.5}));
+  EXPECT_TRUE(alias.requires_grad());
+  EXPECT_FALSE(alias.grad().defined());  // the f32 gradient no longer matches
+  EXPECT_TRUE(test::throws_with([&] { p.set_data(ops::arange(0, 2)); }, {"set_data", "i64"}));
+}
+
+}  // namespace
+}  // namespace strand
