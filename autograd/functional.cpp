@@ -296,13 +296,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   if (needs({x, w, bias})) {
     record("linear", {x, w, bias}, {y}, {w.requires_grad() ? x : Tensor(), x.requires_grad() ? w : Tensor()},
            [sx = x.sizes()](FnNode& n, const G& g) -> G {
-             const int64_t out = g[0].size(-1);
-             Tensor g2 = ops::reshape(g[0], {-1, out});
+             // Rows counted explicitly: reshape cannot infer -1 when a feature dim is 0.
+             const int64_t out = g[0].size(-1), rows = shape_numel(Shape(sx.begin(), sx.end() - 1));
+             Tensor g2 = ops::reshape(g[0], {rows, out});
              Tensor gx, gw, gb;
              if (n.needs_grad(0)) gx = ops::reshape(ops::matmul(g2, n.saved(1)), sx);
              if (n.needs_grad(1)) {
                Tensor x2 = n.saved(0);
-               gw = ops::matmul(ops::transpose(g2, 0, 1), ops::reshape(x2, {-1, x2.size(-1)}));
+               gw = ops::matmul(ops::transpose(g2, 0, 1), ops::reshape(x2, {rows, x2.size(-1)}));
              }
              if (n.needs_grad(2)) gb = ops::sum(g2, {0});
              return {gx, gw, gb};

@@ -11,6 +11,7 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
                           double eps, double atol, double rtol) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& t = inputs[i];
+    if (!t.defined()) continue;  // an absent optional input (e.g. no bias)
     STRAND_CHECK(!t.requires_grad() || (t.dtype() == DType::f64 && t.device().is_cpu() && t.is_leaf()),
                  "gradcheck: input ", i, " must be a CPU f64 leaf, got ", t.str());
     if (t.requires_grad()) t.set_grad(Tensor());
@@ -30,7 +31,7 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
   GradcheckResult res;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& t = inputs[i];
-    if (!t.requires_grad()) continue;
+    if (!t.defined() || !t.requires_grad()) continue;
     Tensor analytic = t.grad();
     std::vector<double> an = analytic.defined() ? ops::to_vector<double>(analytic)
                                                 : std::vector<double>(static_cast<size_t>(t.numel()), 0.0);

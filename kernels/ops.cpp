@@ -98,6 +98,7 @@ STRAND_INST(float)
 STRAND_INST(double)
 STRAND_INST(int64_t)
 STRAND_INST(int32_t)
+STRAND_INST(uint8_t)
 STRAND_INST(bf16)
 STRAND_INST(f16)
 #undef STRAND_INST
@@ -597,7 +598,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     check_same_dtype(x, bias, "linear");
   }
   const DType compute = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
-  Tensor x2 = to(reshape(x, {-1, x.size(-1)}), compute), wt = transpose(to(w, compute), 0, 1);
+  // Rows counted explicitly: reshape cannot infer -1 when there are zero input features.
+  const int64_t rows = shape_numel(Shape(x.sizes().begin(), x.sizes().end() - 1));
+  Tensor x2 = to(reshape(x, {rows, x.size(-1)}), compute), wt = transpose(to(w, compute), 0, 1);
   Tensor bc = bias.defined() ? contiguous(to(bias, compute)) : Tensor();
   const int64_t M = x2.size(0), K = x2.size(1), N = w.size(0);
   Tensor out = empty({M, N}, like(x2));
@@ -614,8 +617,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 namespace {
 // Runs `f` on x with `dim` moved last (contiguous), then moves it back.
 template <class F>
-Tensor along_last(const Tensor& x, int64_t dim, F&& f) {
-  dim = x.wrap_dim(dim, "softmax");
+Tensor along_last(const Tensor& x, int64_t dim, const char* op, F&& f) {
+  dim = x.wrap_dim(dim, op);
   if (dim == x.dim() - 1 || x.dim() == 0) return f(contiguous(x));
   Tensor r = f(contiguous(transpose(x, dim, -1)));
   return contiguous(transpose(r, dim, -1));
@@ -624,7 +627,7 @@ Tensor along_last(const Tensor& x, int64_t dim, F&& f) {
 Tensor softmax(const Tensor& x, int64_t dim) {
   check_floating(x, "softmax");
   check_cpu(x, "softmax");
-  return along_last(x, dim, [](const Tensor& c) {
+  return along_last(x, dim, "softmax", [](const Tensor& c) {
     Tensor o = empty_like(c);
     if (c.numel()) cpu::softmax(c, o, false);
     return o;
@@ -633,7 +636,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 Tensor log_softmax(const Tensor& x, int64_t dim) {
   check_floating(x, "log_softmax");
   check_cpu(x, "log_softmax");
-  return along_last(x, dim, [](const Tensor& c) {
+  return along_last(x, dim, "log_softmax", [](const Tensor& c) {
     Tensor o = empty_like(c);
     if (c.numel()) cpu::softmax(c, o, true);
     return o;
@@ -682,9 +685,10 @@ NormOut layer_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, double 
 std::tuple<Tensor, Tensor, Tensor> layer_norm_backward(const Tensor& grad, const Tensor& x_in, const Tensor& w,
                                                        const Tensor& mean, const Tensor& rstd) {
   Tensor x = contiguous(x_in), g = contiguous(grad);
-  Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor(), gb = w.defined() ? empty_like(w) : Tensor();
-  if (w.defined() && x.numel() == 0) {
-    zero_(gw);
+  // The bias gradient does not depend on w: a bias without a weight still needs it.
+  Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor(), gb = empty({x.size(-1)}, like(x));
+  if (x.numel() == 0) {
+    if (gw.defined()) zero_(gw);
     zero_(gb);
   }
   if (x.numel()) cpu::layer_norm_backward(g, x, w.defined() ? contiguous(w) : w, mean, rstd, gx, gw, gb);
@@ -724,6 +728,8 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
                  "batch_norm: running statistics must be contiguous ", dtype_name(sd), " [", C, "], got ",
                  r->str());
   }
+  STRAND_CHECK(running_mean.defined() == running_var.defined(),
+               "batch_norm: give both running_mean and running_var, or neither");
   STRAND_CHECK(training || (running_mean.defined() && running_var.defined()),
                "batch_norm: eval mode needs running_mean and running_var");
   Tensor x = contiguous(reshape(x_in, {-1, C}));
@@ -755,7 +761,8 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const
                                                        const Tensor& mean, const Tensor& rstd, bool training) {
   const int64_t C = x_in.size(-1);
   Tensor x = contiguous(reshape(x_in, {-1, C})), g = contiguous(reshape(grad, {-1, C}));
-  Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor(), gb = w.defined() ? empty_like(w) : Tensor();
+  // The bias gradient does not depend on w: a bias without a weight still needs it.
+  Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor(), gb = empty({C}, like(x));
   cpu::batch_norm_backward(g, x, w.defined() ? contiguous(w) : w, mean, rstd, training, gx, gw, gb);
   return {reshape(gx, x_in.sizes()), gw, gb};
 }
@@ -822,7 +829,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
 Tensor embedding_backward(const Tensor& grad, const Tensor& indices, int64_t num_weights, int64_t padding_idx) {
   const int64_t D = grad.size(-1);
   Tensor flat = contiguous(reshape(indices, {-1}));
-  Tensor g = contiguous(reshape(grad, {-1, D}));
+  Tensor g = contiguous(reshape(grad, {flat.size(0), D}));  // not -1: D may be 0
   Tensor out = index_add({num_weights, D}, 0, flat, g);
   if (padding_idx >= 0) zero_(select(out, 0, padding_idx));
   return out;

@@ -10,7 +10,7 @@
 
 namespace strand {
 
-enum class DType : uint8_t { f32, f64, bf16, f16, i64, i32, b8 };
+enum class DType : uint8_t { f32, f64, bf16, f16, i64, i32, u8, b8 };
 
 constexpr size_t dtype_size(DType t) {
   switch (t) {
@@ -20,6 +20,7 @@ constexpr size_t dtype_size(DType t) {
     case DType::f16: return 2;
     case DType::i64: return 8;
     case DType::i32: return 4;
+    case DType::u8: return 1;
     case DType::b8: return 1;
   }
   return 0;
@@ -32,6 +33,7 @@ constexpr std::string_view dtype_name(DType t) {
     case DType::f16: return "f16";
     case DType::i64: return "i64";
     case DType::i32: return "i32";
+    case DType::u8: return "u8";
     case DType::b8: return "bool";
   }
   return "?";
@@ -48,6 +50,7 @@ template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; 
 template <> struct dtype_of<f16> { static constexpr DType value = DType::f16; };
 template <> struct dtype_of<int64_t> { static constexpr DType value = DType::i64; };
 template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
+template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::u8; };
 template <> struct dtype_of<bool> { static constexpr DType value = DType::b8; };
 
 // The type arithmetic happens in: f64 stays f64, every other floating type computes in f32.
@@ -80,6 +83,7 @@ decltype(auto) dispatch_all(DType t, F&& f) {
     case DType::f16: return f(type_tag<f16>{});
     case DType::i64: return f(type_tag<int64_t>{});
     case DType::i32: return f(type_tag<int32_t>{});
+    case DType::u8: return f(type_tag<uint8_t>{});
     case DType::b8: return f(type_tag<bool>{});
   }
   return f(type_tag<float>{});
