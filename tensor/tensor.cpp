@@ -95,6 +95,7 @@ int64_t Tensor::size(int64_t d) const { return impl_->sizes[wrap_dim(d, "size")]
 int64_t Tensor::stride(int64_t d) const { return impl_->strides[wrap_dim(d, "stride")]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to address: any strides describe it
   int64_t expected = 1;
   for (int64_t i = dim() - 1; i >= 0; --i) {
     if (impl_->sizes[i] == 1) continue;

@@ -162,19 +162,23 @@ void fill(const Tensor& dst, double value) {
 }
 
 void add_(const Tensor& dst, const Tensor& src, double alpha) {
-  dispatch_float(dst.dtype(), "add_", [&](auto tag) {
+  dispatch_all(dst.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const A al = static_cast<A>(alpha);
-    const T* sp = base<T>(src);
-    T* dp = base<T>(dst);
-    strided_loop<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())},
-                    [&](const std::array<int64_t, 2>& o, int64_t n, const std::array<int64_t, 2>& s) {
-                      for (int64_t i = 0; i < n; ++i) {
-                        T& d = dp[o[0] + i * s[0]];
-                        d = T(A(d) + al * A(sp[o[1] + i * s[1]]));
-                      }
-                    });
+    if constexpr (std::is_same_v<T, bool>) {
+      STRAND_CHECK(false, "add_ is not defined for bool tensors");
+    } else {
+      const A al = static_cast<A>(alpha);
+      const T* sp = base<T>(src);
+      T* dp = base<T>(dst);
+      strided_loop<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())},
+                      [&](const std::array<int64_t, 2>& o, int64_t n, const std::array<int64_t, 2>& s) {
+                        for (int64_t i = 0; i < n; ++i) {
+                          T& d = dp[o[0] + i * s[0]];
+                          d = T(A(d) + al * A(sp[o[1] + i * s[1]]));
+                        }
+                      });
+    }
   });
 }
 

@@ -251,12 +251,16 @@ void fill(const Tensor& dst, double value) {
 }
 
 void add_(const Tensor& dst, const Tensor& src, double alpha) {
-  dispatch_float(dst.dtype(), "add_", [&](auto tag) {
+  dispatch_all(dst.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const int64_t n = dst.numel();
-    auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
-    add_inplace_kernel<T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
-    STRAND_CUDA_LAUNCH_CHECK();
+    if constexpr (std::is_same_v<T, bool>) {
+      STRAND_CHECK(false, "add_ is not defined for bool tensors");
+    } else {
+      const int64_t n = dst.numel();
+      auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
+      add_inplace_kernel<T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
+      STRAND_CUDA_LAUNCH_CHECK();
+    }
   });
 }
 

@@ -27,6 +27,11 @@ TEST(Tensor, EmptyHasContiguousStridesAndStats) {
   EXPECT_EQ(cpu_allocator_stats().live_bytes, before.live_bytes);
 }
 
+TEST(Tensor, EmptyTensorsAreContiguous) {
+  EXPECT_TRUE(ops::zeros({3, 0, 2}).is_contiguous());
+  EXPECT_TRUE(ops::transpose(ops::zeros({3, 0, 2}), 0, 2).is_contiguous());
+}
+
 TEST(Tensor, NegativeShapeIsAnError) {
   EXPECT_TRUE(throws_with([] { Tensor::empty({2, -1}); }, {"negative dimension", "[2, -1]"}));
 }
