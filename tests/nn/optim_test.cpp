@@ -2,6 +2,7 @@
 // (tools/make_optim_fixtures.py), hand-checkable steps, skipping, state round trips and errors.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -13,6 +14,7 @@
 #include "nn/clip_grad.h"
 #include "nn/lr_schedule.h"
 #include "nn/optim.h"
+#include "tensor/safetensors.h"
 #include "tests/test_util.h"
 
 namespace strand {
@@ -330,6 +332,21 @@ TEST(AdamW, StateDictRoundTripReproducesTheSameStepsExactly) {
   // The loaded state is the optimizer's own copy: changing the dictionary afterwards is harmless.
   ops::fill_(saved.at("state.0.exp_avg"), 123);
   EXPECT_TRUE(allclose(b.state_dict().at("state.0.exp_avg"), a.state_dict().at("state.0.exp_avg"), 0, 0));
+}
+
+TEST(AdamW, StateSurvivesASafetensorsFile) {
+  std::vector<Tensor> ps = {leaf(test::uniform({3, 4}, -1, 1, 4)), leaf(test::uniform({5}, -1, 1, 5))};
+  AdamW a(ps, 0.01, {0.9, 0.999}, 1e-8, 0.01);
+  run_steps(a, ps, 0, 4);
+  const std::string path = (std::filesystem::temp_directory_path() / "strand_adamw_state.safetensors").string();
+  safetensors::save(path, a.state_dict());
+  std::vector<Tensor> qs = clone_params(ps);
+  AdamW b(qs, 0.5);
+  b.load_state_dict(safetensors::load(path).tensors);
+  std::filesystem::remove(path);
+  run_steps(a, ps, 4, 7);
+  run_steps(b, qs, 4, 7);
+  for (size_t i = 0; i < ps.size(); ++i) EXPECT_TRUE(allclose(qs[i], ps[i], 0, 0)) << "parameter " << i;
 }
 
 TEST(AdamW, LoadCastsStateToTheParameterDtype) {
