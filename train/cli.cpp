@@ -1,0 +1,44 @@
+#include "train/cli.h"
+
+#include <cstdio>
+
+#include "tensor/error.h"
+
+namespace strand::train {
+
+Splits open_splits(const Config& cfg) {
+  SplitFiles f = find_split_files(cfg.data.dir);
+  Splits s;
+  s.train = std::make_unique<SplitData>(f.train, cfg.data.num_labels);
+  s.validation = std::make_unique<SplitData>(f.validation, cfg.data.num_labels);
+  s.test = std::make_unique<SplitData>(f.test, cfg.data.num_labels);
+  if (cfg.data.normalize) {
+    label_statistics({s.train.get(), s.validation.get()}, s.mean, s.std);
+    for (SplitData* d : {s.train.get(), s.validation.get(), s.test.get()}) d->set_normalisation(s.mean, s.std);
+  } else {
+    s.mean.assign(cfg.data.num_labels, 0.0);
+    s.std.assign(cfg.data.num_labels, 1.0);
+  }
+  return s;
+}
+
+SplitData& split_by_name(Splits& s, const std::string& name) {
+  if (name == "train") return *s.train;
+  if (name == "validation" || name == "valid" || name == "val") return *s.validation;
+  if (name == "test") return *s.test;
+  STRAND_CHECK(false, "unknown split '", name, "' (expected train, validation or test)");
+  return *s.test;
+}
+
+int run_tool(const char* tool, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: %s\n", tool, e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", tool, e.what());
+  }
+  return 2;
+}
+
+}  // namespace strand::train
