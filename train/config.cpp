@@ -255,6 +255,9 @@ Config parse_config(const std::string& text, const std::vector<std::string>& ove
       }
       c.backbones.push_back(std::move(b));
     }
+    // Tables of modalities left out of backbone_order are allowed (so --set can switch
+    // modalities off) but not read.
+    for (const char* m : {"dna_seq", "rna_seq", "protein_seq"}) (void)model.raw(m);
     Reader f = model.sub("fusion");
     f.get("kind", c.fusion.kind);
     one_of("model.fusion.kind", c.fusion.kind, {"concat", "attention"});
