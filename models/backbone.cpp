@@ -15,7 +15,8 @@ Tensor masked_mean(const Tensor& h, const Tensor& mask) {
                shape_str(mask.sizes()));
   Tensor m = mask_as(mask, h);
   Tensor num = sum(mul(h, unsqueeze(m, -1)), {1});  // [B, D]
-  Tensor den = ops::sum(m, {1}, true);              // [B, 1]
+  // clamp(min=1e-9) as ModelGenerator: an all-padding row pools to 0, not NaN
+  Tensor den = ops::unary(UnaryOp::clamp, ops::sum(m, {1}, true), 1e-9, INFINITY);  // [B, 1]
   return div(num, den);
 }
 

@@ -21,7 +21,7 @@ class Backbone : public nn::Module {
   virtual std::string model_type() const = 0;  // config.json's model_type: "esm", "rnabert"
 };
 
-// Masked mean over the sequence: sum(h * m) / sum(m). h [B, L, D], mask i64/bool/float [B, L]
+// Masked mean over the sequence: sum(h * m) / clamp(sum(m), 1e-9). h [B, L, D], mask i64/bool/float [B, L]
 // -> [B, D]. Special tokens count when the mask has them, as ModelGenerator's mean pooling does.
 Tensor masked_mean(const Tensor& h, const Tensor& mask);
 

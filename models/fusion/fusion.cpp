@@ -1,5 +1,7 @@
 #include "models/fusion/fusion.h"
 
+#include "models/backbone.h"
+
 #include <cmath>
 
 namespace strand::models {
@@ -14,10 +16,7 @@ Pooling pooling_from_string(const std::string& s) {
 Tensor masked_mean_pool(const Tensor& h, const Tensor& mask) {
   STRAND_CHECK(h.dim() == 3, "mean pooling expects hidden states [B, L, D], got ", shape_str(h.sizes()));
   if (!mask.defined()) return mean(h, {1});
-  STRAND_CHECK(mask.dim() == 2 && mask.size(0) == h.size(0) && mask.size(1) == h.size(1), "mean pooling: mask ",
-               shape_str(mask.sizes()), " does not match hidden states ", shape_str(h.sizes()));
-  Tensor m = unsqueeze(to(to(mask, h.device()), h.dtype()), -1);  // [B, L, 1]
-  return sum(h * m, {1}) / clamp(sum(m, {1}), 1e-9, INFINITY);
+  return masked_mean(h, ops::to(mask, h.device()));
 }
 
 Tensor pool(Pooling p, const Tensor& h, const Tensor& mask) {
