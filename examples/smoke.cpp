@@ -1,6 +1,5 @@
 // strand-smoke: trains a tiny two-layer regressor with the engine's autograd on synthetic data and
-// prints the loss falling. It exercises the whole stack (tensor, kernels, autograd) end to end and
-// is what the README's first command runs until strand-train exists.
+// prints the loss falling: the smallest end-to-end use of tensor, kernels and autograd.
 #include <cstdio>
 #include <cstdlib>
 #include <cmath>
