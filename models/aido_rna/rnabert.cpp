@@ -4,22 +4,13 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "models/config_fields.h"
+
 namespace strand::models {
 
 namespace {
 using json = nlohmann::json;
 
-template <class T>
-void get_field(const json& j, const char* key, T& out, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return;
-  try {
-    out = j[key].get<T>();
-  } catch (const json::exception& e) {
-    STRAND_CHECK(false, source, ": field '", key, "' has the wrong type (", j[key].dump(), "): ", e.what());
-  }
-}
-
-std::shared_ptr<nn::Module> container(const char* type) { return std::make_shared<nn::Module>(type); }
 
 std::shared_ptr<nn::UnaryModule> make_norm(const RNABertConfig& c) {
   if (c.normalization_type == "LayerNorm") return std::make_shared<nn::LayerNorm>(c.hidden_size, c.layer_norm_eps);
