@@ -446,4 +446,17 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction r) {
   return r == Reduction::sum ? sum(sq) : mean(sq);
 }
 
+// ---- Enformer relative shift ----
+Tensor rel_shift(const Tensor& x) {
+  Tensor y = ops::rel_shift(x);
+  if (needs({x})) {
+    record("rel_shift", {x}, {y}, {}, [s = x.sizes()](FnNode&, const G& g) -> G {
+      Tensor gx = ops::zeros(s, TensorOptions(g[0].dtype(), g[0].device()));
+      if (gx.numel()) ops::copy_(ops::rel_shift(gx), g[0]);
+      return {gx};
+    });
+  }
+  return y;
+}
+
 }  // namespace strand

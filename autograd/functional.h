@@ -127,4 +127,8 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction r = Reductio
 using CheckpointFn = std::function<std::vector<Tensor>(const std::vector<Tensor>&)>;
 std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
 
+// Enformer's relative shift (see ops::rel_shift): x [..., T, 2T-1] -> [..., T, T] view; the
+// gradient scatters back into a zero [..., T, 2T-1] tensor (one-to-one, so no accumulation).
+Tensor rel_shift(const Tensor& x);
+
 }  // namespace strand

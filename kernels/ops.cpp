@@ -963,5 +963,19 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction r) {
   return r == Reduction::sum ? sum(sq) : mean(sq);
 }
 
+// ---------------- Enformer relative shift ----------------
+Tensor rel_shift(const Tensor& x) {
+  STRAND_CHECK(x.dim() >= 2, "rel_shift: expected a tensor [..., T, 2T-1] of at least 2 dims, got ",
+               shape_str(x.sizes()));
+  const int64_t T = x.size(-2), W = x.size(-1);
+  STRAND_CHECK(T >= 1 && W == 2 * T - 1, "rel_shift: last dim must be 2T-1 = ", 2 * T - 1, " for T = ", T,
+               " rows, got shape ", shape_str(x.sizes()));
+  const Tensor c = (x.stride(-1) == 1 && x.stride(-2) == W) ? x : contiguous(x);
+  Shape sz = c.sizes(), st = c.strides();
+  sz.back() = T;
+  st[st.size() - 2] = W - 1;
+  return Tensor::make_view(c, sz, st, c.storage_offset() + (T - 1));
+}
+
 }  // namespace ops
 }  // namespace strand

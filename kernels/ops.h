@@ -158,4 +158,11 @@ void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);
 void check_floating(const Tensor& a, const char* op);
 void check_cpu(const Tensor& a, const char* op);  // for ops whose CUDA kernel is not written yet
 
+// ---------------- Enformer relative shift ----------------
+// x [..., T, 2T-1] (column m <-> relative distance m-(T-1)) -> [..., T, T] with
+// out[..., i, j] = x[..., i, T-1 + j-i]: the Transformer-XL shift by index arithmetic, as a strided
+// view (row stride 2T-2, offset T-1) of x — or of a contiguous copy when x's last two dims are not
+// contiguous. The view never reads the same element twice.
+Tensor rel_shift(const Tensor& x);
+
 }  // namespace strand::ops
