@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "models/enformer/enformer.h"
+#include "models/enformer/one_hot.h"
 #include "models/hf_dir.h"
 #include "tensor/safetensors.h"
 
@@ -24,8 +26,8 @@ namespace {
 
 const char* kUsage = R"(usage: strand-embed --model-dir DIR --input FILE --output OUT.safetensors [options]
 
-Embeds protein (ESM-2) or RNA (AIDO.RNA) sequences with a Hugging Face model folder
-(config.json + model.safetensors, or sharded safetensors with their index; model_type "esm" or
+Embeds protein (ESM-2), RNA (AIDO.RNA) or DNA (Enformer) sequences with a Hugging Face model folder
+(config.json + model.safetensors, or sharded safetensors with their index; model_type "enformer" (DNA), "esm" or
 "rnabert"). PyTorch .bin folders: convert them first with tools/convert_checkpoint.py.
 
   --model-dir DIR      the model folder
@@ -141,6 +143,40 @@ Input read_input(const std::string& path) {
   return in;
 }
 
+// Enformer folders: DNA in, the trunk embedding [N, T', 2*dim] out (all bins valid: mask of ones,
+// as ModelGenerator builds it). Every sequence must have the same length.
+void embed_enformer(const Args& a, const Input& in, Device device) {
+  auto m = models::enformer::load_enformer(a.model_dir);
+  m->eval();
+  if (device.is_cuda()) m->to(device);
+  const int64_t N = static_cast<int64_t>(in.seqs.size());
+  for (int64_t i = 1; i < N; ++i)
+    if (in.seqs[static_cast<size_t>(i)].size() != in.seqs[0].size())
+      fail("--input '" + a.input + "': Enformer needs sequences of one length; '" + in.names[0] + "' has " +
+           std::to_string(in.seqs[0].size()) + " bp but '" + in.names[static_cast<size_t>(i)] + "' has " +
+           std::to_string(in.seqs[static_cast<size_t>(i)].size()));
+  const bool pool = a.pool == "mean";
+  NoGradGuard ng;
+  std::vector<Tensor> parts;
+  for (int64_t s = 0; s < N; s += a.batch_size) {
+    std::vector<std::string> batch(in.seqs.begin() + s, in.seqs.begin() + std::min(N, s + a.batch_size));
+    Tensor h = m->forward(ops::to(models::enformer::one_hot_dna(batch), device));
+    if (pool) h = ops::mean(h, {1});
+    parts.push_back(ops::contiguous(ops::to(ops::to(h, DType::f32), Device::cpu())));
+    if (!a.quiet && N > a.batch_size)
+      std::fprintf(stderr, "\rstrand-embed: %lld/%lld sequences", static_cast<long long>(std::min(N, s + a.batch_size)),
+                   static_cast<long long>(N));
+  }
+  if (!a.quiet && N > a.batch_size) std::fprintf(stderr, "\n");
+  Tensor out = ops::concat(parts, 0);
+  const int64_t T = pool ? 1 : out.size(1);
+  nlohmann::json names = in.names;
+  safetensors::save(a.output,
+                    {{"last_hidden_state", out}, {"attention_mask", ops::ones({N, T}, TensorOptions(DType::i64))}},
+                    {{"model_dir", a.model_dir}, {"model_type", "enformer"}, {"pool", a.pool}, {"names", names.dump()}});
+  if (!a.quiet) std::cerr << "strand-embed: wrote " << a.output << " (" << N << " sequences, " << shape_str(out.sizes()) << ")\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -151,6 +187,10 @@ int main(int argc, char** argv) {
     if (device.is_cuda() && !cuda_available())
       fail("--device cuda: no usable CUDA GPU here (or this build has no CUDA backend); use --device cpu");
 
+    if (models::hf_model_type(a.model_dir) == "enformer") {
+      embed_enformer(a, in, device);
+      return 0;
+    }
     models::HfLoadOptions lo;
     lo.rna_dna_letters = !a.rna_exact;
     models::HfBackbone b = models::load_hf_backbone(a.model_dir, lo);

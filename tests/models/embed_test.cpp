@@ -118,3 +118,37 @@ TEST(StrandEmbed, BadInputIsOneLineAndExitCode2) {
 
 }  // namespace
 }  // namespace strand::models
+
+namespace strand::models {
+namespace {
+
+// An enformer-pytorch folder: DNA in, the eval-mode trunk embedding out, equal to the reference.
+TEST(StrandEmbed, EnformerFolderMatchesTheReference) {
+  test::TempDir tmp("embed_enformer");
+  auto inputs = nlohmann::json::parse(std::ifstream(test::fixture("enformer/tiny_b/inputs.json")));
+  const auto seqs = inputs["sequences"].get<std::vector<std::string>>();
+  {
+    std::ofstream fa(tmp.str("in.fa"));
+    for (size_t i = 0; i < seqs.size(); ++i) fa << ">s" << i << "\n" << seqs[i] << "\n";
+  }
+  EmbedRun r = embed(tmp, "--model-dir " + test::fixture("enformer/tiny_b") + " --input " + tmp.str("in.fa") +
+                              " --output " + tmp.str("out.safetensors") + " --quiet");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto out = safetensors::load(tmp.str("out.safetensors"));
+  auto exp = safetensors::load(test::fixture("enformer/tiny_b/expected.safetensors"));
+  EXPECT_TRUE(strand::test::allclose(out.tensors.at("last_hidden_state"), exp.tensors.at("eval_out"), 1e-5, 1e-4));
+  EXPECT_EQ(out.metadata.at("model_type"), "enformer");
+  EXPECT_EQ(ops::item(ops::amax(ops::to(out.tensors.at("attention_mask"), DType::f64))), 1.0);
+  // sequences of different lengths cannot share a batch
+  {
+    std::ofstream fa(tmp.str("bad.fa"));
+    fa << ">a\n" << seqs[0] << "\n>b\n" << seqs[0].substr(0, 100) << "\n";
+  }
+  EmbedRun bad = embed(tmp, "--model-dir " + test::fixture("enformer/tiny_b") + " --input " + tmp.str("bad.fa") +
+                                " --output " + tmp.str("bad.safetensors"));
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.err.find("one length"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace strand::models
