@@ -349,9 +349,12 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
 Tensor batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps) {
   ops::NormOut o = ops::batch_norm(x, w, b, running_mean, running_var, training, momentum, eps);
+  // SyncBatchNorm: a forward over the global batch needs a backward over it too.
+  const bool sync = training && static_cast<bool>(ops::batch_norm_reducer());
   if (needs({x, w, b})) {
-    record("batch_norm", {x, w, b}, {o.y}, {x, w, o.mean, o.rstd}, [training](FnNode& n, const G& g) -> G {
-      auto [gx, gw, gb] = ops::batch_norm_backward(g[0], n.saved(0), n.saved(1), n.saved(2), n.saved(3), training);
+    record("batch_norm", {x, w, b}, {o.y}, {x, w, o.mean, o.rstd}, [training, sync](FnNode& n, const G& g) -> G {
+      auto [gx, gw, gb] =
+          ops::batch_norm_backward(g[0], n.saved(0), n.saved(1), n.saved(2), n.saved(3), training, sync);
       return {n.needs_grad(0) ? gx : Tensor(), n.needs_grad(1) ? gw : Tensor(), n.needs_grad(2) ? gb : Tensor()};
     });
   }

@@ -712,6 +712,15 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& grad, const Tensor& x
   return {gx, gw};
 }
 
+namespace {
+BatchNormReducer& bn_reducer() {
+  static BatchNormReducer r;
+  return r;
+}
+}  // namespace
+void set_batch_norm_reducer(BatchNormReducer r) { bn_reducer() = std::move(r); }
+const BatchNormReducer& batch_norm_reducer() { return bn_reducer(); }
+
 NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                    const Tensor& running_var, bool training, double momentum, double eps) {
   check_floating(x_in, "batch_norm");
@@ -733,12 +742,13 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   STRAND_CHECK(training || (running_mean.defined() && running_var.defined()),
                "batch_norm: eval mode needs running_mean and running_var");
   Tensor x = contiguous(reshape(x_in, {-1, C}));
-  const int64_t n = x.size(0);
   Tensor mean = empty({C}, like(x, sd)), var = empty({C}, like(x, sd));
   if (training) {
+    const BatchNormReducer& red = bn_reducer();
+    // Under SyncBatchNorm the count is global: one row per process is fine when there are several.
+    const double n = cpu::batch_norm_stats(x, mean, var, red ? &red : nullptr);
     STRAND_CHECK(n > 1, "batch_norm: training needs more than one value per channel, got input shape ",
-                 shape_str(x_in.sizes()));
-    cpu::batch_norm_stats(x, mean, var);
+                 shape_str(x_in.sizes()), red ? " (summed over all processes)" : "");
     if (running_mean.defined()) {
       // running = (1 - momentum) * running + momentum * batch; the variance is unbiased, as PyTorch.
       Tensor rm = ops::add(ops::mul(running_mean, 1 - momentum), ops::mul(mean, momentum));
@@ -758,12 +768,17 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   return {reshape(y, x_in.sizes()), mean, rstd};
 }
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const Tensor& x_in, const Tensor& w,
-                                                       const Tensor& mean, const Tensor& rstd, bool training) {
+                                                       const Tensor& mean, const Tensor& rstd, bool training,
+                                                       bool sync) {
+  const BatchNormReducer& red = bn_reducer();
+  STRAND_CHECK(!sync || red, "batch_norm_backward: the forward synchronised its statistics across processes, "
+               "but the reducer was removed before backward");
   const int64_t C = x_in.size(-1);
   Tensor x = contiguous(reshape(x_in, {-1, C})), g = contiguous(reshape(grad, {-1, C}));
   // The bias gradient does not depend on w: a bias without a weight still needs it.
   Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor(), gb = empty({C}, like(x));
-  cpu::batch_norm_backward(g, x, w.defined() ? contiguous(w) : w, mean, rstd, training, gx, gw, gb);
+  cpu::batch_norm_backward(g, x, w.defined() ? contiguous(w) : w, mean, rstd, training, gx, gw, gb,
+                           sync && training ? &red : nullptr);
   return {reshape(gx, x_in.sizes()), gw, gb};
 }
 

@@ -3,6 +3,7 @@
 // dtype or device is a strand::Error naming them), allocates the output and dispatches to the
 // cpu:: or cuda:: kernel for the inputs' device. The differentiable API over these is in
 // autograd/functional.h. Binary ops broadcast like NumPy; operands must share dtype and device.
+#include <functional>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -119,8 +120,19 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& grad, const Tensor& x
 // unbiased variance, as PyTorch). NormOut.mean/rstd hold the statistics used (batch or running).
 NormOut batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                    const Tensor& running_var, bool training, double momentum, double eps);
+// sync: the forward summed its statistics through the reducer (which must still be set).
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
-                                                       const Tensor& mean, const Tensor& rstd, bool training);
+                                                       const Tensor& mean, const Tensor& rstd, bool training,
+                                                       bool sync = false);
+// SyncBatchNorm: while a reducer is set (train/dist installs one for multi-process runs),
+// batch_norm in training mode sums its per-channel count, sums and squared deviations across
+// processes, and its backward sums the gradient terms the same way, so statistics cover the global
+// batch. The reducer sums a double buffer in place; every process must run the same batch norms in
+// the same order. An empty function restores local statistics.
+using BatchNormReducer = std::function<void(std::vector<double>&)>;
+void set_batch_norm_reducer(BatchNormReducer r);
+const BatchNormReducer& batch_norm_reducer();
+
 
 // ---------------- convolution ----------------
 // Channels-last 1-D convolution: x [B, L, Cin], w [Cout, Cin, K] (PyTorch layout), bias [Cout],

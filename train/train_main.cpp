@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "train/cli.h"
+#include "train/dist/communicator.h"
 #include "train/task.h"
 #include "train/trainer.h"
 
@@ -22,12 +23,25 @@ void usage(FILE* f) {
                "run_dir/metrics.csv and run_dir/config.toml.\n"
                "  --config FILE        the experiment config\n"
                "  --set a.b=c          override any config key (repeatable)\n"
-               "  --resume             continue from run_dir/last.safetensors (same losses as uninterrupted)\n");
+               "  --resume             continue from run_dir/last.safetensors (same losses as uninterrupted)\n"
+               "Data parallel: mpirun -np N strand-train --config FILE (data.batch_size rows per rank and step;\n"
+               "rank 0 alone prints and writes; see README, \"Multi-process training\").\n");
 }
 }  // namespace
 
 int main(int argc, char** argv) {
-  return run_tool("strand-train", [&] {
+  // Under mpirun the world has several ranks: MPI is initialised here (before anything can fail),
+  // and a rank that fails brings the job down with its message instead of leaving the others
+  // blocked in a collective. Training runs on the CPU for now, so the MPI backend carries it.
+  std::shared_ptr<dist::Communicator> comm;
+  const int code = run_tool("strand-train", [&] {
+    comm = dist::communicator_from_env("cpu");
+    return 0;
+  });
+  if (code != 0) return code;
+  dist::set_world(comm);
+  if (comm->rank() != 0) std::freopen("/dev/null", "w", stdout);  // rank 0 alone logs; errors still reach stderr
+  return dist::run_or_abort("strand-train", *comm, [&] {
     std::string config_path;
     std::vector<std::string> sets;
     bool resume = false;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "nn/optim.h"
 #include "tensor/philox.h"
 #include "tensor/safetensors.h"
+#include "train/dist/ddp.h"
 
 namespace strand::train {
 
@@ -32,15 +34,21 @@ std::string fmt_time(double s) {
 }
 }  // namespace
 
-Predictions predict(TaskModel& model, const SplitData& split, int64_t batch_size, const std::string& label) {
+Predictions predict(TaskModel& model, const SplitData& split, int64_t batch_size, const std::string& label,
+                    dist::Communicator* comm) {
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
   Predictions p;
   p.k = split.num_labels();
-  for (int64_t b = 0; b < split.size(); b += batch_size) {
+  std::vector<int64_t> rows(static_cast<size_t>(split.size()));
+  for (int64_t i = 0; i < split.size(); ++i) rows[i] = i;
+  const int world = comm ? comm->size() : 1;
+  if (world > 1) rows = dist::shard(rows, comm->rank(), world);
+  const int64_t n_rows = static_cast<int64_t>(rows.size());
+  for (int64_t b = 0; b < n_rows; b += batch_size) {
     std::vector<Sample> batch;
-    for (int64_t i = b; i < std::min(split.size(), b + batch_size); ++i) batch.push_back(split.get(i));
+    for (int64_t i = b; i < std::min(n_rows, b + batch_size); ++i) batch.push_back(split.get(rows[i]));
     auto out = ops::to_vector<double>(model.forward(batch));
     for (const Sample& s : batch) {
       p.ids.push_back(s.transcript_id);
@@ -48,21 +56,48 @@ Predictions predict(TaskModel& model, const SplitData& split, int64_t batch_size
     }
     p.preds.insert(p.preds.end(), out.begin(), out.end());
     if (!label.empty())
-      std::fprintf(stderr, "\r%s %lld/%lld", label.c_str(), static_cast<long long>(std::min(split.size(), b + batch_size)),
-                   static_cast<long long>(split.size()));
+      std::fprintf(stderr, "\r%s %lld/%lld", label.c_str(), static_cast<long long>(std::min(n_rows, b + batch_size)),
+                   static_cast<long long>(n_rows));
   }
   if (!label.empty()) std::fprintf(stderr, "\n");
   p.n = static_cast<int64_t>(p.ids.size());
   model.train(was_training);
+  if (world > 1 && split.size() > 0) {
+    // Every rank holds shard_size rows; rank r's j-th row is position j * world + r of the padded
+    // order, and positions from split.size() on are the padding duplicates.
+    const int64_t m = p.n, k = p.k, n = split.size();
+    Tensor preds = comm->all_gather(ops::from_vector<double>(p.preds, {m * k}));
+    Tensor labels = comm->all_gather(ops::from_vector<double>(p.labels, {m * k}));
+    auto ids = dist::all_gather_strings(*comm, p.ids);
+    const double* pp = static_cast<const double*>(preds.raw_data());
+    const double* lp = static_cast<const double*>(labels.raw_data());
+    Predictions all;
+    all.k = k;
+    all.preds.resize(static_cast<size_t>(n * k));
+    all.labels.resize(static_cast<size_t>(n * k));
+    all.ids.resize(static_cast<size_t>(n));
+    for (int r = 0; r < world; ++r)
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t pos = j * world + r;
+        if (pos >= n) continue;
+        std::copy(pp + (r * m + j) * k, pp + (r * m + j + 1) * k, all.preds.begin() + pos * k);
+        std::copy(lp + (r * m + j) * k, lp + (r * m + j + 1) * k, all.labels.begin() + pos * k);
+        all.ids[pos] = ids[r][j];
+      }
+    all.n = n;
+    return all;
+  }
   return p;
 }
 
 Trainer::Trainer(const Config& cfg, std::shared_ptr<TaskModel> model, SplitData& train, SplitData* valid,
                  std::vector<double> mean, std::vector<double> std)
     : cfg_(cfg), model_(std::move(model)), train_(train), valid_(valid), label_mean_(std::move(mean)),
-      label_std_(std::move(std)) {
+      label_std_(std::move(std)), comm_(dist::world()) {
   STRAND_CHECK(train_.size() > 0, "training split is empty");
-  steps_per_epoch_ = (train_.size() + cfg_.data.batch_size - 1) / cfg_.data.batch_size;  // last batch kept, as PyTorch
+  // Each rank steps through its shard; the last batch is kept, as PyTorch.
+  const int64_t rows = dist::shard_size(train_.size(), comm_->size());
+  steps_per_epoch_ = (rows + cfg_.data.batch_size - 1) / cfg_.data.batch_size;
   total_steps_ = steps_per_epoch_ * cfg_.trainer.epochs;
   if (cfg_.trainer.max_steps > 0) total_steps_ = std::min(total_steps_, cfg_.trainer.max_steps);
 }
@@ -138,6 +173,11 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
   if (cfg_.schedule.kind == "cosine") sched = nn::Schedule::cosine(warmup, total_steps_);
   else if (cfg_.schedule.kind == "linear") sched = nn::Schedule::linear(warmup, total_steps_);
   nn::LRScheduler scheduler(opt, sched);
+  const int world = comm_->size(), rank = comm_->rank();
+  const bool lead = rank == 0;  // rank 0 alone prints and writes
+  std::unique_ptr<dist::GradReducer> ddp;
+  if (world > 1) ddp = std::make_unique<dist::GradReducer>(params, comm_);
+  dist::SyncBatchNormScope sync_bn(comm_);
 
   int64_t step = 0, epoch = 0, batch = 0;
   double best = -2;
@@ -159,19 +199,26 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
     best = meta["best_val_spearman"];
     default_generator().seed = meta["rng_seed"];
     default_generator().offset = meta["rng_offset"];
-    std::printf("strand-train: resumed from %s at step %lld\n", last.c_str(), static_cast<long long>(step));
-    // Rows logged after the checkpoint (by the run that was killed) would be logged again: drop them.
-    std::ifstream in(csv);
-    std::string line, kept;
-    for (bool header = true; std::getline(in, line); header = false)
-      if (header || std::stoll(line.substr(0, line.find(','))) <= step) kept += line + "\n";
-    in.close();
-    std::ofstream(csv, std::ios::trunc) << kept;
-  } else {
+    if (lead) {
+      std::printf("strand-train: resumed from %s at step %lld\n", last.c_str(), static_cast<long long>(step));
+      // Rows logged after the checkpoint (by the run that was killed) would be logged again: drop them.
+      std::ifstream in(csv);
+      std::string line, kept;
+      for (bool header = true; std::getline(in, line); header = false)
+        if (header || std::stoll(line.substr(0, line.find(','))) <= step) kept += line + "\n";
+      in.close();
+      std::ofstream(csv, std::ios::trunc) << kept;
+    }
+  } else if (lead) {
     std::ofstream(csv) << "step,epoch,train_loss,lr,val_loss,val_spearman,val_pearson,val_r2\n";
+  }
+  if (ddp) {
+    ddp->broadcast_parameters();
+    if (const char* c = std::getenv("STRAND_DDP_CHECK"); c && std::string(c) == "1") ddp->check_parameters_equal();
   }
 
   auto save_all = [&](const std::string& path) {
+    if (!lead) return;
     safetensors::TensorMap extra;  // the optimizer's buffers alias its live state: copy them
     for (auto& [k, v] : opt.state_dict()) extra["optim." + k] = ops::clone(v);
     for (auto& [k, v] : scheduler.state_dict()) extra["sched." + k] = ops::clone(v);
@@ -180,20 +227,22 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
   auto validate = [&](double train_loss) {
     double vl = NAN, vs = NAN, vp = NAN, vr = NAN;
     if (valid_ && valid_->size() >= 2) {
-      Predictions p = predict(*model_, *valid_, cfg_.data.eval_batch_size);
+      Predictions p = predict(*model_, *valid_, cfg_.data.eval_batch_size, "", comm_.get());
       RegressionMetrics m = regression_metrics(p.preds, p.labels, p.n, p.k);
       vl = RegressionMetrics::mean(m.mse);
       vs = m.mean_spearman();
       vp = m.mean_pearson();
       vr = m.mean_r2();
-      std::printf("validation at step %lld: loss %.5f  spearman %.4f  pearson %.4f  r2 %.4f\n",
-                  static_cast<long long>(step), vl, vs, vp, vr);
+      if (lead)
+        std::printf("validation at step %lld: loss %.5f  spearman %.4f  pearson %.4f  r2 %.4f\n",
+                    static_cast<long long>(step), vl, vs, vp, vr);
       if (vs > best) {
         best = vs;
         save_all(best_path);
       }
     }
-    std::ofstream(csv, std::ios::app) << step << ',' << epoch << ',' << train_loss << ',' << opt.lr() << ',' << vl
+    if (lead)
+      std::ofstream(csv, std::ios::app) << step << ',' << epoch << ',' << train_loss << ',' << opt.lr() << ',' << vl
                                       << ',' << vs << ',' << vp << ',' << vr << '\n';
   };
 
@@ -203,7 +252,8 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
   std::vector<Tensor> trainable = params;
   double loss_v = NAN;
   while (step < total_steps_) {
-    const auto order = epoch_order(epoch);
+    const auto order = dist::shard(epoch_order(epoch), rank, world);
+    const int64_t rows = static_cast<int64_t>(order.size());
     for (; batch < steps_per_epoch_ && step < total_steps_; ++batch) {
       if (stop_after_steps >= 0 && run_steps >= stop_after_steps) {  // a simulated kill: nothing is saved
         res.steps = run_steps;
@@ -211,11 +261,12 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
         return res;
       }
       std::vector<Sample> samples;
-      for (int64_t i = batch * cfg_.data.batch_size; i < std::min(train_.size(), (batch + 1) * cfg_.data.batch_size); ++i)
+      for (int64_t i = batch * cfg_.data.batch_size; i < std::min(rows, (batch + 1) * cfg_.data.batch_size); ++i)
         samples.push_back(train_.get(order[i]));
       Tensor pred = model_->forward(samples);
       Tensor loss = mse_loss(pred, ops::to(labels_tensor(samples, train_.num_labels()), pred.dtype()));
       backward(loss);
+      if (ddp) ddp->finish();  // clipping and the optimizer see the same averaged gradients on every rank
       if (cfg_.trainer.grad_clip > 0) nn::clip_grad_norm_(trainable, cfg_.trainer.grad_clip);
       opt.step();
       opt.zero_grad();
@@ -223,10 +274,15 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
       ++step;
       ++run_steps;
       loss_v = ops::item(loss);
+      if (world > 1) {  // the global batch's loss (the mean of equal-sized per-rank means)
+        Tensor l = ops::full({1}, loss_v, TensorOptions(DType::f64));
+        comm_->all_reduce(l, dist::ReduceOp::avg);
+        loss_v = ops::item(l);
+      }
       res.losses.push_back(loss_v);
-      if (step % cfg_.trainer.log_interval == 0 || step == total_steps_) {
+      if (lead && (step % cfg_.trainer.log_interval == 0 || step == total_steps_)) {
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const double sps = static_cast<double>(run_steps * cfg_.data.batch_size) / std::max(el, 1e-9);
+        const double sps = static_cast<double>(run_steps * cfg_.data.batch_size * world) / std::max(el, 1e-9);
         const double eta = el / static_cast<double>(run_steps) * static_cast<double>(total_steps_ - step);
         std::printf("step %lld/%lld | epoch %lld | loss %.5f | lr %.3e | %.1f samples/s | ETA %s | mem %.0f MiB\n",
                     static_cast<long long>(step), static_cast<long long>(total_steps_), static_cast<long long>(epoch + 1),

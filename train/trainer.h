@@ -15,6 +15,7 @@
 #include "tensor/safetensors.h"
 #include "train/config.h"
 #include "train/data.h"
+#include "train/dist/communicator.h"
 #include "train/metrics.h"
 
 namespace strand::train {
@@ -31,8 +32,12 @@ struct Predictions {
   std::vector<double> preds, labels;  // row-major [n, k], z-space
   int64_t n = 0, k = 0;
 };
-// Runs the model in eval mode, no grad, over a whole split in order.
-Predictions predict(TaskModel& model, const SplitData& split, int64_t batch_size, const std::string& progress_label = "");
+// Runs the model in eval mode, no grad, over a whole split in order. With a communicator of more
+// than one rank, each rank predicts its shard (DistributedSampler order, no shuffle) and every rank
+// returns the whole split in order, gathered, with the sampler's padding duplicates dropped, so
+// metrics equal a single process's exactly.
+Predictions predict(TaskModel& model, const SplitData& split, int64_t batch_size, const std::string& progress_label = "",
+                    dist::Communicator* comm = nullptr);
 
 struct FitResult {
   int64_t steps = 0;
@@ -40,6 +45,12 @@ struct FitResult {
   double best_val_spearman = -2;
 };
 
+// Data parallel under mpirun (the world communicator has more than one rank): each rank trains on
+// its shard of every epoch's order with data.batch_size rows per step (the global batch is
+// batch_size x world size, as DDP), gradients are all-reduced during backward, BatchNorm statistics
+// are synchronised, validation gathers every rank's predictions, and rank 0 alone prints, writes
+// the metrics CSV and the checkpoints. STRAND_DDP_CHECK=1 checks parameters equal across ranks
+// after the start-up broadcast.
 class Trainer {
  public:
   Trainer(const Config& cfg, std::shared_ptr<TaskModel> model, SplitData& train, SplitData* valid,
@@ -61,6 +72,7 @@ class Trainer {
   SplitData& train_;
   SplitData* valid_;
   std::vector<double> label_mean_, label_std_;
+  std::shared_ptr<dist::Communicator> comm_;
   int64_t steps_per_epoch_ = 0, total_steps_ = 0;
 };
 

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -6,8 +7,11 @@
 
 namespace strand::cpu {
 
-// x is [N, C] (channels last). Per-channel sums run over rows in order, in double.
-void batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var) {
+// x is [N, C] (channels last). Per-channel sums run over rows in order, in double. With a reducer
+// (SyncBatchNorm) both passes are summed across processes, so mean and variance are those of the
+// global batch; returns the number of rows the statistics cover.
+double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, const StatsReducer* reduce) {
+  double total = 0;
   dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
@@ -16,17 +20,27 @@ void batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var) {
     std::vector<double> s(static_cast<size_t>(C), 0.0), ss(static_cast<size_t>(C), 0.0);
     for (int64_t i = 0; i < N; ++i)
       for (int64_t c = 0; c < C; ++c) s[c] += static_cast<double>(A(xp[i * C + c]));
-    for (int64_t c = 0; c < C; ++c) s[c] /= static_cast<double>(N);
+    total = static_cast<double>(N);
+    if (reduce) {
+      s.push_back(total);
+      (*reduce)(s);
+      total = s.back();
+      s.pop_back();
+    }
+    for (int64_t c = 0; c < C; ++c) s[c] /= total;
+    // The second pass (deviations from the global mean) keeps the variance as accurate as one process's.
     for (int64_t i = 0; i < N; ++i)
       for (int64_t c = 0; c < C; ++c) {
         double d = static_cast<double>(A(xp[i * C + c])) - s[c];
         ss[c] += d * d;
       }
+    if (reduce) (*reduce)(ss);
     for (int64_t c = 0; c < C; ++c) {
       mean.data<A>()[c] = static_cast<A>(s[c]);
-      var.data<A>()[c] = static_cast<A>(ss[c] / static_cast<double>(N));
+      var.data<A>()[c] = static_cast<A>(ss[c] / total);
     }
   });
+  return total;
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd,
@@ -52,7 +66,8 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
 }
 
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,
-                         const Tensor& rstd, bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb) {
+                         const Tensor& rstd, bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb,
+                         const StatsReducer* reduce) {
   dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
@@ -73,12 +88,24 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
     if (gb.defined())
       for (int64_t c = 0; c < C; ++c) gb.data<T>()[c] = T(static_cast<A>(sg[c]));
     if (!gx.defined()) return;
+    // SyncBatchNorm: weight and bias gradients stay local (DDP averages them); the input gradient
+    // needs the sums over the global batch, as the statistics covered it.
+    double total = static_cast<double>(N);
+    if (reduce && training) {
+      std::vector<double> buf(sg);
+      buf.insert(buf.end(), sgx.begin(), sgx.end());
+      buf.push_back(total);
+      (*reduce)(buf);
+      std::copy(buf.begin(), buf.begin() + C, sg.begin());
+      std::copy(buf.begin() + C, buf.begin() + 2 * C, sgx.begin());
+      total = buf.back();
+    }
     T* gxp = gx.data<T>();
     std::vector<A> k(static_cast<size_t>(C)), mg(static_cast<size_t>(C)), mgx(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
       k[c] = (w.defined() ? A(w.data<T>()[c]) : A(1)) * rp[c];
-      mg[c] = training ? static_cast<A>(sg[c] / static_cast<double>(N)) : A(0);
-      mgx[c] = training ? static_cast<A>(sgx[c] / static_cast<double>(N)) : A(0);
+      mg[c] = training ? static_cast<A>(sg[c] / total) : A(0);
+      mgx[c] = training ? static_cast<A>(sgx[c] / total) : A(0);
     }
     parallel_for(N, C * 2, [&](int64_t b0, int64_t e0) {
       for (int64_t i = b0; i < e0; ++i)

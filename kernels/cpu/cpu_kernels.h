@@ -2,6 +2,8 @@
 // CPU kernels: raw compute on tensors the op layer has already validated and allocated. Inputs of
 // the non-elementwise kernels are contiguous; elementwise kernels take any strides.
 #include <cstdint>
+#include <functional>
+#include <vector>
 
 #include "kernels/elementwise_math.h"
 #include "tensor/tensor.h"
@@ -56,13 +58,16 @@ void rms_norm(const Tensor& x, const Tensor& w, double eps, const Tensor& y, con
 void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& rstd,
                        const Tensor& gx, const Tensor& gw);
 
-// batch_norm.cpp — x [N, C]
-void batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var);  // population var
+// batch_norm.cpp — x [N, C]. A reducer sums a buffer in place across processes (SyncBatchNorm);
+// null: statistics of this process's rows only.
+using StatsReducer = std::function<void(std::vector<double>&)>;
+// Population var; returns the (global) row count.
+double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, const StatsReducer* reduce = nullptr);
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
                       const Tensor& rstd, const Tensor& y);
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,
                          const Tensor& rstd, bool training, const Tensor& gx, const Tensor& gw,
-                         const Tensor& gb);
+                         const Tensor& gb, const StatsReducer* reduce = nullptr);
 
 // conv1d.cpp — x [B, L, Cin], w [Cout, Cin, K], out [B, Lout, Cout]
 void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padding, const Tensor& out);
