@@ -22,6 +22,18 @@ void get_field(const nlohmann::json& j, const char* key, T& out, const std::stri
   }
 }
 
+// Parses a config.json text; anything but a JSON object is a strand::Error naming the source.
+inline nlohmann::json parse_config_json(const std::string& text, const std::string& source) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    STRAND_CHECK(false, source, ": not valid JSON: ", e.what());
+  }
+  STRAND_CHECK(j.is_object(), source, ": expected a JSON object");
+  return j;
+}
+
 // An empty module that only groups children under a name (HF's "attention", "output", ...).
 inline std::shared_ptr<nn::Module> container(const char* type) { return std::make_shared<nn::Module>(type); }
 

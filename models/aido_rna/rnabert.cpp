@@ -46,13 +46,7 @@ RNABertConfig RNABertConfig::preset(const std::string& raw) {
 }
 
 RNABertConfig RNABertConfig::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    STRAND_CHECK(false, source, ": not valid JSON: ", e.what());
-  }
-  STRAND_CHECK(j.is_object(), source, ": expected a JSON object");
+  const json j = parse_config_json(text, source);
   std::string model_type = "rnabert", pos = "rope", act = "swiglu";
   get_field(j, "model_type", model_type, source);
   STRAND_CHECK(model_type == "rnabert", source, ": model_type is '", model_type, "', expected 'rnabert'");

@@ -33,13 +33,7 @@ Esm2Config Esm2Config::preset(const std::string& raw) {
 }
 
 Esm2Config Esm2Config::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    STRAND_CHECK(false, source, ": not valid JSON: ", e.what());
-  }
-  STRAND_CHECK(j.is_object(), source, ": expected a JSON object");
+  const json j = parse_config_json(text, source);
   std::string model_type = "esm", pos = "rotary", act = "gelu";
   bool folding = false;
   get_field(j, "model_type", model_type, source);

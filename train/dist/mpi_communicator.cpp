@@ -1,13 +1,6 @@
 // The MPI backend: CPU tensors over MPI_COMM_WORLD. Compiled only when CMake found MPI.
 #ifdef STRAND_WITH_MPI
-// Only MPI's C API is used: skip the deprecated C++ bindings (and their warnings).
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
+#include "train/dist/mpi_include.h"
 
 #include <cstdio>
 #include <cstdlib>

@@ -5,14 +5,7 @@
 // backward; wait() makes the compute stream wait on the result without blocking the host.
 #ifdef STRAND_WITH_NCCL
 #include <cuda_runtime.h>
-// Only MPI's C API is used: skip the deprecated C++ bindings (and their warnings).
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
+#include "train/dist/mpi_include.h"
 #include <nccl.h>
 
 #include <cstdio>
