@@ -1,6 +1,7 @@
 #include "nn/lora.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "nn/init.h"
 
@@ -47,27 +48,41 @@ void LoRALinear::unmerge() {
 }
 
 int64_t inject_lora(Module& root, const LoRAConfig& cfg) {
-  root.freeze();
-  int64_t n = 0;
-  for (auto& [path, m] : root.named_modules()) {
-    if (dynamic_cast<LoRALinear*>(m)) continue;  // do not wrap a wrapper's own layers
-    std::vector<std::string> targets;
-    for (auto& [name, c] : m->named_children())
-      if (dynamic_cast<Linear*>(c.get()) &&
-          std::find(cfg.target_modules.begin(), cfg.target_modules.end(), name) != cfg.target_modules.end())
-        targets.push_back(name);
-    for (auto& name : targets) {
-      auto base = std::dynamic_pointer_cast<Linear>(m->child(name));
-      m->replace_module(name, std::make_shared<LoRALinear>(base, cfg.r, cfg.alpha, cfg.dropout));
-      ++n;
+  // On any failure (no target found, a member that cannot hold the wrapper) the model is left as
+  // it was: requires_grad restored and already-wrapped layers put back.
+  std::vector<std::pair<Tensor, bool>> was;
+  for (auto& [_, t] : root.named_parameters()) was.emplace_back(t, t.requires_grad());
+  std::vector<std::tuple<Module*, std::string, std::shared_ptr<Module>>> done;  // parent, name, original
+  auto restore = [&] {
+    for (auto it = done.rbegin(); it != done.rend(); ++it) std::get<0>(*it)->replace_module(std::get<1>(*it), std::get<2>(*it));
+    for (auto& [t, rg] : was)
+      if (is_floating(t.dtype())) t.set_requires_grad(rg);
+  };
+  try {
+    root.freeze();
+    for (auto& [path, m] : root.named_modules()) {
+      if (dynamic_cast<LoRALinear*>(m)) continue;  // do not wrap a wrapper's own layers
+      std::vector<std::string> targets;
+      for (auto& [name, c] : m->named_children())
+        if (dynamic_cast<Linear*>(c.get()) &&
+            std::find(cfg.target_modules.begin(), cfg.target_modules.end(), name) != cfg.target_modules.end())
+          targets.push_back(name);
+      for (auto& name : targets) {
+        auto base = std::dynamic_pointer_cast<Linear>(m->child(name));
+        m->replace_module(name, std::make_shared<LoRALinear>(base, cfg.r, cfg.alpha, cfg.dropout));
+        done.emplace_back(m, name, base);
+      }
     }
+    if (done.empty()) {
+      std::string t;
+      for (auto& s : cfg.target_modules) t += (t.empty() ? "" : ", ") + s;
+      STRAND_CHECK(false, "inject_lora: no Linear layer named any of [", t, "] under ", root.type_name());
+    }
+  } catch (...) {
+    restore();
+    throw;
   }
-  if (n == 0) {
-    std::string t;
-    for (auto& s : cfg.target_modules) t += (t.empty() ? "" : ", ") + s;
-    STRAND_CHECK(false, "inject_lora: no Linear layer named any of [", t, "] under ", root.type_name());
-  }
-  return n;
+  return static_cast<int64_t>(done.size());
 }
 
 }  // namespace strand::nn

@@ -197,6 +197,23 @@ TEST(LoRA, FreshAdapterChangesNothingAndUsesPeftNames) {
     Typed() : Module("Typed") { register_module("query", query); }
   } typed;
   EXPECT_TRUE(throws_with([&] { inject_lora(typed, LoRAConfig{}); }, {"'query' cannot hold a LoRALinear"}));
+  EXPECT_TRUE(typed.query->weight.requires_grad());  // a failed injection leaves the model as it was
+  Attn untouched;
+  EXPECT_THROW(inject_lora(untouched, LoRAConfig{4, 8, 0, {"nothing"}}), Error);
+  EXPECT_EQ(untouched.num_parameters(true), untouched.num_parameters());
+  // query wraps fine, value cannot: the wrapped query is put back too
+  struct Mixed : Module {
+    std::shared_ptr<UnaryModule> query = std::make_shared<Linear>(2, 2);
+    std::shared_ptr<Linear> value = std::make_shared<Linear>(2, 2);
+    Mixed() : Module("Mixed") {
+      register_module("query", query);
+      register_module("value", value);
+    }
+  } mixed;
+  EXPECT_THROW(inject_lora(mixed, LoRAConfig{}), Error);
+  EXPECT_NE(dynamic_cast<Linear*>(mixed.query.get()), nullptr);
+  EXPECT_EQ(dynamic_cast<LoRALinear*>(mixed.child("query").get()), nullptr);
+  EXPECT_EQ(mixed.num_parameters(true), mixed.num_parameters());
 }
 
 TEST(LoRA, ForwardIsBasePlusScaledLowRankAndMergeIsExact) {
