@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Self-test of tools/convert_checkpoint.py (needs torch + safetensors; no network):
-sharded .bin folder -> safetensors (same tensors), Lightning .ckpt with PEFT LoRA under
+sharded .bin folder -> safetensors (same tensors), an enformer-pytorch .bin with its _trunk aliases,
+Lightning .ckpt with PEFT LoRA under
 backbone1.encoder.base_model.model. -> merged weights (W + alpha/r B A), adapter-only .ckpt +
 --base-dir -> the same result, and the errors (no --lora-alpha, no base weights, several backbones).
 
@@ -100,6 +101,31 @@ def main():
         r = convert(t / "two.ckpt", t / "out4", "--config", FIX / "config.json", "--lora-alpha", 8,
                     "--prefix", "backbone2.encoder.base_model.model.")
         assert r.returncode == 0, r.stderr
+
+        # an enformer-pytorch pytorch_model.bin as published: every tensor under its canonical name
+        # and again under the _trunk.* alias (shared storage, which save_file refuses as is)
+        try:
+            from enformer_pytorch import Enformer, EnformerConfig
+        except ImportError:
+            print("(enformer-pytorch not installed: Enformer case skipped)")
+        else:
+            cfg = EnformerConfig(dim=48, depth=1, heads=2, attn_dim_key=8, num_downsamples=3, dim_divisible_by=8,
+                                 target_length=100, output_heads=dict(human=5, mouse=3))
+            enf = Enformer(cfg)
+            (t / "enf").mkdir()
+            sd = enf.state_dict()
+            assert any(k.startswith("_trunk.") for k in sd)
+            torch.save(sd, t / "enf" / "pytorch_model.bin")
+            cfg.to_json_file(str(t / "enf" / "config.json"))
+            r = convert(t / "enf", t / "enf_out")
+            assert r.returncode == 0, r.stderr
+            got = folder(t / "enf_out")
+            for k, v in sd.items():  # canonical names kept; aliases either dropped or equal
+                if not k.startswith("_trunk."):
+                    assert k in got and torch.equal(got[k], v), k
+                elif k in got:
+                    assert torch.equal(got[k], v), k
+            assert json.loads((t / "enf_out" / "config.json").read_text())["model_type"] == "enformer"
     print("convert_checkpoint self-test: OK")
 
 
