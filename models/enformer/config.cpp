@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "models/config_fields.h"
 #include "tensor/error.h"
 
 namespace strand::models::enformer {
@@ -24,49 +25,30 @@ std::vector<int64_t> exponential_linspace_int(double start, double end, int64_t 
   return out;
 }
 
-namespace {
-template <class T>
-void get(const json& j, const char* key, T& dst, const std::string& where) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return;
-  try {
-    dst = it->get<T>();
-  } catch (const json::exception& e) {
-    STRAND_CHECK(false, where, ": Enformer config key '", key, "' has the wrong type (", it->dump(), "): ", e.what());
-  }
-}
-}  // namespace
-
 EnformerConfig EnformerConfig::from_json_string(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    STRAND_CHECK(false, where, ": not valid JSON: ", e.what());
-  }
-  STRAND_CHECK(j.is_object(), where, ": expected a JSON object");
+  const json j = parse_config_json(text, where);
   if (j.contains("model_type")) {
     const std::string mt = j["model_type"].is_string() ? j["model_type"].get<std::string>() : j["model_type"].dump();
     STRAND_CHECK(mt == "enformer", where, ": model_type is '", mt, "', expected 'enformer'");
   }
   EnformerConfig c;
-  get(j, "dim", c.dim, where);
-  get(j, "depth", c.depth, where);
-  get(j, "heads", c.heads, where);
-  get(j, "attn_dim_key", c.attn_dim_key, where);
-  get(j, "dropout_rate", c.dropout_rate, where);
-  get(j, "attn_dropout", c.attn_dropout, where);
-  get(j, "pos_dropout", c.pos_dropout, where);
-  get(j, "num_downsamples", c.num_downsamples, where);
-  get(j, "dim_divisible_by", c.dim_divisible_by, where);
-  get(j, "target_length", c.target_length, where);
-  get(j, "output_heads", c.output_heads, where);
-  get(j, "use_tf_gamma", c.use_tf_gamma, where);
-  get(j, "tf_gamma_path", c.tf_gamma_path, where);
-  get(j, "use_checkpointing", c.use_checkpointing, where);
-  get(j, "checkpoint_conv", c.checkpoint_conv, where);
+  get_field(j, "dim", c.dim, where);
+  get_field(j, "depth", c.depth, where);
+  get_field(j, "heads", c.heads, where);
+  get_field(j, "attn_dim_key", c.attn_dim_key, where);
+  get_field(j, "dropout_rate", c.dropout_rate, where);
+  get_field(j, "attn_dropout", c.attn_dropout, where);
+  get_field(j, "pos_dropout", c.pos_dropout, where);
+  get_field(j, "num_downsamples", c.num_downsamples, where);
+  get_field(j, "dim_divisible_by", c.dim_divisible_by, where);
+  get_field(j, "target_length", c.target_length, where);
+  get_field(j, "output_heads", c.output_heads, where);
+  get_field(j, "use_tf_gamma", c.use_tf_gamma, where);
+  get_field(j, "tf_gamma_path", c.tf_gamma_path, where);
+  get_field(j, "use_checkpointing", c.use_checkpointing, where);
+  get_field(j, "checkpoint_conv", c.checkpoint_conv, where);
   bool convnext = false;
-  get(j, "use_convnext", convnext, where);
+  get_field(j, "use_convnext", convnext, where);
   STRAND_CHECK(!convnext, where, ": use_convnext = true is not supported (enformer-pytorch ignores it too)");
   c.validate();
   return c;
