@@ -44,6 +44,38 @@ Tensor param(const Shape& s, double lo, double hi, uint64_t seed) {
   return ::testing::AssertionFailure() << r.message;
 }
 
+Tol tol_for(DType d) {
+  switch (d) {
+    case DType::f64: return {1e-12, 1e-12};
+    case DType::f32: return {1e-5, 1e-5};
+    case DType::bf16: return {1e-3, 1.0 / 128};
+    case DType::f16: return {1e-4, 1.0 / 1024};
+    default: return {0, 0};
+  }
+}
+
+void expect_dtypes(const OpFn& op, const OpFn& ref, const std::vector<Tensor>& inputs, bool exact,
+                   const std::vector<DType>& dtypes) {
+  for (DType dt : dtypes) {
+    SCOPED_TRACE(std::string("dtype ") + std::string(dtype_name(dt)));
+    std::vector<Tensor> cast, back;
+    for (const Tensor& t : inputs) {
+      if (!t.defined() || !is_floating(t.dtype())) {
+        cast.push_back(t);
+        back.push_back(t);
+        continue;
+      }
+      Tensor c = ops::to(t, dt);
+      cast.push_back(c);
+      back.push_back(ops::to(c, DType::f64));
+    }
+    Tensor out = op(cast);
+    EXPECT_EQ(out.dtype(), dt);
+    const Tol tl = exact ? Tol{0, 0} : tol_for(dt);
+    EXPECT_TRUE(allclose(out, ref(back), tl.atol, tl.rtol));
+  }
+}
+
 ::testing::AssertionResult throws_with(const std::function<void()>& fn, const std::vector<std::string>& needles) {
   try {
     fn();

@@ -22,6 +22,22 @@ Tensor param(const Shape& s, double lo = -1, double hi = 1, uint64_t seed = 1);
 ::testing::AssertionResult grad_ok(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                                    const std::vector<Tensor>& inputs, double atol = 1e-6, double rtol = 1e-5);
 
+// Tolerances per dtype for an op's output against an f64 reference computed on the same (rounded)
+// inputs. f64: summation order only. f32: DESIGN's op tolerance. bf16/f16: what is left is the
+// output's rounding (half an ulp) plus f32 arithmetic inside the kernel; one ulp relative (2^-7
+// bf16, 2^-10 f16) is twice the rounding, plus a small atol for results that cancel to near zero.
+struct Tol {
+  double atol, rtol;
+};
+Tol tol_for(DType d);
+
+// Runs `op` with the floating inputs cast to each dtype and compares with `ref` evaluated in f64 on
+// the same rounded values (undefined and integer inputs pass unchanged). exact: the op only moves
+// data, so the result must match bit for bit.
+using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
+void expect_dtypes(const OpFn& op, const OpFn& ref, const std::vector<Tensor>& inputs, bool exact = false,
+                   const std::vector<DType>& dtypes = {DType::f64, DType::f32, DType::bf16, DType::f16});
+
 // Expects `fn` to throw strand::Error whose message contains every one of `needles`.
 ::testing::AssertionResult throws_with(const std::function<void()>& fn, const std::vector<std::string>& needles);
 

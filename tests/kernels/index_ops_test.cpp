@@ -50,44 +50,9 @@ int64_t ravel(const std::vector<int64_t>& p, const Shape& s) {
   return i;
 }
 
-struct Tol {
-  double atol, rtol;
-};
-// As in nn_ops_test: f32 per DESIGN; bf16/f16 one ulp relative against f64 on the rounded inputs.
-// The pure data-movement ops (embedding, concat, ...) are exact in every dtype and use {0, 0}.
-Tol tol_for(DType d) {
-  switch (d) {
-    case DType::f64: return {1e-12, 1e-12};
-    case DType::f32: return {1e-5, 1e-5};
-    case DType::bf16: return {1e-3, 1.0 / 128};
-    case DType::f16: return {1e-4, 1.0 / 1024};
-    default: return {0, 0};
-  }
-}
-
-// Runs `op` with the floating inputs cast to each dtype and compares with `ref` evaluated in f64 on
-// the same rounded values. exact: the op only moves data, so the result must match bit for bit.
-void expect_dtypes(const Fn& op, const Fn& ref, const std::vector<Tensor>& inputs, bool exact,
-                   const std::vector<DType>& dtypes = {DType::f64, DType::f32, DType::bf16, DType::f16}) {
-  for (DType dt : dtypes) {
-    SCOPED_TRACE(std::string("dtype ") + std::string(dtype_name(dt)));
-    std::vector<Tensor> cast, back;
-    for (const Tensor& t : inputs) {
-      if (!t.defined() || !is_floating(t.dtype())) {
-        cast.push_back(t);
-        back.push_back(t);
-        continue;
-      }
-      Tensor c = ops::to(t, dt);
-      cast.push_back(c);
-      back.push_back(ops::to(c, DType::f64));
-    }
-    Tensor out = op(cast);
-    EXPECT_EQ(out.dtype(), dt);
-    const Tol tl = exact ? Tol{0, 0} : tol_for(dt);
-    EXPECT_TRUE(allclose(out, ref(back), tl.atol, tl.rtol));
-  }
-}
+using test::expect_dtypes;
+using test::Tol;
+using test::tol_for;
 
 // ============================== embedding ==============================
 

@@ -35,46 +35,9 @@ Tensor nc_param(const Shape& base, int64_t d0, int64_t d1, uint64_t seed) {
   return t;
 }
 
-struct Tol {
-  double atol, rtol;
-};
-// f64: the reference differs only in summation order. f32: DESIGN's op tolerance. bf16/f16: the
-// reference runs in f64 on the same rounded inputs, so what is left is the output's rounding (half
-// an ulp) plus f32 arithmetic inside the kernel; we allow one ulp relative (2^-7 bf16, 2^-10 f16),
-// twice the rounding, plus a small atol for results that cancel to near zero.
-Tol tol_for(DType d) {
-  switch (d) {
-    case DType::f64: return {1e-12, 1e-12};
-    case DType::f32: return {1e-5, 1e-5};
-    case DType::bf16: return {1e-3, 1.0 / 128};
-    case DType::f16: return {1e-4, 1.0 / 1024};
-    default: return {0, 0};
-  }
-}
-
-// Runs `op` with the floating inputs cast to each dtype and compares with `ref` evaluated in f64 on
-// the same (rounded) values. Undefined and integer inputs pass through unchanged.
-void expect_dtypes(const Fn& op, const Fn& ref, const std::vector<Tensor>& inputs,
-                   const std::vector<DType>& dtypes = {DType::f64, DType::f32, DType::bf16, DType::f16}) {
-  for (DType dt : dtypes) {
-    SCOPED_TRACE(std::string("dtype ") + std::string(dtype_name(dt)));
-    std::vector<Tensor> cast, back;
-    for (const Tensor& t : inputs) {
-      if (!t.defined() || !is_floating(t.dtype())) {
-        cast.push_back(t);
-        back.push_back(t);
-        continue;
-      }
-      Tensor c = ops::to(t, dt);
-      cast.push_back(c);
-      back.push_back(ops::to(c, DType::f64));
-    }
-    Tensor out = op(cast);
-    EXPECT_EQ(out.dtype(), dt);
-    const Tol tl = tol_for(dt);
-    EXPECT_TRUE(allclose(out, ref(back), tl.atol, tl.rtol));
-  }
-}
+using test::expect_dtypes;
+using test::Tol;
+using test::tol_for;
 
 // ============================== softmax / log_softmax ==============================
 
