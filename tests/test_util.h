@@ -1,6 +1,9 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -40,6 +43,26 @@ void expect_dtypes(const OpFn& op, const OpFn& ref, const std::vector<Tensor>& i
 
 // Expects `fn` to throw strand::Error whose message contains every one of `needles`.
 ::testing::AssertionResult throws_with(const std::function<void()>& fn, const std::vector<std::string>& needles);
+
+// A fresh empty folder under the system temp dir, removed when the object dies.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag) {
+    path = std::filesystem::temp_directory_path() /
+           ("strand_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string str(const std::string& rel = "") const { return rel.empty() ? path.string() : (path / rel).string(); }
+  static int& counter() {
+    static int c = 0;
+    return c;
+  }
+};
 
 }  // namespace strand::test
 

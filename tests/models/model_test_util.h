@@ -13,25 +13,6 @@ namespace strand::test {
 
 inline std::string fixture(const std::string& rel) { return std::string(STRAND_FIXTURES) + "/" + rel; }
 
-// A fresh empty folder under the system temp dir, removed when the object dies.
-struct TempDir {
-  std::filesystem::path path;
-  explicit TempDir(const std::string& tag) {
-    path = std::filesystem::temp_directory_path() /
-           ("strand_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string str(const std::string& rel = "") const { return rel.empty() ? path.string() : (path / rel).string(); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-};
 
 struct Deviation {
   double max_abs = 0, max_rel = 0, max_ref = 0;  // max_rel = max |a-b| / |b| over |b| > 1e-3 * max|b|

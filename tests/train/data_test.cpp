@@ -19,15 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::throws_with;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / ("strand_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& n) const { return (path / n).string(); }
-};
+using test::TempDir;
 
 void write(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
@@ -35,7 +27,7 @@ void write(const std::string& path, const std::string& text) {
 
 TEST(Tsv, ReadsRowsByColumnNameAndCachesTheIndex) {
   TempDir d("tsv");
-  const std::string f = d.file("a.tsv");
+  const std::string f = d.str("a.tsv");
   write(f, "transcript_id\tlabels_0\tlabels_1\trna_seq\tprotein_seq\tdna_seq\n"
            "T1\t1.5\t-2\tACGU\tMK\tACGTACGT\n"
            "T2\t0\t3e-1\tGG\t\tTTTT\r\n"
@@ -67,14 +59,14 @@ TEST(Tsv, ReadsRowsByColumnNameAndCachesTheIndex) {
 
 TEST(Tsv, MalformedRowsNameFileLineAndColumn) {
   TempDir d("tsvbad");
-  write(d.file("short.tsv"), "id\tlabels_0\tdna_seq\nA\t1\tACGT\nB\t2\n");
-  EXPECT_TRUE(throws_with([&] { TsvFile(d.file("short.tsv"), {"labels_0"}); }, {"short.tsv:3", "expected 3", "found 2"}));
-  write(d.file("nan.tsv"), "id\tlabels_0\tdna_seq\nA\tabc\tACGT\n");
-  EXPECT_TRUE(throws_with([&] { TsvFile(d.file("nan.tsv"), {"labels_0"}); },
+  write(d.str("short.tsv"), "id\tlabels_0\tdna_seq\nA\t1\tACGT\nB\t2\n");
+  EXPECT_TRUE(throws_with([&] { TsvFile(d.str("short.tsv"), {"labels_0"}); }, {"short.tsv:3", "expected 3", "found 2"}));
+  write(d.str("nan.tsv"), "id\tlabels_0\tdna_seq\nA\tabc\tACGT\n");
+  EXPECT_TRUE(throws_with([&] { TsvFile(d.str("nan.tsv"), {"labels_0"}); },
                           {"nan.tsv:2", "'labels_0'", "column 2", "'abc'"}));
-  write(d.file("empty.tsv"), "");
-  EXPECT_TRUE(throws_with([&] { TsvFile(d.file("empty.tsv"), {}); }, {"empty.tsv", "empty"}));
-  EXPECT_TRUE(throws_with([&] { TsvFile(d.file("missing.tsv"), {}); }, {"cannot open", "missing.tsv"}));
+  write(d.str("empty.tsv"), "");
+  EXPECT_TRUE(throws_with([&] { TsvFile(d.str("empty.tsv"), {}); }, {"empty.tsv", "empty"}));
+  EXPECT_TRUE(throws_with([&] { TsvFile(d.str("missing.tsv"), {}); }, {"cannot open", "missing.tsv"}));
 }
 
 TEST(Synth, DeterministicSchemaAndPlantedSignal) {
@@ -93,7 +85,7 @@ TEST(Synth, DeterministicSchemaAndPlantedSignal) {
     s << std::ifstream(p).rdbuf();
     return s.str();
   };
-  EXPECT_EQ(slurp(a.file("train_2.tsv")), slurp(b.file("train_2.tsv")));
+  EXPECT_EQ(slurp(a.str("train_2.tsv")), slurp(b.str("train_2.tsv")));
   SplitFiles files = find_split_files(a.path.string());
   ASSERT_EQ(files.train.size(), 3u);
   EXPECT_NE(files.train[0].find("train_1.tsv"), std::string::npos);
@@ -146,7 +138,7 @@ TEST(Synth, BadConfigAndMissingSplits) {
   cfg.dna_length = 100;
   EXPECT_TRUE(throws_with([&] { write_synthetic_dataset(d.path.string(), cfg); }, {"dna_length", "100"}));
   EXPECT_TRUE(throws_with([&] { find_split_files(d.path.string()); }, {"no train_*.tsv"}));
-  EXPECT_TRUE(throws_with([&] { find_split_files(d.file("nope")); }, {"does not exist"}));
+  EXPECT_TRUE(throws_with([&] { find_split_files(d.str("nope")); }, {"does not exist"}));
 }
 
 TEST(Synth, BinaryWritesADatasetAndRejectsBadFlags) {
@@ -154,8 +146,8 @@ TEST(Synth, BinaryWritesADatasetAndRejectsBadFlags) {
   const std::string bin = std::string(STRAND_BINARY_DIR) + "/strand-synth";
   const std::string cmd = bin + " --out " + d.path.string() + " --train 8 --valid 4 --test 4 --dna-length 300 > /dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
-  EXPECT_TRUE(fs::exists(d.file("test.tsv")));
-  EXPECT_EQ(SplitData({d.file("test.tsv")}).size(), 4);
+  EXPECT_TRUE(fs::exists(d.str("test.tsv")));
+  EXPECT_EQ(SplitData({d.str("test.tsv")}).size(), 4);
   EXPECT_NE(std::system((bin + " --train x 2> /dev/null").c_str()), 0);
   EXPECT_EQ(std::system((bin + " --help > /dev/null").c_str()), 0);
 }
