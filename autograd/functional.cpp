@@ -336,6 +336,16 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps)
   }
   return o.y;
 }
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionParams& p) {
+  ops::AttentionOut o = ops::fused_attention(q, k, v, p);
+  if (needs({q, k, v})) {
+    record("attention", {q, k, v}, {o.out}, {q, k, v, o.out, o.lse}, [p](FnNode& n, const G& g) -> G {
+      auto [dq, dk, dv] = ops::fused_attention_backward(g[0], n.saved(0), n.saved(1), n.saved(2), n.saved(3), n.saved(4), p);
+      return {n.needs_grad(0) ? dq : Tensor(), n.needs_grad(1) ? dk : Tensor(), n.needs_grad(2) ? dv : Tensor()};
+    });
+  }
+  return o.out;
+}
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
   ops::NormOut o = ops::rms_norm(x, w, eps);
   if (needs({x, w})) {

@@ -112,6 +112,10 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps = 1e-6);
 Tensor batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5);
 Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias = {}, int64_t padding = -1);
+// Fused softmax(scale · q kᵀ + masks) v (ops::fused_attention): q [B, H, Tq, D], k/v [B, H, Tk, D]; the
+// result is a [B, H, Tq, D] view of a contiguous [B, Tq, H, D] tensor. No attention dropout: the
+// models use the composed path when it is on.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionParams& p = {});
 Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_idx = -1);
 Tensor dropout(const Tensor& x, double p, bool training, Generator* g = nullptr);
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);

@@ -133,6 +133,27 @@ using BatchNormReducer = std::function<void(std::vector<double>&)>;
 void set_batch_norm_reducer(BatchNormReducer r);
 const BatchNormReducer& batch_norm_reducer();
 
+// ---------------- fused attention ----------------
+// softmax(scale · q kᵀ + masks) v without materialising the [B, H, Tq, Tk] logits (see
+// kernels/cpu/attention.cpp). q [B, H, Tq, D], k and v [B, H, Tk, D], one dtype; views with any
+// strides are read in place (the models pass transposed [B, T, H, D] projections).
+struct AttentionParams {
+  double scale = 1.0;
+  Tensor key_pad;    // bool/u8 [B, Tk], true = padded key: logit -> lowest finite value (masked_fill)
+  Tensor query_pad;  // bool/u8 [B, Tq], true = padded query, whose logits pass no gradient and whose
+                    // output row is 0 (AIDO.RNA) or, with zero_padded_queries off, the uniform
+                    // average of v (every key masked for it: ModelGenerator's cross-attention)
+  bool zero_padded_queries = true;
+};
+struct AttentionOut {
+  Tensor out;  // [B, H, Tq, D]: a transposed view of a contiguous [B, Tq, H, D] tensor
+  Tensor lse;  // [B, H, Tq] logsumexp of each row (+inf: padded query; -inf: every key padded)
+};
+AttentionOut fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p);
+// Gradients of q, k, v (each laid out as `out` is).
+std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, const Tensor& q, const Tensor& k,
+                                                            const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                      const AttentionParams& p);
 
 // ---------------- convolution ----------------
 // Channels-last 1-D convolution: x [B, L, Cin], w [Cout, Cin, K] (PyTorch layout), bias [Cout],

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libbenchmark-dev libopenblas-dev nlohmann-json3-dev libtoml11-dev libopenmpi-dev openmpi-bin)
+pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libbenchmark-dev libopenblas-dev libopenblas-openmp-dev nlohmann-json3-dev libtoml11-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -74,6 +74,19 @@ void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t paddin
 void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64_t padding, const Tensor& gx,
                      const Tensor& gw, const Tensor& gb);
 
+// attention.cpp — q [B, H, Tq, D], k/v [B, H, Tk, D], out/dq/dk/dv likewise (any strides with a
+// unit last one); lse [B, H, Tq] contiguous, of q's dtype. Masks: u8, contiguous, or null.
+struct AttentionMasks {
+  const uint8_t* key_pad = nullptr;    // [B, Tk], 1 = padded key
+  const uint8_t* query_pad = nullptr;  // [B, Tq], 1 = padded query
+  bool zero_padded_queries = true;     // its output row is 0; otherwise every key is masked for it
+};
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMasks& m, double scale,
+                       const Tensor& out, const Tensor& lse);
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const AttentionMasks& m, double scale, const Tensor& dq, const Tensor& dk,
+                        const Tensor& dv);
+
 // index.cpp — x/src/out contiguous, viewed as [outer, dim, inner]
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);

@@ -2,6 +2,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec.h"
 
 namespace strand::cpu {
 
@@ -16,6 +17,16 @@ void softmax(const Tensor& x, const Tensor& out, bool log) {
       for (int64_t r = b; r < e; ++r) {
         const T* xr = xp + r * n;
         T* orow = op + r * n;
+        if constexpr (std::is_same_v<T, A>) {  // f32, f64: vectorised row passes
+          const A m = vec::max_of(xr, n);
+          if (log) {
+            const A ls = std::log(vec::exp_shift_sum(xr, m, orow, n));
+            for (int64_t j = 0; j < n; ++j) orow[j] = xr[j] - m - ls;
+          } else {
+            vec::scale(orow, A(1) / vec::exp_shift_sum(xr, m, orow, n), orow, n);
+          }
+          continue;
+        }
         A m = -INFINITY;
         for (int64_t j = 0; j < n; ++j) m = std::max(m, A(xr[j]));
         A s = 0;

@@ -109,22 +109,30 @@ RNABertSelfAttention::RNABertSelfAttention(const RNABertConfig& c)
   register_module("value", value);
 }
 
-Tensor RNABertSelfAttention::forward(const Tensor& x, const Tensor& blocked, const RotaryTables& rope) {
+Tensor RNABertSelfAttention::forward(const Tensor& x, const Tensor& pad, const RotaryTables& rope) {
   const int64_t B = x.size(0), T = x.size(1);
   auto heads_first = [&](const Tensor& t) { return transpose(reshape(t, {B, T, heads, head_dim}), 1, 2); };
   Tensor q = apply_rotary(heads_first((*query)(x)), rope);
   Tensor k = apply_rotary(heads_first((*key)(x)), rope);
   Tensor v = heads_first((*value)(x));
-  Tensor s = matmul(q, transpose(k, -1, -2)) / std::sqrt(static_cast<double>(head_dim));
-  // s + finfo.min equals finfo.min in fp32 for any finite score, so masked_fill gives the same
-  // softmax: pad keys get exactly 0, fully blocked (pad query) rows are uniform, then zeroed.
-  Tensor p;
-  if (blocked.defined())
-    p = masked_fill(softmax(masked_fill(s, blocked, -FLT_MAX), -1), blocked, 0.0);
-  else
-    p = softmax(s, -1);
-  p = dropout(p, attn_dropout, is_training());
-  return reshape(transpose(matmul(p, v), 1, 2), {B, T, heads * head_dim});
+  Tensor o;  // [B, H, T, hd]
+  if (attn_dropout > 0 && is_training()) {  // dropout on the probabilities: the composed path
+    Tensor s = matmul(q, transpose(k, -1, -2)) / std::sqrt(static_cast<double>(head_dim));
+    // s + finfo.min equals finfo.min in fp32 for any finite score, so masked_fill gives the same
+    // softmax: pad keys get exactly 0, fully blocked (pad query) rows are uniform, then zeroed.
+    Tensor p;
+    if (pad.defined()) {
+      Tensor pf = ops::to(pad, DType::f32);  // blocked = pad_i or pad_j, [B, 1, T, T]
+      Tensor blocked = ops::compare(CompareOp::gt, ops::add(ops::reshape(pf, {B, 1, T, 1}), ops::reshape(pf, {B, 1, 1, T})), 0.0);
+      p = masked_fill(softmax(masked_fill(s, blocked, -FLT_MAX), -1), blocked, 0.0);
+    } else {
+      p = softmax(s, -1);
+    }
+    o = matmul(dropout(p, attn_dropout, true), v);
+  } else {  // the same function fused: pad keys masked, pad query rows zero
+    o = attention(q, k, v, {1.0 / std::sqrt(static_cast<double>(head_dim)), pad, pad});
+  }
+  return reshape(transpose(o, 1, 2), {B, T, heads * head_dim});
 }
 
 RNABertLayer::RNABertLayer(const RNABertConfig& c) : Module("RNABertLayer"), hidden_dropout(c.hidden_dropout_prob) {
@@ -151,8 +159,8 @@ RNABertLayer::RNABertLayer(const RNABertConfig& c) : Module("RNABertLayer"), hid
   register_module("mlp", mlp);
 }
 
-Tensor RNABertLayer::forward(const Tensor& x, const Tensor& blocked, const RotaryTables& rope) {
-  Tensor a = self_attn->forward((*attn_ln)(x), blocked, rope);
+Tensor RNABertLayer::forward(const Tensor& x, const Tensor& pad, const RotaryTables& rope) {
+  Tensor a = self_attn->forward((*attn_ln)(x), pad, rope);
   Tensor h = x + dropout((*attn_out_dense)(a), hidden_dropout, is_training());
   Tensor n = (*ln)(h);
   Tensor m = (*down_proj)(silu((*gate_proj)(n)) * (*up_proj)(n));
@@ -183,13 +191,11 @@ BackboneOutput RNABertModel::forward(const Tensor& ids, const Tensor& attention_
                shape_str(attention_mask.sizes()), " does not match input_ids ", shape_str(ids.sizes()));
   const int64_t B = ids.size(0), T = ids.size(1);
   Tensor x = dropout((*word_embeddings)(ids), config.hidden_dropout_prob, is_training());
-  Tensor m = ops::to(attention_mask, DType::i64);
-  Tensor outer = ops::mul(ops::reshape(m, {B, 1, T}), ops::reshape(m, {B, T, 1}));  // [B, T, T]
-  Tensor blocked;  // undefined when nothing is padded: the mask would change nothing
-  if (ops::item(ops::sum(ops::compare(CompareOp::eq, m, 0.0))) > 0)
-    blocked = ops::to(ops::reshape(ops::compare(CompareOp::eq, outer, 0.0), {B, 1, T, T}), x.device());
+  Tensor pad = ops::compare(CompareOp::eq, ops::to(attention_mask, DType::i64), 0.0);  // [B, T]
+  if (ops::item(ops::sum(pad)) > 0) pad = ops::to(pad, x.device());
+  else pad = Tensor();  // nothing padded: the mask would change nothing
   RotaryTables rope = rotary_tables(inv_freq, T, x.dtype(), x.device());
-  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<RNABertLayer>(i)->forward(x, blocked, rope);
+  for (size_t i = 0; i < layers->size(); ++i) x = layers->at<RNABertLayer>(i)->forward(x, pad, rope);
   return {(*final_ln)(x), attention_mask};
 }
 

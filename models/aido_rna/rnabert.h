@@ -43,8 +43,8 @@ struct RNABertConfig {
 class RNABertSelfAttention : public nn::Module {
  public:
   explicit RNABertSelfAttention(const RNABertConfig& c);
-  // blocked [B, 1, T, T] bool (true = pad query or pad key; undefined = no padding).
-  Tensor forward(const Tensor& x, const Tensor& blocked, const RotaryTables& rope);
+  // pad [B, T] bool (true = padding; undefined = no padding): pad keys are masked, pad query rows zero.
+  Tensor forward(const Tensor& x, const Tensor& pad, const RotaryTables& rope);
   std::shared_ptr<nn::UnaryModule> query, key, value;
   int64_t heads, head_dim;
   double attn_dropout;
@@ -53,7 +53,7 @@ class RNABertSelfAttention : public nn::Module {
 class RNABertLayer : public nn::Module {
  public:
   explicit RNABertLayer(const RNABertConfig& c);
-  Tensor forward(const Tensor& x, const Tensor& blocked, const RotaryTables& rope);
+  Tensor forward(const Tensor& x, const Tensor& pad, const RotaryTables& rope);
   std::shared_ptr<RNABertSelfAttention> self_attn;
   std::shared_ptr<nn::UnaryModule> attn_ln, attn_out_dense, ln, gate_proj, up_proj, down_proj;
   double hidden_dropout;

@@ -110,10 +110,14 @@ Tensor EsmSelfAttention::forward(const Tensor& x, const Tensor& key_pad, const R
   Tensor v = heads_first((*value)(x));
   q = apply_rotary(q, rope);
   k = apply_rotary(k, rope);
-  Tensor s = matmul(q, transpose(k, -1, -2));  // [B, H, T, T]
-  if (key_pad.defined()) s = masked_fill(s, key_pad, -FLT_MAX);  // HF adds finfo(float).min: the same after softmax
-  Tensor p = dropout(softmax(s, -1), attn_dropout, is_training());
-  Tensor o = matmul(p, v);  // [B, H, T, hd]
+  Tensor o;  // [B, H, T, hd]
+  if (attn_dropout > 0 && is_training()) {  // dropout on the probabilities: the composed path
+    Tensor s = matmul(q, transpose(k, -1, -2));  // [B, H, T, T]
+    if (key_pad.defined()) s = masked_fill(s, key_pad, -FLT_MAX);  // HF adds finfo(float).min: the same after softmax
+    o = matmul(dropout(softmax(s, -1), attn_dropout, true), v);
+  } else {  // the same function fused (q is already scaled)
+    o = attention(q, k, v, {1.0, key_pad.defined() ? reshape(key_pad, {B, T}) : Tensor(), {}});
+  }
   return reshape(transpose(o, 1, 2), {B, T, heads * head_dim});
 }
 

@@ -84,13 +84,12 @@ Tensor CrossAttentionBlock::forward(const Tensor& x, const Tensor& c, const Tens
   const int64_t B = x.size(0), T = x.size(1), Lc = c.size(1);
   auto heads = [&](const Tensor& t, int64_t L) { return permute(reshape(t, {B, L, num_heads, head_size}), {0, 2, 1, 3}); };
   Tensor q = heads((*query)(x), T), k = heads((*key)(c), Lc), v = heads((*value)(c), Lc);
-  Tensor s = matmul(q, transpose(k, -1, -2)) / std::sqrt(static_cast<double>(head_size));  // [B, nh, T, Lc]
-  // keep = mask_c[:, None, :] * mask_q[:, :, None] > 0.5, as ModelGenerator builds it
-  Tensor mq = ops::to(ops::to(mask_q, x.device()), x.dtype()), mk = ops::to(ops::to(mask_c, x.device()), x.dtype());
-  Tensor keep = ops::mul(ops::unsqueeze(mk, 1), ops::unsqueeze(mq, 2));  // [B, T, Lc]
-  Tensor drop = ops::unsqueeze(ops::compare(CompareOp::le, keep, 0.5), 1);
-  Tensor p = softmax(masked_fill(s, drop, -1e30), -1);
-  Tensor ctx = reshape(permute(matmul(p, v), {0, 2, 1, 3}), {B, T, num_heads * head_size});
+  // ModelGenerator keeps (i, j) where mask_q[i] * mask_c[j] > 0.5 and fills the rest with -1e30 before
+  // the softmax: a padded context key is masked, and a padded query has every key masked (uniform
+  // row). The fused op computes exactly that (a masked logit only has to be far below the rest).
+  auto padded = [&](const Tensor& m) { return ops::compare(CompareOp::le, ops::to(ops::to(m, x.device()), DType::f32), 0.5); };
+  ops::AttentionParams ap{1.0 / std::sqrt(static_cast<double>(head_size)), padded(mask_c), padded(mask_q), false};
+  Tensor ctx = reshape(permute(attention(q, k, v, ap), {0, 2, 1, 3}), {B, T, num_heads * head_size});
   return (*dense)(ctx) + x;
 }
 
