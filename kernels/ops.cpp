@@ -615,45 +615,33 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 
 // ---------------- softmax / norms ----------------
 namespace {
-// Runs `f` on x with `dim` moved last (contiguous), then moves it back.
-template <class F>
-Tensor along_last(const Tensor& x, int64_t dim, const char* op, F&& f) {
+// dim's size n and the product of the dims after it: the kernels' [outer, n, inner] view.
+std::pair<int64_t, int64_t> softmax_view(const Tensor& x, int64_t dim, const char* op) {
+  if (x.dim() == 0) return {1, 1};
   dim = x.wrap_dim(dim, op);
-  if (dim == x.dim() - 1 || x.dim() == 0) return f(contiguous(x));
-  Tensor r = f(contiguous(transpose(x, dim, -1)));
-  return contiguous(transpose(r, dim, -1));
+  int64_t inner = 1;
+  for (int64_t d = dim + 1; d < x.dim(); ++d) inner *= x.size(d);
+  return {x.size(dim), inner};
+}
+Tensor softmax_fwd(const Tensor& x_in, int64_t dim, bool log) {
+  const char* op = log ? "log_softmax" : "softmax";
+  check_floating(x_in, op);
+  check_cpu(x_in, op);
+  const auto [n, inner] = softmax_view(x_in, dim, op);
+  Tensor x = contiguous(x_in), o = empty_like(x);
+  if (x.numel()) cpu::softmax(x, o, n, inner, log);
+  return o;
+}
+Tensor softmax_bwd(const Tensor& grad, const Tensor& y_in, int64_t dim, bool log) {
+  check_cpu(y_in, "softmax_backward");
+  const auto [n, inner] = softmax_view(y_in, dim, "softmax_backward");
+  Tensor y = contiguous(y_in), g = contiguous(grad), o = empty_like(y);
+  if (o.numel()) cpu::softmax_backward(g, y, o, n, inner, log);
+  return o;
 }
 }  // namespace
-Tensor softmax(const Tensor& x, int64_t dim) {
-  check_floating(x, "softmax");
-  check_cpu(x, "softmax");
-  return along_last(x, dim, "softmax", [](const Tensor& c) {
-    Tensor o = empty_like(c);
-    if (c.numel()) cpu::softmax(c, o, false);
-    return o;
-  });
-}
-Tensor log_softmax(const Tensor& x, int64_t dim) {
-  check_floating(x, "log_softmax");
-  check_cpu(x, "log_softmax");
-  return along_last(x, dim, "log_softmax", [](const Tensor& c) {
-    Tensor o = empty_like(c);
-    if (c.numel()) cpu::softmax(c, o, true);
-    return o;
-  });
-}
-namespace {
-Tensor softmax_bwd(const Tensor& grad, const Tensor& y, int64_t dim, bool log) {
-  check_cpu(y, "softmax_backward");
-  dim = y.wrap_dim(dim, "softmax_backward");
-  const bool last = dim == y.dim() - 1 || y.dim() == 0;
-  Tensor g = contiguous(last ? grad : transpose(grad, dim, -1));
-  Tensor yy = contiguous(last ? y : transpose(y, dim, -1));
-  Tensor o = empty_like(yy);
-  if (o.numel()) cpu::softmax_backward(g, yy, o, log);
-  return last ? o : contiguous(transpose(o, dim, -1));
-}
-}  // namespace
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_fwd(x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_fwd(x, dim, true); }
 Tensor softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) { return softmax_bwd(grad, y, dim, false); }
 Tensor log_softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
   return softmax_bwd(grad, y, dim, true);

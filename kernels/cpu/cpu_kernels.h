@@ -45,9 +45,9 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
-// softmax.cpp — rows of the last dim
-void softmax(const Tensor& x, const Tensor& out, bool log);
-void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, bool log);
+// softmax.cpp — over the middle dim of contiguous tensors viewed as [outer, n, inner]
+void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool log);
+void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, int64_t n, int64_t inner, bool log);
 
 // layer_norm.cpp / rms_norm.cpp — rows of the last dim; w/b may be undefined
 void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& y,

@@ -2,6 +2,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_unary.h"
 
 namespace strand::cpu {
 
@@ -25,6 +26,8 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
                         T* po = op_ + o[0];
                         const T* px = xp + o[1];
                         if (s[0] == 1 && s[1] == 1) {
+                          if constexpr (std::is_same_v<T, float>)
+                            if (vec::unary_run(op, px, po, n)) return;
                           for (int64_t i = 0; i < n; ++i)
                             po[i] = T(math::unary_fwd<decltype(c)::value, A>(A(px[i]), aa, bb));
                         } else {
@@ -48,6 +51,10 @@ void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& v, const Tenso
       strided_loop<3>(out.sizes(),
                       {out.strides(), broadcast_strides(grad, out.sizes()), broadcast_strides(v, out.sizes())},
                       [&](const std::array<int64_t, 3>& o, int64_t n, const std::array<int64_t, 3>& s) {
+                        if constexpr (std::is_same_v<T, float>)
+                          if (s[0] == 1 && s[1] == 1 && s[2] == 1 &&
+                              vec::unary_backward_run(op, gp + o[1], vp + o[2], op_ + o[0], n))
+                            return;
                         for (int64_t i = 0; i < n; ++i)
                           op_[o[0] + i * s[0]] = T(math::unary_bwd<decltype(c)::value, A>(
                               A(gp[o[1] + i * s[1]]), A(vp[o[2] + i * s[2]]), aa, bb));

@@ -4,9 +4,9 @@
 // double versions are always the plain loops (f64 is the gradient-checking precision, not a
 // speed path).
 //
-// exp: Cephes' expf range reduction and degree-5 polynomial (as avx_mathfun and SLEEF's u10 path):
-// within 2 ulp of std::exp where the result is a normal float, exactly 0 below -87.68 (where the
-// result would be denormal), +inf above 88.72, NaN in -> NaN out.
+// exp: Cephes' expf range reduction and degree-5 polynomial (as avx_mathfun): within 2 ulp of
+// std::exp where the result is a normal float, gradual underflow to denormals, 0 below -103.97,
+// +inf above 88.72, NaN in -> NaN out.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -21,12 +21,12 @@ namespace strand::cpu::vec {
 
 #if STRAND_VEC_AVX2
 inline __m256 exp8(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+  const __m256 hi = _mm256_set1_ps(88.72283905206835f), lo = _mm256_set1_ps(-103.97207708f);
   const __m256 nan_mask = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  const __m256 inf_mask = _mm256_cmp_ps(x, _mm256_set1_ps(88.72283905206835f), _CMP_GT_OQ);
+  const __m256 inf_mask = _mm256_cmp_ps(x, hi, _CMP_GT_OQ), zero_mask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
   __m256 v = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
-  // v = n ln2 + r, |r| <= ln2 / 2
-  __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(v, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  // v = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two for an exact n ln2)
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(v, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
   v = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), v);
   v = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), v);
   __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -36,10 +36,14 @@ inline __m256 exp8(__m256 x) {
   p = _mm256_fmadd_ps(p, v, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, v, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(v, v), _mm256_add_ps(v, _mm256_set1_ps(1.0f)));
-  // 2^n by building the exponent bits; n = -127 (the lower clamp) gives the bit pattern of +0.
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  __m256 r = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  // 2^n as 2^h · 2^(n-h), h = n/2: both factors are normal floats for n in [-150, 128], so results
+  // near FLT_MAX and denormal results come out right.
+  const __m256i ni = _mm256_cvtps_epi32(n), h = _mm256_srai_epi32(ni, 1);
+  const __m256i e1 = _mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23);
+  const __m256i e2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23);
+  __m256 r = _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e1)), _mm256_castsi256_ps(e2));
   r = _mm256_blendv_ps(r, _mm256_set1_ps(std::numeric_limits<float>::infinity()), inf_mask);
+  r = _mm256_andnot_ps(zero_mask, r);
   return _mm256_blendv_ps(r, x, nan_mask);
 }
 inline float hsum(__m256 v) {
