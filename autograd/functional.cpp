@@ -336,6 +336,13 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps)
   }
   return o.y;
 }
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+  Tensor y = ops::rotary(x, cos, sin);
+  if (needs({x}))
+    record("rotary", {x}, {y}, {cos, sin},
+           [](FnNode& n, const G& g) -> G { return {ops::rotary_backward(g[0], n.saved(0), n.saved(1))}; });
+  return y;
+}
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionParams& p) {
   ops::AttentionOut o = ops::fused_attention(q, k, v, p);
   if (needs({q, k, v})) {

@@ -112,6 +112,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps = 1e-6);
 Tensor batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5);
 Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias = {}, int64_t padding = -1);
+// Rotate-half RoPE (ops::rotary) on the first cos.size(-1) features; cos/sin are constants.
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
 // Fused softmax(scale · q kᵀ + masks) v (ops::fused_attention): q [B, H, Tq, D], k/v [B, H, Tk, D]; the
 // result is a [B, H, Tq, D] view of a contiguous [B, Tq, H, D] tensor. No attention dropout: the
 // models use the composed path when it is on.

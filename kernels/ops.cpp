@@ -452,13 +452,17 @@ struct Reduced {
   int64_t rows, n;
   Shape out_shape;
 };
-Reduced prepare_reduce(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const char* op) {
+std::vector<bool> reduced_dims(const Tensor& x, const std::vector<int64_t>& dims, const char* op) {
   std::vector<bool> red(static_cast<size_t>(x.dim()), dims.empty());
   for (int64_t d : dims) {
     int64_t w = x.wrap_dim(d, op);
     STRAND_CHECK(!red[w], op, ": dimension ", d, " repeated");
     red[w] = true;
   }
+  return red;
+}
+Reduced prepare_reduce(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const char* op) {
+  const std::vector<bool> red = reduced_dims(x, dims, op);
   std::vector<int64_t> perm;
   Shape out_shape;
   int64_t rows = 1, n = 1;
@@ -484,6 +488,29 @@ Tensor reduce(cpu::RowReduce r, const Tensor& x, std::vector<int64_t> dims, bool
   Tensor src = x;
   if (r == cpu::RowReduce::sum && !is_floating(x.dtype())) src = to(x, DType::i64);
   else check_floating(x, op);
+  // A contiguous input whose reduced dims are one block followed by kept dims (a bias gradient
+  // summing [rows, C] over rows) is reduced in place as [outer, n, inner], without the transposed
+  // copy that moving the reduced dims last would take.
+  const std::vector<bool> red = reduced_dims(src, dims, op);
+  const int64_t nd = src.dim();
+  int64_t a = 0;
+  while (a < nd && !red[a]) ++a;
+  int64_t b = a;
+  while (b < nd && red[b]) ++b;
+  bool middle = src.is_contiguous() && a < nd && b < nd;
+  for (int64_t d = b; d < nd && middle; ++d) middle = !red[d];
+  if (middle) {
+    int64_t outer = 1, n = 1, inner = 1;
+    Shape out_shape;
+    for (int64_t d = 0; d < nd; ++d) {
+      (d < a ? outer : d < b ? n : inner) *= src.size(d);
+      if (!red[d]) out_shape.push_back(src.size(d));
+      else if (keepdim) out_shape.push_back(1);
+    }
+    Tensor out = empty(out_shape, like(src));
+    if (out.numel()) cpu::reduce_middle(r, src, outer, n, inner, out);
+    return out;
+  }
   Reduced p = prepare_reduce(src, std::move(dims), keepdim, op);
   Tensor out = empty(p.out_shape, like(src));
   if (p.rows) cpu::reduce_rows(r, p.x, p.rows, p.n, out);

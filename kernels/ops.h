@@ -155,6 +155,13 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
                                                             const Tensor& v, const Tensor& out, const Tensor& lse,
                                                       const AttentionParams& p);
 
+// ---------------- rotary position embedding ----------------
+// GPT-NeoX/ESM rotate-half RoPE on the first rd = cos.size(-1) features of x [..., T, hd]:
+// x * cos + rotate_half(x) * sin, the rest passed through; cos/sin [T, rd] of x's dtype. The result
+// keeps x's memory order (a transposed [B, T, H, D] view stays one). backward: the gradient of x.
+Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
+Tensor rotary_backward(const Tensor& grad, const Tensor& cos, const Tensor& sin);
+
 // ---------------- convolution ----------------
 // Channels-last 1-D convolution: x [B, L, Cin], w [Cout, Cin, K] (PyTorch layout), bias [Cout],
 // stride 1, zero padding `padding` on both sides (-1 = K/2, "same" for odd K). -> [B, L', Cout].

@@ -51,12 +51,7 @@ Tensor apply_rotary(const Tensor& x, const RotaryTables& t) {
   const int64_t rd = t.cos.size(-1), hd = x.size(-1), T = x.size(-2);
   STRAND_CHECK(rd <= hd && t.cos.size(0) == T, "rotary: tables ", shape_str(t.cos.sizes()), " do not fit input ",
                shape_str(x.sizes()));
-  Tensor xr = rd == hd ? x : narrow(x, -1, 0, rd);
-  const int64_t h = rd / 2;
-  Tensor rot = concat({neg(narrow(xr, -1, h, h)), narrow(xr, -1, 0, h)}, -1);
-  Tensor y = add(mul(xr, t.cos), mul(rot, t.sin));
-  if (rd == hd) return y;
-  return concat({y, narrow(x, -1, rd, hd - rd)}, -1);
+  return rotary(x, t.cos, t.sin);  // fused: x * cos + rotate_half(x) * sin on the first rd features
 }
 
 }  // namespace strand::models

@@ -29,6 +29,9 @@ void bernoulli(const Tensor& out, double p, double value, uint64_t seed, uint64_
 // reduce.cpp — x contiguous viewed as [rows, n]; out contiguous [rows]
 enum class RowReduce { sum, mean, var };
 void reduce_rows(RowReduce r, const Tensor& x, int64_t rows, int64_t n, const Tensor& out);
+// x contiguous viewed as [outer, n, inner] (inner > 1), reduced over n -> out [outer, inner]: the
+// reduced dims are a block in the middle (a bias gradient summing rows), read without a copy.
+void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);
 void max_rows(const Tensor& x, int64_t rows, int64_t n, const Tensor& values, const Tensor& indices);
 
 // matmul.cpp — C[b] = A[b] @ B[b] for broadcast batch offsets. Each operand's matrix is addressed
@@ -86,6 +89,10 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, const AttentionMasks& m, double scale, const Tensor& dq, const Tensor& dk,
                         const Tensor& dv);
+
+// rotary.cpp — x/out [..., T, hd] (any strides, unit last), cos/sin [T, rd] contiguous, rd <= hd
+// even; backward applies the transposed map (x is then the incoming gradient).
+void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
 
 // index.cpp — x/src/out contiguous, viewed as [outer, dim, inner]
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);

@@ -78,6 +78,15 @@ TEST(Reduce, NonContiguousLargeAndEmpty) {
   EXPECT_TRUE(allclose(ops::sum(x, {2}), ref_reduce(x, {false, false, true}, 0, false), 1e-12, 1e-12));
   Tensor big = test::uniform({513, 257}, -1, 1, 53);
   EXPECT_TRUE(allclose(ops::var(big, {1}), ref_reduce(big, {false, true}, 2, false), 1e-12, 1e-12));
+  // Leading and middle blocks over many columns (reduced in place, split across threads by columns).
+  Tensor rows = test::uniform({300, 600}, -1, 1, 54);
+  EXPECT_TRUE(allclose(ops::sum(rows, {0}), ref_reduce(rows, {true, false}, 0, false), 1e-12, 1e-12));
+  EXPECT_TRUE(allclose(ops::var(rows, {0}, true), ref_reduce(rows, {true, false}, 2, true), 1e-12, 1e-12));
+  Tensor mid = test::uniform({3, 70, 2, 513}, -1, 1, 55);
+  EXPECT_TRUE(allclose(ops::mean(mid, {1, 2}), ref_reduce(mid, {false, true, true, false}, 1, false), 1e-12, 1e-12));
+  EXPECT_TRUE(allclose(ops::sum(ops::to(mid, DType::f32), {0, 1}), ref_reduce(mid, {true, true, false, false}, 0, false), 2e-5, 1e-6));
+  Tensor ints = ops::from_vector<int32_t>({1, 2, 3, 4, 5, 6}, {3, 2});
+  EXPECT_EQ(ops::to_vector<int64_t>(ops::sum(ints, {0})), (std::vector<int64_t>{9, 12}));
   Tensor e = ops::zeros({0, 3}, DType::f64);
   EXPECT_EQ(ops::to_vector<double>(ops::sum(e, {0})), (std::vector<double>{0, 0, 0}));
   EXPECT_TRUE(std::isnan(ops::to_vector<double>(ops::mean(e, {0}))[0]));
