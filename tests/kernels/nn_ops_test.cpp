@@ -531,6 +531,35 @@ TEST(Conv1d, Gradcheck) {
   EXPECT_TRUE(grad_ok(f(-1), {nc_param({2, 3, 5}, 1, 2, 154), nc_param({3, 2, 3}, 0, 1, 155), param({2}, -1, 1, 156)}));
 }
 
+TEST(Conv1d, ManyIm2colBlocksAndWidePadding) {
+  // K·Cin = 360: the im2col buffer holds 2912 rows, so each length-3000 item takes two blocks.
+  for (int64_t pad : {4, 11}) {
+    const int64_t B = 2, L = 3000, Cin = 40, Cout = 6, K = 9, Lout = L + 2 * pad - K + 1;
+    Tensor x = param({B, L, Cin}, -1, 1, 161), w = param({Cout, Cin, K}, -1, 1, 162), b = param({Cout}, -1, 1, 163);
+    Tensor y = conv1d(x, w, b, pad);
+    EXPECT_TRUE(allclose(y, conv1d_ref(x, w, b, pad), 1e-12, 1e-12));
+    Tensor g = uniform({B, Lout, Cout}, -1, 1, 164);
+    backward(sum(y * g));
+    const V xv = vals(x), wv = vals(w), gv = vals(g);
+    V gw(static_cast<size_t>(Cout * Cin * K), 0.0), gx(static_cast<size_t>(B * L * Cin), 0.0);
+    for (int64_t bi = 0; bi < B; ++bi)
+      for (int64_t l = 0; l < Lout; ++l)
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t j = l + k - pad;
+          if (j < 0 || j >= L) continue;
+          for (int64_t co = 0; co < Cout; ++co) {
+            const double gg = gv[(bi * Lout + l) * Cout + co];
+            for (int64_t ci = 0; ci < Cin; ++ci) {
+              gw[(co * Cin + ci) * K + k] += gg * xv[(bi * L + j) * Cin + ci];
+              gx[(bi * L + j) * Cin + ci] += gg * wv[(co * Cin + ci) * K + k];
+            }
+          }
+        }
+    EXPECT_TRUE(allclose(w.grad(), t64(gw, {Cout, Cin, K}), 1e-10, 1e-12));
+    EXPECT_TRUE(allclose(x.grad(), t64(gx, {B, L, Cin}), 1e-12, 1e-12));
+  }
+}
+
 TEST(Conv1d, EmptyInputs) {
   // Zero batch, zero length ('same' keeps 0; K=1 too), zero output channels.
   Tensor w = param({2, 3, 3}, -1, 1, 2), b = param({2}, -1, 1, 3);
