@@ -34,14 +34,19 @@ class Storage {
   std::shared_ptr<void> owner_;  // set for external memory
 };
 
-// CPU allocator statistics (64-byte aligned blocks). live = bytes currently allocated.
+// CPU allocator statistics (64-byte aligned blocks). live = bytes currently allocated; cached =
+// freed blocks of 256 KiB or more kept for reuse (see tensor/storage.cpp: the cache never holds
+// memory beyond 1.5x the highest live total seen).
 struct AllocatorStats {
   int64_t live_bytes = 0;
   int64_t peak_bytes = 0;
   int64_t num_allocs = 0;
+  int64_t cached_bytes = 0;
 };
 AllocatorStats cpu_allocator_stats();
 void reset_cpu_peak_bytes();
+// Returns every cached block to the operating system.
+void empty_cpu_cache();
 
 // Raw device memory, implemented in tensor/cuda_runtime.cpp. Without a CUDA build each of these is
 // a strand::Error saying so.

@@ -3,6 +3,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec.h"
 
 namespace strand::cpu {
 
@@ -21,24 +22,30 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, c
     parallel_for(rows, n * 4, [&](int64_t b0, int64_t e0) {
       for (int64_t r = b0; r < e0; ++r) {
         const T* xr = xp + r * n;
-        A s = 0;
-        for (int64_t j = 0; j < n; ++j) s += A(xr[j]);
-        const A m = s / A(n);
-        A v = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          A d = A(xr[j]) - m;
-          v += d * d;
+        A m, v;
+        if constexpr (std::is_same_v<T, A>) {  // f32/f64: lane-parallel sums (vec.h)
+          m = vec::sum(xr, n) / A(n);
+          v = vec::sq_dev_sum(xr, m, n);
+        } else {
+          A s = 0;
+          for (int64_t j = 0; j < n; ++j) s += A(xr[j]);
+          m = s / A(n);
+          v = 0;
+          for (int64_t j = 0; j < n; ++j) v += (A(xr[j]) - m) * (A(xr[j]) - m);
         }
         const A rs = A(1) / std::sqrt(v / A(n) + A(eps));
         mp[r] = m;
         rp[r] = rs;
         T* yr = yp + r * n;
-        for (int64_t j = 0; j < n; ++j) {
-          A h = (A(xr[j]) - m) * rs;
-          if (wp) h *= A(wp[j]);
-          if (bp) h += A(bp[j]);
-          yr[j] = T(h);
-        }
+        // one branch-free loop per affine case, so each vectorises
+        if (wp && bp)
+          for (int64_t j = 0; j < n; ++j) yr[j] = T((A(xr[j]) - m) * rs * A(wp[j]) + A(bp[j]));
+        else if (wp)
+          for (int64_t j = 0; j < n; ++j) yr[j] = T((A(xr[j]) - m) * rs * A(wp[j]));
+        else if (bp)
+          for (int64_t j = 0; j < n; ++j) yr[j] = T((A(xr[j]) - m) * rs + A(bp[j]));
+        else
+          for (int64_t j = 0; j < n; ++j) yr[j] = T((A(xr[j]) - m) * rs);
       }
     });
   });

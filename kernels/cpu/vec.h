@@ -129,6 +129,49 @@ inline double exp_shift_sum(const double* x, double shift, double* y, int64_t n)
   return s;
 }
 
+// sum of x[0, n) in 8 lanes (f32) or in order (f64).
+inline float sum(const float* x, int64_t n) {
+  int64_t i = 0;
+  float s = 0;
+#if STRAND_VEC_AVX2
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(x + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(x + i + 8));
+  }
+  s = hsum(_mm256_add_ps(a0, a1));
+#endif
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+inline double sum(const double* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  return s;
+}
+// sum of (x[i] - m)^2
+inline float sq_dev_sum(const float* x, float m, int64_t n) {
+  int64_t i = 0;
+  float s = 0;
+#if STRAND_VEC_AVX2
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), mv), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), mv);
+    a0 = _mm256_fmadd_ps(d0, d0, a0);
+    a1 = _mm256_fmadd_ps(d1, d1, a1);
+  }
+  s = hsum(_mm256_add_ps(a0, a1));
+#endif
+  for (; i < n; ++i) s += (x[i] - m) * (x[i] - m);
+  return s;
+}
+inline double sq_dev_sum(const double* x, double m, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += (x[i] - m) * (x[i] - m);
+  return s;
+}
+
 // y = x * a over [0, n) (y may alias x).
 template <class T>
 inline void scale(const T* x, T a, T* y, int64_t n) {
