@@ -18,23 +18,15 @@ namespace strand::cpu {
 namespace {
 constexpr int64_t kColFloats = int64_t{1} << 20;  // 4 MiB of f32 per im2col block
 
-// w [Cout, Cin, K] -> flat [Cout, K, Cin] (so a row of im2col meets its weights in memory order)
+// w [Cout, Cin, K] -> taps [K, Cout, Cin] (one [Cout, Cin] matrix per tap), or flat [Cout, K, Cin]
+// (so a row of im2col meets its weights in memory order)
 template <class T>
-std::vector<T> flat_of(const T* w, int64_t Cout, int64_t Cin, int64_t K) {
-  std::vector<T> f(static_cast<size_t>(Cout * K * Cin));
+std::vector<T> reorder_weights(const T* w, int64_t Cout, int64_t Cin, int64_t K, bool taps) {
+  std::vector<T> r(static_cast<size_t>(K * Cout * Cin));
   for (int64_t co = 0; co < Cout; ++co)
     for (int64_t ci = 0; ci < Cin; ++ci)
-      for (int64_t k = 0; k < K; ++k) f[(co * K + k) * Cin + ci] = w[(co * Cin + ci) * K + k];
-  return f;
-}
-// w [Cout, Cin, K] -> taps [K, Cout, Cin]
-template <class T>
-std::vector<T> taps_of(const T* w, int64_t Cout, int64_t Cin, int64_t K) {
-  std::vector<T> t(static_cast<size_t>(K * Cout * Cin));
-  for (int64_t co = 0; co < Cout; ++co)
-    for (int64_t ci = 0; ci < Cin; ++ci)
-      for (int64_t k = 0; k < K; ++k) t[(k * Cout + co) * Cin + ci] = w[(co * Cin + ci) * K + k];
-  return t;
+      for (int64_t k = 0; k < K; ++k) r[(taps ? k * Cout + co : co * K + k) * Cin + ci] = w[(co * Cin + ci) * K + k];
+  return r;
 }
 // Output rows l in [lo, hi) read input rows l + k - pad inside [0, L).
 inline void tap_range(int64_t k, int64_t pad, int64_t L, int64_t Lout, int64_t& lo, int64_t& hi) {
@@ -68,7 +60,7 @@ void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, c
       const int64_t Lout = out.size(1), KC = K * Cin;
       const T* xp = x.data<T>();
       T* op = out.data<T>();
-      const auto wf = flat_of(w.data<T>(), Cout, Cin, K);
+      const auto wf = reorder_weights(w.data<T>(), Cout, Cin, K, false);
       for (int64_t r = 0; r < B * Lout; ++r) {
         T* o = op + r * Cout;
         if (bias.defined()) std::copy(bias.data<T>(), bias.data<T>() + Cout, o);
@@ -104,7 +96,7 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
       if (gx.defined()) {
         T* gxp = gx.data<T>();
         std::fill(gxp, gxp + gx.numel(), T(0));
-        const auto taps = taps_of(w.data<T>(), Cout, Cin, K);
+        const auto taps = reorder_weights(w.data<T>(), Cout, Cin, K, true);
         for (int64_t b = 0; b < B; ++b)
           for (int64_t k = 0; k < K; ++k) {
             int64_t lo, hi;
