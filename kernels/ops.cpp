@@ -4,17 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/cpu/cpu_kernels.h"
-#ifdef STRAND_WITH_CUDA
-#include "kernels/cuda/cuda_kernels.h"
-#define STRAND_DISPATCH(dev_tensor, fn, ...)                  \
-  do {                                                        \
-    if ((dev_tensor).is_cuda()) cuda::fn(__VA_ARGS__);        \
-    else cpu::fn(__VA_ARGS__);                                \
-  } while (0)
-#else
-#define STRAND_DISPATCH(dev_tensor, fn, ...) cpu::fn(__VA_ARGS__)
-#endif
+#include "kernels/dispatch.h"
 
 namespace strand {
 
@@ -653,17 +643,16 @@ std::pair<int64_t, int64_t> softmax_view(const Tensor& x, int64_t dim, const cha
 Tensor softmax_fwd(const Tensor& x_in, int64_t dim, bool log) {
   const char* op = log ? "log_softmax" : "softmax";
   check_floating(x_in, op);
-  check_cpu(x_in, op);
   const auto [n, inner] = softmax_view(x_in, dim, op);
   Tensor x = contiguous(x_in), o = empty_like(x);
-  if (x.numel()) cpu::softmax(x, o, n, inner, log);
+  if (x.numel()) STRAND_DISPATCH(x, softmax, x, o, n, inner, log);
   return o;
 }
 Tensor softmax_bwd(const Tensor& grad, const Tensor& y_in, int64_t dim, bool log) {
-  check_cpu(y_in, "softmax_backward");
+  check_same_device(grad, y_in, "softmax_backward");
   const auto [n, inner] = softmax_view(y_in, dim, "softmax_backward");
   Tensor y = contiguous(y_in), g = contiguous(grad), o = empty_like(y);
-  if (o.numel()) cpu::softmax_backward(g, y, o, n, inner, log);
+  if (o.numel()) STRAND_DISPATCH(y, softmax_backward, g, y, o, n, inner, log);
   return o;
 }
 }  // namespace
@@ -687,13 +676,12 @@ DType stat_dtype(const Tensor& x) { return x.dtype() == DType::f64 ? DType::f64 
 }  // namespace
 NormOut layer_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, double eps) {
   check_floating(x_in, "layer_norm");
-  check_cpu(x_in, "layer_norm");
   STRAND_CHECK(x_in.dim() >= 1, "layer_norm: input must have at least one dim");
   check_norm_param(w, x_in, "layer_norm", "weight");
   check_norm_param(b, x_in, "layer_norm", "bias");
   Tensor x = contiguous(x_in);
   NormOut o{empty_like(x), empty(lead_shape(x), like(x, stat_dtype(x))), empty(lead_shape(x), like(x, stat_dtype(x)))};
-  if (x.numel()) cpu::layer_norm(x, w.defined() ? contiguous(w) : w, b.defined() ? contiguous(b) : b, eps, o.y,
+  if (x.numel()) STRAND_DISPATCH(x, layer_norm, x, w.defined() ? contiguous(w) : w, b.defined() ? contiguous(b) : b, eps, o.y,
                                  o.mean, o.rstd);
   return o;
 }
@@ -706,24 +694,23 @@ std::tuple<Tensor, Tensor, Tensor> layer_norm_backward(const Tensor& grad, const
     if (gw.defined()) zero_(gw);
     zero_(gb);
   }
-  if (x.numel()) cpu::layer_norm_backward(g, x, w.defined() ? contiguous(w) : w, mean, rstd, gx, gw, gb);
+  if (x.numel()) STRAND_DISPATCH(x, layer_norm_backward, g, x, w.defined() ? contiguous(w) : w, mean, rstd, gx, gw, gb);
   return {gx, gw, gb};
 }
 NormOut rms_norm(const Tensor& x_in, const Tensor& w, double eps) {
   check_floating(x_in, "rms_norm");
-  check_cpu(x_in, "rms_norm");
   STRAND_CHECK(x_in.dim() >= 1, "rms_norm: input must have at least one dim");
   check_norm_param(w, x_in, "rms_norm", "weight");
   Tensor x = contiguous(x_in);
   NormOut o{empty_like(x), Tensor(), empty(lead_shape(x), like(x, stat_dtype(x)))};
-  if (x.numel()) cpu::rms_norm(x, w.defined() ? contiguous(w) : w, eps, o.y, o.rstd);
+  if (x.numel()) STRAND_DISPATCH(x, rms_norm, x, w.defined() ? contiguous(w) : w, eps, o.y, o.rstd);
   return o;
 }
 std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& grad, const Tensor& x_in, const Tensor& w,
                                              const Tensor& rstd) {
   Tensor x = contiguous(x_in), g = contiguous(grad);
   Tensor gx = empty_like(x), gw = w.defined() ? zeros_like(w) : Tensor();
-  if (x.numel()) cpu::rms_norm_backward(g, x, w.defined() ? contiguous(w) : w, rstd, gx, gw);
+  if (x.numel()) STRAND_DISPATCH(x, rms_norm_backward, g, x, w.defined() ? contiguous(w) : w, rstd, gx, gw);
   return {gx, gw};
 }
 

@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/dispatch.h"
 #include "kernels/ops.h"
 
 namespace strand::ops {
@@ -10,21 +11,23 @@ namespace strand::ops {
 namespace {
 // An uninitialised tensor of x's shape whose memory order follows x's strides (outermost first).
 Tensor empty_like_layout(const Tensor& x, DType dt) {
+  const TensorOptions o(dt, x.device());
   std::vector<int64_t> order(static_cast<size_t>(x.dim()));
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return x.stride(a) > x.stride(b); });
-  if (order.empty() || order.back() != x.dim() - 1) return empty(x.sizes(), TensorOptions(dt));  // keep the unit last dim
+  if (order.empty() || order.back() != x.dim() - 1) return empty(x.sizes(), o);  // keep the unit last dim
   Shape s;
   for (int64_t d : order) s.push_back(x.size(d));
   std::vector<int64_t> inv(order.size());
   for (size_t i = 0; i < order.size(); ++i) inv[static_cast<size_t>(order[i])] = static_cast<int64_t>(i);
-  return permute(empty(s, TensorOptions(dt)), inv);
+  return permute(empty(s, o), inv);
 }
 
 Tensor run(const Tensor& x_in, const Tensor& cos, const Tensor& sin, bool backward) {
   const char* op = backward ? "rotary_backward" : "rotary";
   check_floating(x_in, op);
-  check_cpu(x_in, op);
+  check_same_device(x_in, cos, op);
+  check_same_device(x_in, sin, op);
   STRAND_CHECK(x_in.dim() >= 2, op, ": input must be [..., T, D], got ", shape_str(x_in.sizes()));
   const int64_t T = x_in.size(-2), hd = x_in.size(-1);
   STRAND_CHECK(cos.dim() == 2 && sin.sizes() == cos.sizes() && cos.size(0) == T && cos.size(1) % 2 == 0 &&
@@ -37,7 +40,7 @@ Tensor run(const Tensor& x_in, const Tensor& cos, const Tensor& sin, bool backwa
   if (x.size(-1) > 1 && x.stride(-1) != 1) x = contiguous(x);
   Tensor c = contiguous(to(cos, ct)), s = contiguous(to(sin, ct));
   Tensor out = empty_like_layout(x, ct);
-  if (out.numel()) cpu::rotary(x, c, s, out, backward);
+  if (out.numel()) STRAND_DISPATCH(x, rotary, x, c, s, out, backward);
   return to(out, x_in.dtype());
 }
 }  // namespace

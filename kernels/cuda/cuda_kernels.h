@@ -17,4 +17,16 @@ void add_(const Tensor& dst, const Tensor& src, double alpha);
 void rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset);
 void bernoulli(const Tensor& out, double p, double value, uint64_t seed, uint64_t offset);
 
+// nn_rows.cu
+void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool log);
+void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, int64_t n, int64_t inner, bool log);
+void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& y, const Tensor& mean,
+                const Tensor& rstd);
+void layer_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                         const Tensor& gx, const Tensor& gw, const Tensor& gb);
+void rms_norm(const Tensor& x, const Tensor& w, double eps, const Tensor& y, const Tensor& rstd);
+void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& gx,
+                       const Tensor& gw);
+void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
+
 }  // namespace strand::cuda
