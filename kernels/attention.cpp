@@ -3,6 +3,7 @@
 #include <string>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/dispatch.h"
 #include "kernels/ops.h"
 
 namespace strand::ops {
@@ -11,19 +12,19 @@ namespace {
 DType compute_type(const Tensor& t) { return t.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 
 // [B, T, H, D] contiguous storage, returned as its [B, H, T, D] view.
-Tensor empty_bhtd(int64_t B, int64_t H, int64_t T, int64_t D, DType dt) {
-  return transpose(empty({B, T, H, D}, TensorOptions(dt)), 1, 2);
+Tensor empty_bhtd(int64_t B, int64_t H, int64_t T, int64_t D, DType dt, Device dev) {
+  return transpose(empty({B, T, H, D}, TensorOptions(dt, dev)), 1, 2);
 }
 // Unit stride in the last dim, as the kernel's GEMMs need; other strides are read in place.
 Tensor unit_last(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : contiguous(t); }
 
-Tensor mask_bytes(const Tensor& m, int64_t B, int64_t T, const char* what) {
+Tensor mask_bytes(const Tensor& m, const Tensor& q, int64_t B, int64_t T, const char* what) {
   if (!m.defined()) return m;
   STRAND_CHECK(m.dtype() == DType::b8 || m.dtype() == DType::u8, "attention: ", what,
                " must be bool or u8, got ", dtype_name(m.dtype()));
   STRAND_CHECK(m.dim() == 2 && m.size(0) == B && m.size(1) == T, "attention: ", what, " must be [", B, ", ", T,
                "], got ", shape_str(m.sizes()));
-  check_cpu(m, "attention");
+  check_same_device(m, q, "attention");
   return contiguous(m);
 }
 cpu::AttentionMasks masks_of(const Tensor& kp, const Tensor& qp, bool zero_padded_queries) {
@@ -37,7 +38,6 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
   check_same_dtype(q, k, "attention");
   check_same_dtype(q, v, "attention");
   check_floating(q, "attention");
-  check_cpu(q, "attention");
   check_same_device(q, k, "attention");
   check_same_device(q, v, "attention");
   STRAND_CHECK(k.sizes() == v.sizes(), "attention: k ", shape_str(k.sizes()), " and v ", shape_str(v.sizes()),
@@ -53,9 +53,11 @@ AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tenso
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
   const DType ct = compute_type(q_in);
   Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
-  Tensor kp = mask_bytes(p.key_pad, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, B, Tq, "query_pad");
-  AttentionOut o{empty_bhtd(B, H, Tq, D, ct), empty({B, H, Tq}, TensorOptions(ct))};
-  if (o.out.numel()) cpu::attention_forward(q, k, v, masks_of(kp, qp, p.zero_padded_queries), p.scale, o.out, o.lse);
+  Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");
+  const Device dev = q_in.device();
+  AttentionOut o{empty_bhtd(B, H, Tq, D, ct, dev), empty({B, H, Tq}, TensorOptions(ct, dev))};
+  if (o.out.numel())
+    STRAND_DISPATCH(q, attention_forward, q, k, v, masks_of(kp, qp, p.zero_padded_queries), p.scale, o.out, o.lse);
   else if (o.lse.numel()) fill_(o.lse, 0.0);
   if (ct != q_in.dtype()) o.out = to(o.out, q_in.dtype());
   return o;
@@ -71,14 +73,16 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
   const DType ct = compute_type(q_in);
   Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
   Tensor g = unit_last(to(grad, ct)), out = unit_last(to(out_in, ct)), l = contiguous(to(lse, ct));
-  Tensor kp = mask_bytes(p.key_pad, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, B, Tq, "query_pad");
-  Tensor dq = empty_bhtd(B, H, Tq, D, ct), dk = empty_bhtd(B, H, Tk, D, ct), dv = empty_bhtd(B, H, Tk, D, ct);
+  Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");
+  const Device dev = q_in.device();
+  Tensor dq = empty_bhtd(B, H, Tq, D, ct, dev), dk = empty_bhtd(B, H, Tk, D, ct, dev), dv = empty_bhtd(B, H, Tk, D, ct, dev);
   if (Tq == 0 || D == 0) {
     fill_(dk, 0.0);
     fill_(dv, 0.0);
   }
   if (dq.numel() || (dk.numel() && Tq > 0))
-    cpu::attention_backward(g, q, k, v, out, l, masks_of(kp, qp, p.zero_padded_queries), p.scale, dq, dk, dv);
+    STRAND_DISPATCH(q, attention_backward, g, q, k, v, out, l, masks_of(kp, qp, p.zero_padded_queries), p.scale, dq, dk,
+                    dv);
   if (ct != q_in.dtype()) return {to(dq, q_in.dtype()), to(dk, q_in.dtype()), to(dv, q_in.dtype())};
   return {dq, dk, dv};
 }

@@ -1,6 +1,7 @@
 #pragma once
 // CUDA kernels behind the op layer (compiled only with STRAND_CUDA=ON). Same contracts as the
 // cpu:: kernels of the same name; ops.cpp dispatches to them for CUDA tensors.
+#include "kernels/cpu/cpu_kernels.h"  // cpu::AttentionMasks
 #include "kernels/elementwise_math.h"
 #include "tensor/tensor.h"
 
@@ -28,5 +29,13 @@ void rms_norm(const Tensor& x, const Tensor& w, double eps, const Tensor& y, con
 void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& gx,
                        const Tensor& gw);
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
+
+// attention.cu — the contract of cpu::attention_forward / attention_backward (f32/f64, head dim
+// up to 256; masks are device pointers)
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m, double scale,
+                       const Tensor& out, const Tensor& lse);
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const cpu::AttentionMasks& m, double scale, const Tensor& dq, const Tensor& dk,
+                        const Tensor& dv);
 
 }  // namespace strand::cuda

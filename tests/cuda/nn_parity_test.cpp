@@ -1,4 +1,5 @@
-// CUDA row kernels (softmax over any dim, layer_norm, rms_norm, rotary) and their gradients against
+// CUDA row kernels (softmax over any dim, layer_norm, rms_norm, rotary) and fused attention (every
+// mask variant) with their gradients against
 // the CPU kernels, through autograd with the same upstream gradient. Skipped without a usable GPU.
 #include <functional>
 #include <vector>
@@ -74,6 +75,41 @@ TEST(CudaNnParity, RotaryOnATransposedView) {
       return rotary(xt, ops::to(c, in[0].device()), ops::to(s, in[0].device()));
     };
     expect_parity(f, {x}, {2, 3, 9, 12}, dt == DType::f64 ? 1e-14 : 1e-6);
+  }
+}
+
+Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {
+  std::vector<uint8_t> m(static_cast<size_t>(B * T), 0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = lengths[b]; t < T; ++t) m[b * T + t] = 1;
+  return ops::to(ops::from_vector<uint8_t>(m, {B, T}), DType::b8);
+}
+
+TEST(CudaNnParity, FusedAttentionEveryVariant) {
+  STRAND_SKIP_WITHOUT_GPU();
+  struct Case {
+    int64_t B, H, Tq, Tk, D;
+    ops::AttentionParams p;
+  };
+  const std::vector<Case> cases = {
+      {2, 3, 70, 70, 16, {0.25, {}, {}}},
+      {2, 3, 70, 70, 64, {0.125, pad_mask(2, 70, {70, 41}), {}}},                       // ESM-2
+      {2, 2, 65, 65, 40, {0.2, pad_mask(2, 65, {60, 30}), pad_mask(2, 65, {60, 30})}},  // AIDO.RNA
+      {2, 2, 33, 17, 8, {0.5, pad_mask(2, 17, {17, 0}), pad_mask(2, 33, {20, 33}), false}},  // cross-attention
+      {1, 1, 5, 9, 200, {0.07, {}, {}}},                                                // wide heads
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const Case& c : cases) {
+      ops::AttentionParams gp = c.p;
+      if (gp.key_pad.defined()) gp.key_pad = ops::to(gp.key_pad, kGpu);
+      if (gp.query_pad.defined()) gp.query_pad = ops::to(gp.query_pad, kGpu);
+      auto f = [&](const std::vector<Tensor>& in) {
+        return attention(in[0], in[1], in[2], in[0].is_cuda() ? gp : c.p);
+      };
+      Tensor q = test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt), k = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt),
+             v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt);
+      expect_parity(f, {q, k, v}, q.sizes(), dt == DType::f64 ? 1e-12 : 2e-5);
+    }
   }
 }
 
