@@ -32,7 +32,7 @@ void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool 
   dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const int64_t outer = n * inner ? x.numel() / (n * inner) : 0;
+    const int64_t outer = n > 0 && inner > 0 ? x.numel() / (n * inner) : 0;
     const T* xp = x.data<T>();
     T* op = out.data<T>();
     if (inner == 1) {
@@ -104,7 +104,7 @@ void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, in
   dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const int64_t outer = n * inner ? y.numel() / (n * inner) : 0;
+    const int64_t outer = n > 0 && inner > 0 ? y.numel() / (n * inner) : 0;
     const T* gp = grad.data<T>();
     const T* yp = y.data<T>();
     T* op = out.data<T>();

@@ -187,7 +187,7 @@ __global__ void rotary_kernel(RowGeometry geo, const T* x, const T* cs, const T*
 void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool log) {
   dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const int64_t outer = n * inner ? x.numel() / (n * inner) : 0;
+    const int64_t outer = n > 0 && inner > 0 ? x.numel() / (n * inner) : 0;
     if (inner == 1) softmax_rows_kernel<T><<<grid_for(outer * kRowThreads, kRowThreads), kRowThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
     else softmax_cols_kernel<T><<<grid_for(outer * inner, kRowThreads), kRowThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, log);
     STRAND_CUDA_LAUNCH_CHECK();
@@ -197,7 +197,7 @@ void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool 
 void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, int64_t n, int64_t inner, bool log) {
   dispatch_float(y.dtype(), "softmax_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const int64_t outer = n * inner ? y.numel() / (n * inner) : 0;
+    const int64_t outer = n > 0 && inner > 0 ? y.numel() / (n * inner) : 0;
     if (inner == 1)
       softmax_bwd_rows_kernel<T><<<grid_for(outer * kRowThreads, kRowThreads), kRowThreads>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, log);
     else

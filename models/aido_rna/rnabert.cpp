@@ -189,7 +189,7 @@ BackboneOutput RNABertModel::forward(const Tensor& ids, const Tensor& attention_
                ids.str());
   STRAND_CHECK(attention_mask.sizes() == ids.sizes(), "RNABertModel: attention_mask ",
                shape_str(attention_mask.sizes()), " does not match input_ids ", shape_str(ids.sizes()));
-  const int64_t B = ids.size(0), T = ids.size(1);
+  const int64_t T = ids.size(1);
   Tensor x = dropout((*word_embeddings)(ids), config.hidden_dropout_prob, is_training());
   Tensor pad = ops::compare(CompareOp::eq, ops::to(attention_mask, DType::i64), 0.0);  // [B, T]
   if (ops::item(ops::sum(pad)) > 0) pad = ops::to(pad, x.device());
