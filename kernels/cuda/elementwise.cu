@@ -6,6 +6,7 @@
 
 #include <array>
 
+#include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "tensor/philox.h"
 
@@ -16,12 +17,6 @@ namespace {
 constexpr int kMaxDims = 8;
 constexpr int kThreads = 256;
 
-#define STRAND_CUDA_LAUNCH_CHECK()                                                                  \
-  do {                                                                                              \
-    cudaError_t e_ = cudaGetLastError();                                                            \
-    STRAND_CHECK(e_ == cudaSuccess, "CUDA kernel launch failed: ", cudaGetErrorString(e_), " at ", \
-                 __FILE__, ":", __LINE__);                                                          \
-  } while (0)
 
 template <int K>
 struct Offsets {
@@ -155,10 +150,6 @@ __global__ void bernoulli_kernel(int64_t n, T* out, float p, T value, uint64_t s
   }
 }
 
-template <class T>
-T* ptr(const Tensor& t) {
-  return static_cast<T*>(t.raw_data());
-}
 
 }  // namespace
 
