@@ -474,7 +474,6 @@ Reduced prepare_reduce(const Tensor& x, std::vector<int64_t> dims, bool keepdim,
 }
 Tensor reduce(cpu::RowReduce r, const Tensor& x, std::vector<int64_t> dims, bool keepdim, const char* op) {
   check_defined(x, op, "input");
-  check_cpu(x, op);
   Tensor src = x;
   if (r == cpu::RowReduce::sum && !is_floating(x.dtype())) src = to(x, DType::i64);
   else check_floating(x, op);
@@ -498,12 +497,12 @@ Tensor reduce(cpu::RowReduce r, const Tensor& x, std::vector<int64_t> dims, bool
       else if (keepdim) out_shape.push_back(1);
     }
     Tensor out = empty(out_shape, like(src));
-    if (out.numel()) cpu::reduce_middle(r, src, outer, n, inner, out);
+    if (out.numel()) STRAND_DISPATCH(src, reduce_middle, r, src, outer, n, inner, out);
     return out;
   }
   Reduced p = prepare_reduce(src, std::move(dims), keepdim, op);
   Tensor out = empty(p.out_shape, like(src));
-  if (p.rows) cpu::reduce_rows(r, p.x, p.rows, p.n, out);
+  if (p.rows) STRAND_DISPATCH(p.x, reduce_rows, r, p.x, p.rows, p.n, out);
   return out;
 }
 }  // namespace
@@ -580,7 +579,6 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   check_same_device(a_in, b_in, "matmul");
   check_same_dtype(a_in, b_in, "matmul");
   check_floating(a_in, "matmul");
-  check_cpu(a_in, "matmul");
   STRAND_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: both operands must be at least 2-D, got ",
                shape_str(a_in.sizes()), " and ", shape_str(b_in.sizes()));
   const int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
@@ -596,7 +594,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   Tensor out = empty(out_shape, like(a));
   if (out.numel() == 0) return to(out, a_in.dtype());
   cpu::MatDesc da = describe(a, batch), db = describe(b, batch);
-  cpu::matmul(da, db, out, batch, M, N, K, nullptr);
+  STRAND_DISPATCH(out, matmul, da, db, out, batch, M, N, K, nullptr);
   return to(out, a_in.dtype());
 }
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -608,11 +606,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_same_dtype(x, w, "linear");
   check_same_device(x, w, "linear");
   check_floating(x, "linear");
-  check_cpu(x, "linear");
   if (bias.defined()) {
     STRAND_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias shape ", shape_str(bias.sizes()),
                  " does not match out features ", w.size(0));
     check_same_dtype(x, bias, "linear");
+    check_same_device(x, bias, "linear");
   }
   const DType compute = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
   // Rows counted explicitly: reshape cannot infer -1 when there are zero input features.
@@ -623,7 +621,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   Tensor out = empty({M, N}, like(x2));
   if (out.numel()) {
     cpu::MatDesc da = describe(x2, {}), db = describe(wt, {});
-    cpu::matmul(da, db, out, {}, M, N, K, bc.defined() ? &bc : nullptr);
+    STRAND_DISPATCH(out, matmul, da, db, out, {}, M, N, K, bc.defined() ? &bc : nullptr);
   }
   Shape os = x.sizes();
   os.back() = N;

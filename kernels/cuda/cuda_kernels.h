@@ -30,6 +30,13 @@ void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, con
                        const Tensor& gw);
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
 
+// matmul_reduce.cu — cuBLAS GEMM (f32/f64) and deterministic reductions
+void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, const Shape& batch, int64_t M, int64_t N,
+            int64_t K, const Tensor* bias_rows);
+using cpu::RowReduce;
+void reduce_rows(RowReduce r, const Tensor& x, int64_t rows, int64_t n, const Tensor& out);
+void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);
+
 // attention.cu — the contract of cpu::attention_forward / attention_backward (f32/f64, head dim
 // up to 256; masks are device pointers)
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m, double scale,

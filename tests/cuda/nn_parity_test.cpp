@@ -1,5 +1,5 @@
-// CUDA row kernels (softmax over any dim, layer_norm, rms_norm, rotary) and fused attention (every
-// mask variant) with their gradients against
+// CUDA row kernels (softmax over any dim, layer_norm, rms_norm, rotary), cuBLAS matmul/linear,
+// reductions and fused attention (every mask variant) with their gradients against
 // the CPU kernels, through autograd with the same upstream gradient. Skipped without a usable GPU.
 #include <functional>
 #include <vector>
@@ -76,6 +76,30 @@ TEST(CudaNnParity, RotaryOnATransposedView) {
     };
     expect_parity(f, {x}, {2, 3, 9, 12}, dt == DType::f64 ? 1e-14 : 1e-6);
   }
+}
+
+TEST(CudaNnParity, MatmulLinearAndReductions) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f64 ? 1e-12 : 2e-5;
+    // batch broadcast ([2, 1, 5, 7] @ [3, 7, 4]) and a transposed operand
+    Tensor a = test::uniform({2, 1, 5, 7}, -1, 1, 21, dt), b = test::uniform({3, 4, 7}, -1, 1, 22, dt);
+    expect_parity([](const std::vector<Tensor>& in) { return matmul(in[0], transpose(in[1], -1, -2)); }, {a, b},
+                  {2, 3, 5, 4}, tol);
+    // linear with bias over [B, T, in]: the bias gradient is a reduction over the leading dims
+    Tensor x = test::uniform({3, 11, 9}, -1, 1, 23, dt), w = test::uniform({6, 9}, -1, 1, 24, dt),
+           bias = test::uniform({6}, -1, 1, 25, dt);
+    expect_parity([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, w, bias}, {3, 11, 6},
+                  tol);
+    Tensor r = test::uniform({4, 50, 6}, -2, 2, 26, dt);
+    for (const std::vector<int64_t>& dims : std::vector<std::vector<int64_t>>{{}, {0}, {1}, {2}, {0, 1}, {0, 2}}) {
+      EXPECT_TRUE(allclose(ops::to(ops::sum(ops::to(r, kGpu), dims), Device::cpu()), ops::sum(r, dims), tol, tol));
+      EXPECT_TRUE(allclose(ops::to(ops::mean(ops::to(r, kGpu), dims), Device::cpu()), ops::mean(r, dims), tol, tol));
+      EXPECT_TRUE(allclose(ops::to(ops::var(ops::to(r, kGpu), dims, true), Device::cpu()), ops::var(r, dims, true), tol, tol));
+    }
+  }
+  Tensor ints = ops::from_vector<int64_t>({1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(ops::to_vector<int64_t>(ops::sum(ops::to(ints, kGpu), {0})), (std::vector<int64_t>{5, 7, 9}));
 }
 
 Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {

@@ -1,0 +1,177 @@
+// CUDA matmul through cuBLAS (f32/f64; one call per batch matrix, broadcast batch strides allowed;
+// TF32 stays off, as PyTorch's default) and the reductions sum/mean/var over rows or over a middle
+// block of dims, one output per thread or block, accumulated in double in a fixed order
+// (deterministic, like the CPU). Same contracts as cpu::matmul, cpu::reduce_rows and
+// cpu::reduce_middle.
+#include <cublas_v2.h>
+
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace strand::cuda {
+
+namespace {
+
+#define STRAND_CUBLAS_CHECK(stmt)                                                                          \
+  do {                                                                                                     \
+    cublasStatus_t s_ = (stmt);                                                                            \
+    STRAND_CHECK(s_ == CUBLAS_STATUS_SUCCESS, "cuBLAS call failed (status ", static_cast<int>(s_), "): ", \
+                 #stmt, " at ", __FILE__, ":", __LINE__);                                                  \
+  } while (0)
+
+cublasHandle_t handle(int device) {
+  static std::mutex mu;
+  static std::vector<cublasHandle_t> handles;
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
+  if (!handles[device]) {
+    int prev = 0;
+    cudaGetDevice(&prev);
+    cudaSetDevice(device);
+    STRAND_CUBLAS_CHECK(cublasCreate(&handles[device]));
+    STRAND_CUBLAS_CHECK(cublasSetMathMode(handles[device], CUBLAS_DEFAULT_MATH));  // no TF32 unless asked
+    cudaSetDevice(prev);
+  }
+  return handles[device];
+}
+
+template <class T>
+__global__ void bias_rows_kernel(T* c, const T* bias, int64_t M, int64_t N) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(blockDim.x) * gridDim.x)
+    c[i] = bias[i % N];
+}
+
+int grid_for(int64_t n) {
+  const int64_t b = (n + kRowThreads - 1) / kRowThreads;
+  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
+}
+
+// Row-major C = op(A) op(B) as column-major Cᵀ = op(B)ᵀ op(A)ᵀ (the usual swap).
+template <class T>
+void gemm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  const T one = 1;
+  const auto opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if constexpr (std::is_same_v<T, float>)
+    STRAND_CUBLAS_CHECK(cublasSgemm(h, opb, opa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
+                                    static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
+  else
+    STRAND_CUBLAS_CHECK(cublasDgemm(h, opb, opa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
+                                    static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
+}
+
+// ---------------- reductions ----------------
+template <class T>
+using RedAcc = std::conditional_t<std::is_same_v<T, int64_t>, int64_t, double>;
+template <class T>
+__device__ RedAcc<T> as_acc(T v) {
+  if constexpr (std::is_same_v<T, int64_t>) return v;
+  else return double(acc_t<T>(v));
+}
+template <class T>
+__device__ T from_acc(RedAcc<T> v) {
+  if constexpr (std::is_same_v<T, int64_t>) return v;
+  else return T(acc_t<T>(v));
+}
+// r: 0 sum, 1 mean, 2 var (population). Element e of column (o, i) over k is x[(o n + k) inner + i].
+template <class T>
+__device__ T reduce_one(const T* x, int64_t n, int64_t inner, int r) {
+  using Acc = RedAcc<T>;
+  Acc s = 0;
+  for (int64_t k = 0; k < n; ++k) s += as_acc(x[k * inner]);
+  if (r == 0) return from_acc<T>(s);
+  if constexpr (std::is_same_v<T, int64_t>) {
+    return T(0);  // the op layer sends integers to sum only
+  } else {
+    const double m = n > 0 ? s / double(n) : NAN;
+    if (r == 1) return from_acc<T>(m);
+    double v = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      const double d = as_acc(x[k * inner]) - m;
+      v += d * d;
+    }
+    return from_acc<T>(n > 0 ? v / double(n) : m);
+  }
+}
+template <class T>
+__global__ void reduce_kernel(const T* x, T* out, int64_t outer, int64_t n, int64_t inner, int r) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < outer * inner; c += int64_t(blockDim.x) * gridDim.x)
+    out[c] = reduce_one(x + (c / inner) * n * inner + c % inner, n, inner, r);
+}
+
+int code(RowReduce r) { return r == RowReduce::sum ? 0 : r == RowReduce::mean ? 1 : 2; }
+
+template <class F>
+void dispatch_reduce_types(DType dt, F&& f) {
+  switch (dt) {
+    case DType::f32: f(type_tag<float>{}); break;
+    case DType::f64: f(type_tag<double>{}); break;
+    case DType::bf16: f(type_tag<bf16>{}); break;
+    case DType::f16: f(type_tag<f16>{}); break;
+    case DType::i64: f(type_tag<int64_t>{}); break;
+    default: STRAND_CHECK(false, "CUDA reductions: unsupported dtype ", dtype_name(dt));
+  }
+}
+
+}  // namespace
+
+void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, const Shape& batch, int64_t M, int64_t N,
+            int64_t K, const Tensor* bias_rows) {
+  dispatch_float(out.dtype(), "matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      cublasHandle_t h = handle(out.device().index);
+      const T* ap = static_cast<const T*>(a.t->raw_data());
+      const T* bp = static_cast<const T*>(b.t->raw_data());
+      T* op = ptr<T>(out);
+      const bool ta = a.cs != 1, tb = b.cs != 1;
+      const int64_t lda = ta ? a.cs : a.rs, ldb = tb ? b.cs : b.rs;
+      const int64_t nb = shape_numel(batch);
+      std::vector<int64_t> idx(batch.size(), 0);
+      for (int64_t bi = 0; bi < nb; ++bi) {
+        int64_t oa = 0, ob = 0;
+        for (size_t d = 0; d < batch.size(); ++d) {
+          oa += idx[d] * a.batch_strides[d];
+          ob += idx[d] * b.batch_strides[d];
+        }
+        T* c = op + bi * M * N;
+        T beta = 0;
+        if (bias_rows) {
+          bias_rows_kernel<T><<<grid_for(M * N), kRowThreads>>>(c, ptr<T>(*bias_rows), M, N);
+          STRAND_CUDA_LAUNCH_CHECK();
+          beta = 1;
+        }
+        if (K == 0) {
+          if (!bias_rows) cudaMemsetAsync(c, 0, static_cast<size_t>(M * N) * sizeof(T));
+        } else {
+          gemm<T>(h, ta, tb, M, N, K, ap + oa, lda, bp + ob, ldb, beta, c, N);
+        }
+        for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+          if (++idx[d] < batch[d]) break;
+          idx[d] = 0;
+        }
+      }
+    } else {
+      STRAND_CHECK(false, "cuda::matmul expects f32/f64 (the op layer converts half types)");
+    }
+  });
+}
+
+void reduce_rows(RowReduce r, const Tensor& x, int64_t rows, int64_t n, const Tensor& out) {
+  cuda::reduce_middle(r, x, rows, n, 1, out);
+}
+
+void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) {
+  dispatch_reduce_types(x.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (outer * inner == 0) return;
+    reduce_kernel<T><<<grid_for(outer * inner), kRowThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
+    STRAND_CUDA_LAUNCH_CHECK();
+  });
+}
+
+}  // namespace strand::cuda
