@@ -826,9 +826,8 @@ namespace {
 void check_index_tensor(const Tensor& index, int64_t bound, const char* op) {
   STRAND_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32, op,
                ": indices must be i64 or i32, got ", dtype_name(index.dtype()));
-  check_cpu(index, op);
   Tensor i64 = to(index, DType::i64);
-  for (int64_t v : to_vector<int64_t>(i64))
+  for (int64_t v : to_vector<int64_t>(i64))  // (from the device if it lives there)
     STRAND_CHECK(v >= 0 && v < bound, op, ": index ", v, " out of range [0, ", bound, ")");
 }
 }  // namespace
@@ -887,8 +886,14 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
   for (const Tensor& t : xs) u.push_back(unsqueeze(t, dim));
   return concat(u, dim);
 }
+namespace {
+// The index as the kernels want it: on the data's device; i64 and contiguous for CUDA.
+Tensor kernel_index(const Tensor& index, const Tensor& like_t) {
+  Tensor i = to(index, like_t.device());
+  return like_t.is_cuda() ? contiguous(to(i, DType::i64)) : contiguous(i);
+}
+}  // namespace
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
-  check_cpu(x, "index_select");
   dim = x.wrap_dim(dim, "index_select");
   STRAND_CHECK(index.dim() == 1, "index_select: index must be 1-D, got ", shape_str(index.sizes()));
   check_index_tensor(index, x.size(dim), "index_select");
@@ -896,11 +901,10 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Shape s = x.sizes();
   s[dim] = index.size(0);
   Tensor out = empty(s, like(x));
-  if (out.numel()) cpu::index_select(xc, dim, contiguous(index), out);
+  if (out.numel()) STRAND_DISPATCH(x, index_select, xc, dim, kernel_index(index, x), out);
   return out;
 }
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src) {
-  check_cpu(src, "index_add");
   Tensor out = zeros(shape, like(src));
   dim = out.wrap_dim(dim, "index_add");
   STRAND_CHECK(index.dim() == 1, "index_add: index must be 1-D, got ", shape_str(index.sizes()));
@@ -909,7 +913,7 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
   want[dim] = index.size(0);
   STRAND_CHECK(src.sizes() == want, "index_add: source shape ", shape_str(src.sizes()), " should be ",
                shape_str(want));
-  if (src.numel()) cpu::index_add(out, dim, contiguous(index), contiguous(src));
+  if (src.numel()) STRAND_DISPATCH(src, index_add, out, dim, kernel_index(index, src), contiguous(src));
   return out;
 }
 namespace {

@@ -37,6 +37,10 @@ using cpu::RowReduce;
 void reduce_rows(RowReduce r, const Tensor& x, int64_t rows, int64_t n, const Tensor& out);
 void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);
 
+// index.cu — index: i64, contiguous, on the device, already validated
+void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
+void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+
 // attention.cu — the contract of cpu::attention_forward / attention_backward (f32/f64, head dim
 // up to 256; masks are device pointers)
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m, double scale,

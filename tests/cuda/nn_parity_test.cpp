@@ -102,6 +102,23 @@ TEST(CudaNnParity, MatmulLinearAndReductions) {
   EXPECT_EQ(ops::to_vector<int64_t>(ops::sum(ops::to(ints, kGpu), {0})), (std::vector<int64_t>{5, 7, 9}));
 }
 
+TEST(CudaNnParity, EmbeddingForwardAndDeterministicBackward) {
+  STRAND_SKIP_WITHOUT_GPU();
+  Tensor ids = ops::from_vector<int64_t>({3, 0, 3, 7, 1, 3, 0, 9, 2, 3, 3, 5}, {3, 4});
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor w = test::uniform({10, 6}, -1, 1, 31, dt);
+    auto f = [&](const std::vector<Tensor>& in) { return embedding(in[0], ops::to(ids, in[0].device()), 1); };
+    expect_parity(f, {w}, {3, 4, 6}, dt == DType::f64 ? 1e-14 : 1e-6);
+  }
+  Tensor x = test::uniform({4, 5, 3}, -1, 1, 32);  // index_select along a middle dim, bool too
+  Tensor idx = ops::from_vector<int64_t>({4, 0, 0, 2}, {4});
+  EXPECT_TRUE(allclose(ops::to(ops::index_select(ops::to(x, kGpu), 1, ops::to(idx, kGpu)), Device::cpu()),
+                       ops::index_select(x, 1, idx), 0, 0));
+  Tensor xb = ops::compare(CompareOp::gt, x, 0.0);
+  EXPECT_EQ(ops::to_vector<double>(ops::index_select(ops::to(xb, kGpu), 1, ops::to(idx, kGpu))),
+            ops::to_vector<double>(ops::index_select(xb, 1, idx)));
+}
+
 Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {
   std::vector<uint8_t> m(static_cast<size_t>(B * T), 0);
   for (int64_t b = 0; b < B; ++b)
