@@ -1,5 +1,10 @@
-// The only place tensor/ touches the CUDA runtime: raw allocation and copies. Plain cudaMalloc for
-// now; the caching allocator replaces malloc/free here.
+// The only place tensor/ touches the CUDA runtime: allocation (through a caching BlockPool per
+// device, tensor/block_pool.h, over cudaMalloc/cudaFree) and copies.
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "tensor/block_pool.h"
 #include "tensor/error.h"
 #include "tensor/storage.h"
 
@@ -31,22 +36,43 @@ bool cuda_available() { return cuda_device_count() > 0; }
 
 namespace cuda_rt {
 #ifdef STRAND_WITH_CUDA
+namespace {
+BlockPool& device_pool(int device) {
+  static std::mutex mu;
+  static auto* pools = new std::map<int, BlockPool*>;  // never destroyed: tensors may outlive statics
+  std::lock_guard<std::mutex> lock(mu);
+  BlockPool*& p = (*pools)[device];
+  if (!p) {
+    p = new BlockPool(
+        "cuda:" + std::to_string(device),
+        [device](size_t n) -> void* {
+          void* q = nullptr;
+          if (cudaSetDevice(device) != cudaSuccess || cudaMalloc(&q, n) != cudaSuccess) {
+            (void)cudaGetLastError();  // out of memory is answered by the pool (release, retry, error)
+            return nullptr;
+          }
+          return q;
+        },
+        [device](void* q) {
+          cudaSetDevice(device);
+          cudaFree(q);
+        });
+  }
+  return *p;
+}
+}  // namespace
+
 void* malloc(size_t nbytes, int device) {
   STRAND_CHECK(cuda_available(), "a CUDA tensor was requested but no usable GPU was found");
-  STRAND_CUDA_CHECK(cudaSetDevice(device));
-  void* p = nullptr;
   if (nbytes == 0) return nullptr;
-  cudaError_t err = cudaMalloc(&p, nbytes);
-  STRAND_CHECK(err == cudaSuccess, "CUDA out of memory allocating ", nbytes, " bytes on cuda:",
-               device, " (", cudaGetErrorString(err), ")");
-  return p;
+  STRAND_CUDA_CHECK(cudaSetDevice(device));
+  return device_pool(device).allocate(nbytes);
 }
 void free(void* p, int device) noexcept {
-  if (p) {
-    cudaSetDevice(device);
-    cudaFree(p);
-  }
+  if (p) device_pool(device).free(p);
 }
+BlockPoolStats allocator_stats(int device) { return device_pool(device).stats(); }
+void empty_cache(int device) { device_pool(device).empty_cache(); }
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   if (nbytes == 0) return;
   cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
@@ -68,6 +94,8 @@ namespace {
 }  // namespace
 void* malloc(size_t, int) { no_cuda(); }
 void free(void*, int) noexcept {}
+BlockPoolStats allocator_stats(int) { return {}; }
+void empty_cache(int) {}
 void memcpy(void*, const void*, size_t, CopyKind) { no_cuda(); }
 void memset_zero(void*, size_t) { no_cuda(); }
 void synchronize() {}

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "tensor/block_pool.h"
 #include "tensor/device.h"
 
 namespace strand {
@@ -51,8 +52,12 @@ void empty_cpu_cache();
 // Raw device memory, implemented in tensor/cuda_runtime.cpp. Without a CUDA build each of these is
 // a strand::Error saying so.
 namespace cuda_rt {
+// Through the device's caching allocator (tensor/block_pool.h); an out-of-memory error names the
+// request and the pool's statistics.
 void* malloc(size_t nbytes, int device);
 void free(void* p, int device) noexcept;
+BlockPoolStats allocator_stats(int device);  // zeros without CUDA
+void empty_cache(int device);                // returns fully free segments to the driver
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind);
 void memset_zero(void* dst, size_t nbytes);

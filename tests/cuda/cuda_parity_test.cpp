@@ -115,6 +115,24 @@ TEST(CudaParity, AutogradThroughElementwiseOpsMatchesCpu) {
   EXPECT_TRUE(allclose(g.second, c.second, 1e-6, 1e-6));
 }
 
+TEST(CudaParity, CachingAllocatorReusesDeviceMemory) {
+  STRAND_SKIP_WITHOUT_GPU();
+  const int64_t base = cuda_rt::allocator_stats(0).allocated_bytes;
+  const void* first;
+  {
+    Tensor a = ops::zeros({1 << 20}, TensorOptions(DType::f32, kGpu));  // 4 MiB
+    first = a.raw_data();
+    EXPECT_GE(cuda_rt::allocator_stats(0).allocated_bytes, base + (4 << 20));
+  }
+  EXPECT_EQ(cuda_rt::allocator_stats(0).allocated_bytes, base);
+  const int64_t reserved = cuda_rt::allocator_stats(0).reserved_bytes;
+  Tensor b = ops::zeros({1 << 20}, TensorOptions(DType::f32, kGpu));
+  EXPECT_EQ(b.raw_data(), first);  // the cached block, no new cudaMalloc
+  EXPECT_EQ(cuda_rt::allocator_stats(0).reserved_bytes, reserved);
+  EXPECT_TRUE(throws_with([] { ops::empty({int64_t{1} << 45}, TensorOptions(DType::f32, kGpu)); },
+                          {"out of memory on cuda:0", "allocating", "reserved"}));
+}
+
 TEST(CudaParity, OpsWithoutACudaKernelSayWhich) {
   STRAND_SKIP_WITHOUT_GPU();
   Tensor a = ops::zeros({2, 2}, TensorOptions(DType::f32, kGpu));

@@ -1,0 +1,143 @@
+#include "tensor/block_pool.h"
+
+#include <algorithm>
+
+#include "tensor/error.h"
+
+namespace strand {
+
+namespace {
+size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+}  // namespace
+
+BlockPool::BlockPool(std::string name, RawAlloc alloc, RawFree free)
+    : name_(std::move(name)), raw_alloc_(std::move(alloc)), raw_free_(std::move(free)) {}
+
+BlockPool::~BlockPool() {
+  // Segments still holding live blocks belong to tensors that outlive the pool (process exit):
+  // only fully free segments are returned; the rest go with the process.
+  std::lock_guard<std::mutex> lock(mu_);
+  release_free_segments();
+  for (auto& [p, b] : blocks_) delete b;
+}
+
+BlockPool::Block* BlockPool::take_free(size_t size, bool small) {
+  FreeSet& fs = pool(small);
+  auto it = fs.lower_bound({size, nullptr});
+  if (it == fs.end()) return nullptr;
+  Block* b = blocks_.at(it->second);
+  fs.erase(it);
+  return b;
+}
+
+BlockPool::Block* BlockPool::new_segment(size_t size, bool small) {
+  const size_t seg = small ? kSmallSegment : size < kLargeLimit ? kMidSegment : round_up(size, kSmallSegment);
+  void* p = raw_alloc_(seg);
+  if (!p) {
+    ++stats_.num_oom_retries;
+    release_free_segments();
+    p = raw_alloc_(seg);
+  }
+  if (!p) return nullptr;
+  auto* b = new Block{static_cast<char*>(p), seg, small};
+  blocks_[b->ptr] = b;
+  stats_.reserved_bytes += static_cast<int64_t>(seg);
+  stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+  ++stats_.num_segments;
+  return b;
+}
+
+void* BlockPool::allocate(size_t nbytes) {
+  const size_t size = round_up(std::max<size_t>(nbytes, 1), kRound);
+  const bool small = size <= kSmall;
+  std::lock_guard<std::mutex> lock(mu_);
+  Block* b = take_free(size, small);
+  if (!b) b = new_segment(size, small);
+  STRAND_CHECK(b != nullptr, "out of memory on ", name_, " allocating ", nbytes, " bytes (allocated ",
+               stats_.allocated_bytes, ", reserved ", stats_.reserved_bytes, ", peak allocated ",
+               stats_.peak_allocated_bytes, " bytes; the cache was emptied and the request retried)");
+  // Split off the remainder when it can serve another request of this pool.
+  if (b->size - size >= (small ? kRound : kSmall + 1)) {
+    auto* rest = new Block{b->ptr + size, b->size - size, small};
+    rest->prev = b;
+    rest->next = b->next;
+    if (b->next) b->next->prev = rest;
+    b->next = rest;
+    b->size = size;
+    blocks_[rest->ptr] = rest;
+    pool(small).insert({rest->size, rest->ptr});
+  }
+  b->allocated = true;
+  stats_.allocated_bytes += static_cast<int64_t>(b->size);
+  stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
+  ++stats_.num_allocs;
+  return b->ptr;
+}
+
+void BlockPool::free(void* p) {
+  if (!p) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = blocks_.find(static_cast<char*>(p));
+  STRAND_ASSERT(it != blocks_.end() && it->second->allocated, "BlockPool::free of a pointer it did not allocate");
+  Block* b = it->second;
+  b->allocated = false;
+  stats_.allocated_bytes -= static_cast<int64_t>(b->size);
+  FreeSet& fs = pool(b->small);
+  // Merge with free neighbours (same segment by construction).
+  if (b->next && !b->next->allocated) {
+    Block* n = b->next;
+    fs.erase({n->size, n->ptr});
+    b->size += n->size;
+    b->next = n->next;
+    if (n->next) n->next->prev = b;
+    blocks_.erase(n->ptr);
+    delete n;
+  }
+  if (b->prev && !b->prev->allocated) {
+    Block* pv = b->prev;
+    fs.erase({pv->size, pv->ptr});
+    pv->size += b->size;
+    pv->next = b->next;
+    if (b->next) b->next->prev = pv;
+    blocks_.erase(b->ptr);
+    delete b;
+    b = pv;
+  }
+  fs.insert({b->size, b->ptr});
+}
+
+void BlockPool::release_free_segments() {
+  for (FreeSet* fs : {&free_small_, &free_large_}) {
+    for (auto it = fs->begin(); it != fs->end();) {
+      Block* b = blocks_.at(it->second);
+      if (b->prev || b->next) {  // part of a segment still in use
+        ++it;
+        continue;
+      }
+      raw_free_(b->ptr);
+      stats_.reserved_bytes -= static_cast<int64_t>(b->size);
+      --stats_.num_segments;
+      blocks_.erase(b->ptr);
+      delete b;
+      it = fs->erase(it);
+    }
+  }
+}
+
+void BlockPool::empty_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  release_free_segments();
+}
+
+BlockPoolStats BlockPool::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void BlockPool::reset_peaks() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.peak_allocated_bytes = stats_.allocated_bytes;
+  stats_.peak_reserved_bytes = stats_.reserved_bytes;
+}
+
+}  // namespace strand
