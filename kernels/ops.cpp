@@ -628,6 +628,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   return reshape(to(out, x.dtype()), os);
 }
 
+// ---------------- optimizer ----------------
+bool adamw_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s) {
+  for (const Tensor* t : {&g, &m, &v})
+    if (t->sizes() != p.sizes() || t->dtype() != p.dtype() || t->device() != p.device() || !t->is_contiguous())
+      return false;
+  if (!p.is_contiguous() || !is_floating(p.dtype())) return false;
+  if (p.numel()) STRAND_DISPATCH(p, adamw, p, g, m, v, s);
+  p.bump_version();
+  m.bump_version();
+  v.bump_version();
+  return true;
+}
+
 // ---------------- softmax / norms ----------------
 namespace {
 // dim's size n and the product of the dims after it: the kernels' [outer, n, inner] view.

@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "kernels/adamw_step.h"
 #include "kernels/elementwise_math.h"
 #include "tensor/generator.h"
 #include "tensor/tensor.h"
@@ -191,6 +192,12 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value = 0);
 Tensor dropout_mask(const Shape& shape, double p, TensorOptions o, Generator* g = nullptr);
 enum class Reduction { none, mean, sum };
 Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction r = Reduction::mean);
+
+// ---------------- optimizer ----------------
+// One fused AdamW step, in place on p, m, v (their versions are bumped). All four tensors must be
+// contiguous, of one shape, dtype and device; false (nothing done) when they are not, so the
+// caller can fall back to the unfused ops.
+bool adamw_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s);
 
 // ---------------- checks shared by the layers above ----------------
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);

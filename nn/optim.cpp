@@ -224,15 +224,18 @@ void AdamW::update(const Tensor& p, const Tensor& g, ParamState& st) {
   // Every expression below follows torch.optim.adam._single_tensor_adam term by term (scalars in
   // double, cast to the tensor's compute type by the op, as PyTorch's CPU kernels do), so the
   // rounding is the same: lerp_ is m + w*(g - m) for w < 0.5, addcdiv_ is p + value*(m/denom).
-  if (weight_decay_ != 0) scale_(p, 1 - lr_ * weight_decay_);
-  ops::add_(m, ops::sub(g, m), 1 - beta1_);
-  scale_(v, beta2_);
-  ops::add_(v, ops::mul(g, g), 1 - beta2_);
   const double t = static_cast<double>(st.step);
   const double bias_correction1 = 1 - std::pow(beta1_, t);
   const double bias_correction2 = 1 - std::pow(beta2_, t);
   const double step_size = lr_ / bias_correction1;
   const double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
+  // One fused pass when the tensors allow it (contiguous, one dtype and device), with the same
+  // rounding as the op sequence below, which remains for the rest.
+  if (ops::adamw_(p, g, m, v, {lr_, beta1_, beta2_, eps_, weight_decay_, step_size, bias_correction2_sqrt})) return;
+  if (weight_decay_ != 0) scale_(p, 1 - lr_ * weight_decay_);
+  ops::add_(m, ops::sub(g, m), 1 - beta1_);
+  scale_(v, beta2_);
+  ops::add_(v, ops::mul(g, g), 1 - beta2_);
   const Tensor denom = ops::add(ops::unary(UnaryOp::div_scalar, ops::sqrt(v), bias_correction2_sqrt), eps_);
   ops::add_(p, ops::div(m, denom), -step_size);
 }

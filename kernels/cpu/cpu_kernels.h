@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "kernels/adamw_step.h"
 #include "kernels/elementwise_math.h"
 #include "tensor/tensor.h"
 
@@ -93,6 +94,9 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 // rotary.cpp — x/out [..., T, hd] (any strides, unit last), cos/sin [T, rd] contiguous, rd <= hd
 // even; backward applies the transposed map (x is then the incoming gradient).
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
+
+// optim.cpp — fused AdamW on contiguous tensors of one dtype
+void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s);
 
 // index.cpp — x/src/out contiguous, viewed as [outer, dim, inner]
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);

@@ -41,6 +41,9 @@ void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
 
+// optim.cu — fused AdamW (cpu::adamw's contract)
+void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s);
+
 // attention.cu — the contract of cpu::attention_forward / attention_backward (f32/f64, head dim
 // up to 256; masks are device pointers)
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m, double scale,

@@ -1,6 +1,7 @@
 // CUDA row kernels (softmax over any dim, layer_norm, rms_norm, rotary), cuBLAS matmul/linear,
 // reductions and fused attention (every mask variant) with their gradients against
 // the CPU kernels, through autograd with the same upstream gradient. Skipped without a usable GPU.
+#include <cmath>
 #include <functional>
 #include <vector>
 
@@ -117,6 +118,22 @@ TEST(CudaNnParity, EmbeddingForwardAndDeterministicBackward) {
   Tensor xb = ops::compare(CompareOp::gt, x, 0.0);
   EXPECT_EQ(ops::to_vector<double>(ops::index_select(ops::to(xb, kGpu), 1, ops::to(idx, kGpu))),
             ops::to_vector<double>(ops::index_select(xb, 1, idx)));
+}
+
+TEST(CudaNnParity, FusedAdamWMatchesTheCpu) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::f32, DType::f64}) {
+    Tensor p = test::uniform({1000, 3}, -1, 1, 41, dt), m = test::uniform({1000, 3}, -0.1, 0.1, 42, dt),
+           v = test::uniform({1000, 3}, 0, 0.01, 43, dt), g = test::uniform({1000, 3}, -1, 1, 44, dt);
+    Tensor pg = ops::to(p, kGpu), mg = ops::to(m, kGpu), vg = ops::to(v, kGpu);
+    const AdamWStep s{1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-3 / (1 - 0.9 * 0.9), std::sqrt(1 - 0.999 * 0.999)};
+    ASSERT_TRUE(ops::adamw_(p, g, m, v, s));
+    ASSERT_TRUE(ops::adamw_(pg, ops::to(g, kGpu), mg, vg, s));
+    const double tol = dt == DType::f64 ? 1e-15 : 1e-7;
+    EXPECT_TRUE(allclose(ops::to(pg, Device::cpu()), p, tol, tol));
+    EXPECT_TRUE(allclose(ops::to(mg, Device::cpu()), m, tol, tol));
+    EXPECT_TRUE(allclose(ops::to(vg, Device::cpu()), v, tol, tol));
+  }
 }
 
 Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {

@@ -267,6 +267,29 @@ TEST(AdamW, UpdatesInPlaceVisibleThroughEveryHandleWithoutRecordingAGraph) {
   EXPECT_TRUE(allclose(p.grad(), vec({1, 1, 1}, DType::f32), 0, 0));
 }
 
+TEST(AdamW, FusedStepEqualsTheUnfusedOpsInEveryDtype) {
+  // `a` (contiguous parameter and gradient) takes the fused kernel; `bt` holds the same values
+  // transposed and gets its gradient as a non-contiguous view, which sends it down the op
+  // sequence. Five steps with weight decay must agree (up to a contracted multiply-add's rounding).
+  for (DType dt : {DType::f64, DType::f32, DType::bf16}) {
+    Tensor base = ops::to(test::uniform({37, 5}, -1, 1, 61), dt);
+    Tensor a = ops::clone(base), bt = ops::contiguous(ops::transpose(base, 0, 1));
+    a.set_requires_grad(true);
+    bt.set_requires_grad(true);
+    AdamW oa({a}, 0.01, {0.9, 0.99}, 1e-8, 0.05), ob({bt}, 0.01, {0.9, 0.99}, 1e-8, 0.05);
+    for (int step = 0; step < 5; ++step) {
+      Tensor g = ops::to(test::uniform({37, 5}, -1, 1, 70 + step), dt);
+      a.set_grad(g);
+      bt.set_grad(ops::transpose(g, 0, 1));
+      ASSERT_FALSE(bt.grad().is_contiguous());
+      oa.step();
+      ob.step();
+    }
+    const double tol = dt == DType::f64 ? 1e-15 : dt == DType::f32 ? 1e-6 : 1e-2;
+    EXPECT_TRUE(allclose(ops::to(a, DType::f64), ops::to(ops::transpose(bt, 0, 1), DType::f64), tol, tol)) << dtype_name(dt);
+  }
+}
+
 TEST(AdamW, StateDictHoldsPyTorchKeysAndValues) {
   Tensor a = leaf(vec({1, 2})), b = leaf(ops::zeros({2, 2}, DType::f64));
   AdamW opt({a, b}, 0.002, {0.8, 0.99}, 1e-6, 0.1);
