@@ -44,6 +44,24 @@ struct MatDesc {
 };
 void matmul(const MatDesc& a, const MatDesc& b, const Tensor& out, const Shape& batch, int64_t M, int64_t N,
             int64_t K, const Tensor* bias_rows);
+// Element offsets of a's and b's matrices for each batch index in row-major order (shared by the
+// CPU and CUDA matmul loops).
+inline std::vector<std::pair<int64_t, int64_t>> batch_offsets(const MatDesc& a, const MatDesc& b, const Shape& batch) {
+  std::vector<std::pair<int64_t, int64_t>> r(static_cast<size_t>(shape_numel(batch)));
+  std::vector<int64_t> idx(batch.size(), 0);
+  for (auto& [oa, ob] : r) {
+    oa = ob = 0;
+    for (size_t d = 0; d < batch.size(); ++d) {
+      oa += idx[d] * a.batch_strides[d];
+      ob += idx[d] * b.batch_strides[d];
+    }
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      if (++idx[d] < batch[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return r;
+}
 // Plain GEMM on contiguous-ish buffers (row-major, leading dims), for float and double.
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,

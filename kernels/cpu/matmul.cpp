@@ -71,17 +71,12 @@ void matmul(const MatDesc& a, const MatDesc& b, const Tensor& out, const Shape& 
       const T* ap = static_cast<const T*>(a.t->raw_data());
       const T* bp = static_cast<const T*>(b.t->raw_data());
       T* op = static_cast<T*>(out.raw_data());
-      const int64_t nb = shape_numel(batch);
       const bool ta = a.cs != 1, tb = b.cs != 1;
       const int64_t lda = ta ? a.cs : a.rs, ldb = tb ? b.cs : b.rs;
-      std::vector<int64_t> idx(batch.size(), 0);
-      for (int64_t bi = 0; bi < nb; ++bi) {
-        int64_t oa = 0, ob = 0;
-        for (size_t d = 0; d < batch.size(); ++d) {
-          oa += idx[d] * a.batch_strides[d];
-          ob += idx[d] * b.batch_strides[d];
-        }
-        T* c = op + bi * M * N;
+      const auto offsets = cpu::batch_offsets(a, b, batch);
+      for (size_t bi = 0; bi < offsets.size(); ++bi) {
+        const auto [oa, ob] = offsets[bi];
+        T* c = op + static_cast<int64_t>(bi) * M * N;
         T beta = T(0);
         if (bias_rows) {
           const T* bias = static_cast<const T*>(bias_rows->raw_data());
@@ -89,10 +84,6 @@ void matmul(const MatDesc& a, const MatDesc& b, const Tensor& out, const Shape& 
           beta = T(1);
         }
         gemm<T>(ta, tb, M, N, K, T(1), ap + oa, lda, bp + ob, ldb, beta, c, N);
-        for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
-          if (++idx[d] < batch[d]) break;
-          idx[d] = 0;
-        }
       }
     } else {
       STRAND_ASSERT(false, "cpu::matmul expects f32/f64 (the op layer converts half types)");

@@ -130,15 +130,10 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
       T* op = ptr<T>(out);
       const bool ta = a.cs != 1, tb = b.cs != 1;
       const int64_t lda = ta ? a.cs : a.rs, ldb = tb ? b.cs : b.rs;
-      const int64_t nb = shape_numel(batch);
-      std::vector<int64_t> idx(batch.size(), 0);
-      for (int64_t bi = 0; bi < nb; ++bi) {
-        int64_t oa = 0, ob = 0;
-        for (size_t d = 0; d < batch.size(); ++d) {
-          oa += idx[d] * a.batch_strides[d];
-          ob += idx[d] * b.batch_strides[d];
-        }
-        T* c = op + bi * M * N;
+      const auto offsets = cpu::batch_offsets(a, b, batch);
+      for (size_t bi = 0; bi < offsets.size(); ++bi) {
+        const auto [oa, ob] = offsets[bi];
+        T* c = op + static_cast<int64_t>(bi) * M * N;
         T beta = 0;
         if (bias_rows) {
           bias_rows_kernel<T><<<grid_for(M * N), kRowThreads>>>(c, ptr<T>(*bias_rows), M, N);
@@ -149,10 +144,6 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
           if (!bias_rows) cudaMemsetAsync(c, 0, static_cast<size_t>(M * N) * sizeof(T));
         } else {
           gemm<T>(h, ta, tb, M, N, K, ap + oa, lda, bp + ob, ldb, beta, c, N);
-        }
-        for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
-          if (++idx[d] < batch[d]) break;
-          idx[d] = 0;
         }
       }
     } else {
