@@ -19,7 +19,14 @@ T* ptr(const Tensor& t) {
   return static_cast<T*>(t.raw_data());
 }
 
-constexpr int kRowThreads = 256;  // threads per block of the row kernels (a multiple of 32)
+constexpr int kThreads = 256;  // threads per block of every kernel (a multiple of 32)
+
+// Blocks of kThreads covering n work items, capped: the kernels use grid-stride loops, so the cap
+// only bounds the launch. A kernel with one block per row asks for rows * kThreads.
+inline int grid_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
+}
 
 template <class A>
 __device__ A warp_sum(A v) {

@@ -15,8 +15,6 @@ namespace strand::cuda {
 namespace {
 
 constexpr int kMaxDims = 8;
-constexpr int kThreads = 256;
-
 
 template <int K>
 struct Offsets {
@@ -45,11 +43,6 @@ Offsets<K> make_offsets(const Shape& shape, const std::array<Shape, K>& strides)
     for (int k = 0; k < K; ++k) o.strides[k][d] = strides[k][d];
   }
   return o;
-}
-
-int blocks_for(int64_t n) {
-  int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
 }
 
 #define STRAND_GRID_LOOP(i, n) \
@@ -159,7 +152,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
     dispatch_unary(op, [&](auto c) {
       const int64_t n = out.numel();
       auto o = make_offsets<2>(out.sizes(), {out.strides(), broadcast_strides(x, out.sizes())});
-      unary_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(x),
+      unary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(x),
                                                                        acc_t<T>(a), acc_t<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
     });
@@ -172,7 +165,7 @@ void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& v, const Tenso
     dispatch_unary(op, [&](auto c) {
       const int64_t n = out.numel();
       auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(grad, out.sizes()), broadcast_strides(v, out.sizes())});
-      unary_bwd_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(grad),
+      unary_bwd_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(grad),
                                                                            ptr<T>(v), acc_t<T>(a), acc_t<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
     });
@@ -188,7 +181,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
       dispatch_binary(op, [&](auto c) {
         const int64_t n = out.numel();
         auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
-        binary_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(a), ptr<T>(b));
+        binary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(a), ptr<T>(b));
         STRAND_CUDA_LAUNCH_CHECK();
       });
     }
@@ -201,7 +194,7 @@ void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
     dispatch_compare(op, [&](auto c) {
       const int64_t n = out.numel();
       auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
-      compare_kernel<decltype(c)::value, T><<<blocks_for(n), kThreads>>>(o, n, ptr<bool>(out), ptr<T>(a), ptr<T>(b));
+      compare_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<bool>(out), ptr<T>(a), ptr<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
     });
   });
@@ -213,7 +206,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
     const int64_t n = out.numel();
     const Shape& s = out.sizes();
     auto o = make_offsets<4>(s, {out.strides(), broadcast_strides(cond, s), broadcast_strides(a, s), broadcast_strides(b, s)});
-    where_kernel<T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<bool>(cond), ptr<T>(a), ptr<T>(b));
+    where_kernel<T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<bool>(cond), ptr<T>(a), ptr<T>(b));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -225,7 +218,7 @@ void copy(const Tensor& src, const Tensor& dst) {
       using S = typename decltype(stag)::type;
       const int64_t n = dst.numel();
       auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
-      copy_kernel<D, S><<<blocks_for(n), kThreads>>>(o, n, ptr<D>(dst), ptr<S>(src));
+      copy_kernel<D, S><<<grid_for(n), kThreads>>>(o, n, ptr<D>(dst), ptr<S>(src));
       STRAND_CUDA_LAUNCH_CHECK();
     });
   });
@@ -236,7 +229,7 @@ void fill(const Tensor& dst, double value) {
     using T = typename decltype(tag)::type;
     const int64_t n = dst.numel();
     auto o = make_offsets<1>(dst.sizes(), {dst.strides()});
-    fill_kernel<T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(dst), T(static_cast<acc_t<T>>(value)));
+    fill_kernel<T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(dst), T(static_cast<acc_t<T>>(value)));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -249,7 +242,7 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
     } else {
       const int64_t n = dst.numel();
       auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
-      add_inplace_kernel<T><<<blocks_for(n), kThreads>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
+      add_inplace_kernel<T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
       STRAND_CUDA_LAUNCH_CHECK();
     }
   });
@@ -260,7 +253,7 @@ void rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset) {
     using T = typename decltype(tag)::type;
     const int64_t n = out.numel();
     if (n == 0) return;
-    rand_kernel<T><<<blocks_for(n), kThreads>>>(n, ptr<T>(out), seed, offset);
+    rand_kernel<T><<<grid_for(n), kThreads>>>(n, ptr<T>(out), seed, offset);
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -270,7 +263,7 @@ void bernoulli(const Tensor& out, double p, double value, uint64_t seed, uint64_
     using T = typename decltype(tag)::type;
     const int64_t n = out.numel();
     if (n == 0) return;
-    bernoulli_kernel<T><<<blocks_for(n), kThreads>>>(n, ptr<T>(out), static_cast<float>(p),
+    bernoulli_kernel<T><<<grid_for(n), kThreads>>>(n, ptr<T>(out), static_cast<float>(p),
                                                      T(static_cast<acc_t<T>>(value)), seed, offset);
     STRAND_CUDA_LAUNCH_CHECK();
   });

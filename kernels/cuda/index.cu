@@ -9,10 +9,6 @@
 namespace strand::cuda {
 
 namespace {
-int grid_for(int64_t n) {
-  const int64_t b = (n + kRowThreads - 1) / kRowThreads;
-  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
-}
 void split(const Tensor& t, int64_t dim, int64_t& outer, int64_t& inner) {
   outer = inner = 1;
   for (int64_t d = 0; d < dim; ++d) outer *= t.size(d);
@@ -45,7 +41,7 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
   const int64_t* ip = ptr<int64_t>(index);
   auto launch = [&](auto zero) {
     using U = decltype(zero);
-    select_kernel<U><<<grid_for(total), kRowThreads>>>(ptr<U>(x), ip, ptr<U>(out), outer, n, m, inner);
+    select_kernel<U><<<grid_for(total), kThreads>>>(ptr<U>(x), ip, ptr<U>(out), outer, n, m, inner);
   };
   switch (x.element_size()) {
     case 1: launch(uint8_t{}); break;
@@ -63,7 +59,7 @@ void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor
     int64_t outer, inner;
     split(out, dim, outer, inner);
     const int64_t n = out.size(dim), m = index.numel();
-    add_kernel<T><<<grid_for(outer * n * inner), kRowThreads>>>(ptr<T>(out), ptr<int64_t>(index), ptr<T>(src), outer, n,
+    add_kernel<T><<<grid_for(outer * n * inner), kThreads>>>(ptr<T>(out), ptr<int64_t>(index), ptr<T>(src), outer, n,
                                                                   m, inner);
     STRAND_CUDA_LAUNCH_CHECK();
   });

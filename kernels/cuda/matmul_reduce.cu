@@ -45,10 +45,6 @@ __global__ void bias_rows_kernel(T* c, const T* bias, int64_t M, int64_t N) {
     c[i] = bias[i % N];
 }
 
-int grid_for(int64_t n) {
-  const int64_t b = (n + kRowThreads - 1) / kRowThreads;
-  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
-}
 
 // Row-major C = op(A) op(B) as column-major Cᵀ = op(B)ᵀ op(A)ᵀ (the usual swap).
 template <class T>
@@ -136,7 +132,7 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
         T* c = op + static_cast<int64_t>(bi) * M * N;
         T beta = 0;
         if (bias_rows) {
-          bias_rows_kernel<T><<<grid_for(M * N), kRowThreads>>>(c, ptr<T>(*bias_rows), M, N);
+          bias_rows_kernel<T><<<grid_for(M * N), kThreads>>>(c, ptr<T>(*bias_rows), M, N);
           STRAND_CUDA_LAUNCH_CHECK();
           beta = 1;
         }
@@ -160,7 +156,7 @@ void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64
   dispatch_reduce_types(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (outer * inner == 0) return;
-    reduce_kernel<T><<<grid_for(outer * inner), kRowThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
+    reduce_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }

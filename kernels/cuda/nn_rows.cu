@@ -12,10 +12,6 @@ namespace strand::cuda {
 
 namespace {
 
-int grid_for(int64_t n, int threads) {
-  const int64_t b = (n + threads - 1) / threads;
-  return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
-}
 
 // ---------------- softmax ----------------
 template <class T>
@@ -188,8 +184,8 @@ void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool 
   dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const int64_t outer = n > 0 && inner > 0 ? x.numel() / (n * inner) : 0;
-    if (inner == 1) softmax_rows_kernel<T><<<grid_for(outer * kRowThreads, kRowThreads), kRowThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
-    else softmax_cols_kernel<T><<<grid_for(outer * inner, kRowThreads), kRowThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, log);
+    if (inner == 1) softmax_rows_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
+    else softmax_cols_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, log);
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -199,9 +195,9 @@ void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, in
     using T = typename decltype(tag)::type;
     const int64_t outer = n > 0 && inner > 0 ? y.numel() / (n * inner) : 0;
     if (inner == 1)
-      softmax_bwd_rows_kernel<T><<<grid_for(outer * kRowThreads, kRowThreads), kRowThreads>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, log);
+      softmax_bwd_rows_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, log);
     else
-      softmax_bwd_cols_kernel<T><<<grid_for(outer * inner, kRowThreads), kRowThreads>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, inner, log);
+      softmax_bwd_cols_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, inner, log);
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -214,7 +210,7 @@ void norm_fwd(const char* name, const Tensor& x, const Tensor& w, const Tensor& 
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
-    norm_kernel<T, kRms><<<grid_for(rows * kRowThreads, kRowThreads), kRowThreads>>>(
+    norm_kernel<T, kRms><<<grid_for(rows * kThreads), kThreads>>>(
         ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr, b.defined() ? ptr<T>(b) : nullptr, ptr<T>(y),
         kRms ? nullptr : ptr<A>(mean), ptr<A>(rstd), rows, n, eps);
     STRAND_CUDA_LAUNCH_CHECK();
@@ -229,12 +225,12 @@ void norm_bwd(const char* name, const Tensor& grad, const Tensor& x, const Tenso
     const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
     const A* mp = kRms ? nullptr : ptr<A>(mean);
     if (gx.defined()) {
-      norm_bwd_kernel<T, kRms><<<grid_for(rows * kRowThreads, kRowThreads), kRowThreads>>>(
+      norm_bwd_kernel<T, kRms><<<grid_for(rows * kThreads), kThreads>>>(
           ptr<T>(grad), ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr, mp, ptr<A>(rstd), ptr<T>(gx), rows, n);
       STRAND_CUDA_LAUNCH_CHECK();
     }
     if (gw.defined() || gb.defined()) {
-      norm_param_grad_kernel<T, kRms><<<grid_for(n, kRowThreads), kRowThreads>>>(
+      norm_param_grad_kernel<T, kRms><<<grid_for(n), kThreads>>>(
           ptr<T>(grad), ptr<T>(x), mp, ptr<A>(rstd), gw.defined() ? ptr<T>(gw) : nullptr,
           gb.defined() ? ptr<T>(gb) : nullptr, rows, n);
       STRAND_CUDA_LAUNCH_CHECK();
@@ -275,7 +271,7 @@ void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor&
       geo.xs[d] = x.stride(d);
       geo.os[d] = out.stride(d);
     }
-    rotary_kernel<T><<<grid_for(rows * hd, kRowThreads), kRowThreads>>>(geo, ptr<T>(x), ptr<T>(cos), ptr<T>(sin),
+    rotary_kernel<T><<<grid_for(rows * hd), kThreads>>>(geo, ptr<T>(x), ptr<T>(cos), ptr<T>(sin),
                                                                            ptr<T>(out), rows, hd, cos.size(-1), backward);
     STRAND_CUDA_LAUNCH_CHECK();
   });

@@ -32,8 +32,7 @@ void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, c
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const int64_t n = p.numel();
-    const int64_t blocks = std::min<int64_t>((n + kRowThreads - 1) / kRowThreads, 65535 * 8);
-    adamw_kernel<T><<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kRowThreads>>>(
+    adamw_kernel<T><<<grid_for(n), kThreads>>>(
         ptr<T>(p), ptr<T>(g), ptr<T>(m), ptr<T>(v), n, A(1 - s.lr * s.weight_decay), s.weight_decay != 0,
         A(1 - s.beta1), A(s.beta2), A(1 - s.beta2), A(s.bias_correction2_sqrt), A(s.eps), A(-s.step_size));
     STRAND_CUDA_LAUNCH_CHECK();
