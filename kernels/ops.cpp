@@ -451,28 +451,30 @@ std::vector<bool> reduced_dims(const Tensor& x, const std::vector<int64_t>& dims
   }
   return red;
 }
-Reduced prepare_reduce(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const char* op) {
-  const std::vector<bool> red = reduced_dims(x, dims, op);
+// The output shape: the kept dims, with a 1 for each reduced one when keepdim.
+Shape reduced_shape(const Tensor& x, const std::vector<bool>& red, bool keepdim) {
+  Shape s;
+  for (int64_t d = 0; d < x.dim(); ++d)
+    if (!red[d]) s.push_back(x.size(d));
+    else if (keepdim) s.push_back(1);
+  return s;
+}
+Reduced prepare_reduce(const Tensor& x, const std::vector<bool>& red, bool keepdim) {
   std::vector<int64_t> perm;
-  Shape out_shape;
   int64_t rows = 1, n = 1;
-  for (int64_t d = 0; d < x.dim(); ++d) {
+  for (int64_t d = 0; d < x.dim(); ++d)
     if (!red[d]) {
       perm.push_back(d);
       rows *= x.size(d);
-      out_shape.push_back(x.size(d));
-    } else if (keepdim) {
-      out_shape.push_back(1);
     }
-  }
   for (int64_t d = 0; d < x.dim(); ++d)
     if (red[d]) {
       perm.push_back(d);
       n *= x.size(d);
     }
-  return {contiguous(permute(x, perm)), rows, n, out_shape};
+  return {contiguous(permute(x, perm)), rows, n, reduced_shape(x, red, keepdim)};
 }
-Tensor reduce(cpu::RowReduce r, const Tensor& x, std::vector<int64_t> dims, bool keepdim, const char* op) {
+Tensor reduce(cpu::RowReduce r, const Tensor& x, const std::vector<int64_t>& dims, bool keepdim, const char* op) {
   check_defined(x, op, "input");
   Tensor src = x;
   if (r == cpu::RowReduce::sum && !is_floating(x.dtype())) src = to(x, DType::i64);
@@ -490,37 +492,32 @@ Tensor reduce(cpu::RowReduce r, const Tensor& x, std::vector<int64_t> dims, bool
   for (int64_t d = b; d < nd && middle; ++d) middle = !red[d];
   if (middle) {
     int64_t outer = 1, n = 1, inner = 1;
-    Shape out_shape;
-    for (int64_t d = 0; d < nd; ++d) {
-      (d < a ? outer : d < b ? n : inner) *= src.size(d);
-      if (!red[d]) out_shape.push_back(src.size(d));
-      else if (keepdim) out_shape.push_back(1);
-    }
-    Tensor out = empty(out_shape, like(src));
+    for (int64_t d = 0; d < nd; ++d) (d < a ? outer : d < b ? n : inner) *= src.size(d);
+    Tensor out = empty(reduced_shape(src, red, keepdim), like(src));
     if (out.numel()) STRAND_DISPATCH(src, reduce_middle, r, src, outer, n, inner, out);
     return out;
   }
-  Reduced p = prepare_reduce(src, std::move(dims), keepdim, op);
+  Reduced p = prepare_reduce(src, red, keepdim);
   Tensor out = empty(p.out_shape, like(src));
   if (p.rows) STRAND_DISPATCH(p.x, reduce_rows, r, p.x, p.rows, p.n, out);
   return out;
 }
 }  // namespace
 Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
-  return reduce(cpu::RowReduce::sum, x, std::move(dims), keepdim, "sum");
+  return reduce(cpu::RowReduce::sum, x, dims, keepdim, "sum");
 }
 Tensor mean(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
-  return reduce(cpu::RowReduce::mean, x, std::move(dims), keepdim, "mean");
+  return reduce(cpu::RowReduce::mean, x, dims, keepdim, "mean");
 }
 Tensor var(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
-  return reduce(cpu::RowReduce::var, x, std::move(dims), keepdim, "var");
+  return reduce(cpu::RowReduce::var, x, dims, keepdim, "var");
 }
 std::tuple<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
   check_cpu(x, "max");
   const int64_t d = x.wrap_dim(dim, "max");
   STRAND_CHECK(x.dim() == 0 || x.size(d) > 0, "max: reducing over an empty dimension ", dim, " of shape ",
                shape_str(x.sizes()));
-  Reduced p = prepare_reduce(x, {d}, keepdim, "max");
+  Reduced p = prepare_reduce(x, reduced_dims(x, {d}, "max"), keepdim);
   Tensor v = empty(p.out_shape, like(x)), i = empty(p.out_shape, like(x, DType::i64));
   if (p.rows) cpu::max_rows(p.x, p.rows, p.n, v, i);
   return {v, i};
