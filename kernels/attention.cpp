@@ -9,14 +9,10 @@
 namespace strand::ops {
 
 namespace {
-DType compute_type(const Tensor& t) { return t.dtype() == DType::f64 ? DType::f64 : DType::f32; }
-
 // [B, T, H, D] contiguous storage, returned as its [B, H, T, D] view.
 Tensor empty_bhtd(int64_t B, int64_t H, int64_t T, int64_t D, DType dt, Device dev) {
   return transpose(empty({B, T, H, D}, TensorOptions(dt, dev)), 1, 2);
 }
-// Unit stride in the last dim, as the kernel's GEMMs need; other strides are read in place.
-Tensor unit_last(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : contiguous(t); }
 
 Tensor mask_bytes(const Tensor& m, const Tensor& q, int64_t B, int64_t T, const char* what) {
   if (!m.defined()) return m;
@@ -51,7 +47,7 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
 AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionParams& p) {
   check_qkv(q_in, k_in, v_in);
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
-  const DType ct = compute_type(q_in);
+  const DType ct = compute_dtype(q_in);
   Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
   Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");
   const Device dev = q_in.device();
@@ -70,7 +66,7 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
   STRAND_CHECK(grad.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
                "attention_backward: grad and out must have q's shape ", shape_str(q_in.sizes()));
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
-  const DType ct = compute_type(q_in);
+  const DType ct = compute_dtype(q_in);
   Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
   Tensor g = unit_last(to(grad, ct)), out = unit_last(to(out_in, ct)), l = contiguous(to(lse, ct));
   Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");

@@ -1,7 +1,9 @@
 #pragma once
-// STRAND_DISPATCH(t, fn, args...): cuda::fn(args...) when t lives on a GPU (CUDA builds), else
-// cpu::fn(args...). Used by the op layer files (kernels/*.cpp).
+// Internals shared by the op-layer files (kernels/*.cpp): STRAND_DISPATCH(t, fn, args...) calls
+// cuda::fn(args...) when t lives on a GPU (CUDA builds), else cpu::fn(args...); compute_dtype and
+// unit_last prepare operands for the kernels.
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/ops.h"
 #ifdef STRAND_WITH_CUDA
 #include "kernels/cuda/cuda_kernels.h"
 #define STRAND_DISPATCH(dev_tensor, fn, ...)           \
@@ -12,3 +14,11 @@
 #else
 #define STRAND_DISPATCH(dev_tensor, fn, ...) cpu::fn(__VA_ARGS__)
 #endif
+
+namespace strand::ops {
+// The dtype kernels compute in: f64 stays f64, every other floating type goes through f32.
+inline DType compute_dtype(const Tensor& t) { return t.dtype() == DType::f64 ? DType::f64 : DType::f32; }
+// t itself when its last dim has unit stride (as the GEMM-based kernels need), else a contiguous
+// copy; the other strides are read in place.
+inline Tensor unit_last(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : contiguous(t); }
+}  // namespace strand::ops

@@ -586,7 +586,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   Shape out_shape = batch;
   out_shape.push_back(M);
   out_shape.push_back(N);
-  const DType compute = a_in.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType compute = compute_dtype(a_in);
   Tensor a = to(a_in, compute), b = to(b_in, compute);
   Tensor out = empty(out_shape, like(a));
   if (out.numel() == 0) return to(out, a_in.dtype());
@@ -609,7 +609,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     check_same_dtype(x, bias, "linear");
     check_same_device(x, bias, "linear");
   }
-  const DType compute = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType compute = compute_dtype(x);
   // Rows counted explicitly: reshape cannot infer -1 when there are zero input features.
   const int64_t rows = shape_numel(Shape(x.sizes().begin(), x.sizes().end() - 1));
   Tensor x2 = to(reshape(x, {rows, x.size(-1)}), compute), wt = transpose(to(w, compute), 0, 1);
@@ -680,7 +680,6 @@ void check_norm_param(const Tensor& p, const Tensor& x, const char* op, const ch
   check_same_device(p, x, op);
 }
 Shape lead_shape(const Tensor& x) { return Shape(x.sizes().begin(), x.sizes().end() - 1); }
-DType stat_dtype(const Tensor& x) { return x.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 }  // namespace
 NormOut layer_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, double eps) {
   check_floating(x_in, "layer_norm");
@@ -688,7 +687,7 @@ NormOut layer_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, double 
   check_norm_param(w, x_in, "layer_norm", "weight");
   check_norm_param(b, x_in, "layer_norm", "bias");
   Tensor x = contiguous(x_in);
-  NormOut o{empty_like(x), empty(lead_shape(x), like(x, stat_dtype(x))), empty(lead_shape(x), like(x, stat_dtype(x)))};
+  NormOut o{empty_like(x), empty(lead_shape(x), like(x, compute_dtype(x))), empty(lead_shape(x), like(x, compute_dtype(x)))};
   if (x.numel()) STRAND_DISPATCH(x, layer_norm, x, w.defined() ? contiguous(w) : w, b.defined() ? contiguous(b) : b, eps, o.y,
                                  o.mean, o.rstd);
   return o;
@@ -710,7 +709,7 @@ NormOut rms_norm(const Tensor& x_in, const Tensor& w, double eps) {
   STRAND_CHECK(x_in.dim() >= 1, "rms_norm: input must have at least one dim");
   check_norm_param(w, x_in, "rms_norm", "weight");
   Tensor x = contiguous(x_in);
-  NormOut o{empty_like(x), Tensor(), empty(lead_shape(x), like(x, stat_dtype(x)))};
+  NormOut o{empty_like(x), Tensor(), empty(lead_shape(x), like(x, compute_dtype(x)))};
   if (x.numel()) STRAND_DISPATCH(x, rms_norm, x, w.defined() ? contiguous(w) : w, eps, o.y, o.rstd);
   return o;
 }
@@ -740,7 +739,7 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   check_norm_param(w, x_in, "batch_norm", "weight");
   check_norm_param(b, x_in, "batch_norm", "bias");
   const int64_t C = x_in.size(-1);
-  const DType sd = stat_dtype(x_in);
+  const DType sd = compute_dtype(x_in);
   for (const Tensor* r : {&running_mean, &running_var}) {
     if (!r->defined()) continue;
     STRAND_CHECK(r->dim() == 1 && r->size(0) == C && r->dtype() == sd && r->is_contiguous(),
@@ -814,7 +813,7 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padd
                  " does not match ", w.size(0), " output channels");
     check_same_dtype(x, bias, "conv1d");
   }
-  const DType cd = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType cd = compute_dtype(x);
   Tensor xc = contiguous(to(x, cd)), wc = contiguous(to(w, cd));
   Tensor bc = bias.defined() ? contiguous(to(bias, cd)) : Tensor();
   Tensor out = empty({x.size(0), Lout, w.size(0)}, like(xc));
@@ -824,7 +823,7 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padd
 std::tuple<Tensor, Tensor, Tensor> conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
                                                    int64_t padding, bool need_bias) {
   if (padding < 0) padding = w.size(2) / 2;
-  const DType cd = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType cd = compute_dtype(x);
   Tensor g = contiguous(to(grad, cd)), xc = contiguous(to(x, cd)), wc = contiguous(to(w, cd));
   Tensor gx = empty_like(xc), gw = empty_like(wc), gb = need_bias ? empty({w.size(0)}, like(xc)) : Tensor();
   cpu::conv1d_backward(g, xc, wc, padding, gx, gw, gb);

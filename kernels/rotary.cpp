@@ -35,9 +35,8 @@ Tensor run(const Tensor& x_in, const Tensor& cos, const Tensor& sin, bool backwa
                op, ": tables cos ", shape_str(cos.sizes()), " / sin ", shape_str(sin.sizes()),
                " must both be [T, rd] with T = ", T, " and rd even and at most ", hd, " for input ",
                shape_str(x_in.sizes()));
-  const DType ct = x_in.dtype() == DType::f64 ? DType::f64 : DType::f32;
-  Tensor x = to(x_in, ct);
-  if (x.size(-1) > 1 && x.stride(-1) != 1) x = contiguous(x);
+  const DType ct = compute_dtype(x_in);
+  Tensor x = unit_last(to(x_in, ct));
   Tensor c = contiguous(to(cos, ct)), s = contiguous(to(sin, ct));
   Tensor out = empty_like_layout(x, ct);
   if (out.numel()) STRAND_DISPATCH(x, rotary, x, c, s, out, backward);
