@@ -33,9 +33,6 @@ void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
 void check_floating(const Tensor& a, const char* op) {
   STRAND_CHECK(is_floating(a.dtype()), op, ": expected a floating tensor, got ", dtype_name(a.dtype()));
 }
-void check_cpu(const Tensor& a, const char* op) {
-  STRAND_CHECK(a.device().is_cpu(), op, " has no CUDA kernel yet (tensor on ", a.device().str(), ")");
-}
 namespace {
 void check_defined(const Tensor& t, const char* op, const char* what) {
   STRAND_CHECK(t.defined(), op, ": ", what, " is undefined");
@@ -513,13 +510,12 @@ Tensor var(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
   return reduce(cpu::RowReduce::var, x, dims, keepdim, "var");
 }
 std::tuple<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
-  check_cpu(x, "max");
   const int64_t d = x.wrap_dim(dim, "max");
   STRAND_CHECK(x.dim() == 0 || x.size(d) > 0, "max: reducing over an empty dimension ", dim, " of shape ",
                shape_str(x.sizes()));
   Reduced p = prepare_reduce(x, reduced_dims(x, {d}, "max"), keepdim);
   Tensor v = empty(p.out_shape, like(x)), i = empty(p.out_shape, like(x, DType::i64));
-  if (p.rows) cpu::max_rows(p.x, p.rows, p.n, v, i);
+  if (p.rows) STRAND_DISPATCH(x, max_rows, p.x, p.rows, p.n, v, i);
   return {v, i};
 }
 Tensor amax(const Tensor& x) {
@@ -733,7 +729,6 @@ const BatchNormReducer& batch_norm_reducer() { return bn_reducer(); }
 NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                    const Tensor& running_var, bool training, double momentum, double eps) {
   check_floating(x_in, "batch_norm");
-  check_cpu(x_in, "batch_norm");
   STRAND_CHECK(x_in.dim() >= 2, "batch_norm: input must be [..., C] with at least 2 dims, got ",
                shape_str(x_in.sizes()));
   check_norm_param(w, x_in, "batch_norm", "weight");
@@ -755,7 +750,12 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   if (training) {
     const BatchNormReducer& red = bn_reducer();
     // Under SyncBatchNorm the count is global: one row per process is fine when there are several.
+#ifdef STRAND_WITH_CUDA
+    const double n = x.is_cuda() ? cuda::batch_norm_stats(x, mean, var, red ? &red : nullptr)
+                                 : cpu::batch_norm_stats(x, mean, var, red ? &red : nullptr);
+#else
     const double n = cpu::batch_norm_stats(x, mean, var, red ? &red : nullptr);
+#endif
     STRAND_CHECK(n > 1, "batch_norm: training needs more than one value per channel, got input shape ",
                  shape_str(x_in.sizes()), red ? " (summed over all processes)" : "");
     if (running_mean.defined()) {
@@ -772,8 +772,9 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   }
   Tensor rstd = unary(UnaryOp::rsqrt, add(var, eps));
   Tensor y = empty_like(x);
-  if (x.numel()) cpu::batch_norm_apply(x, w.defined() ? contiguous(w) : w, b.defined() ? contiguous(b) : b, mean,
-                                       rstd, y);
+  if (x.numel())
+    STRAND_DISPATCH(x, batch_norm_apply, x, w.defined() ? contiguous(w) : w, b.defined() ? contiguous(b) : b, mean,
+                    rstd, y);
   return {reshape(y, x_in.sizes()), mean, rstd};
 }
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const Tensor& x_in, const Tensor& w,
@@ -786,15 +787,14 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const
   Tensor x = contiguous(reshape(x_in, {-1, C})), g = contiguous(reshape(grad, {-1, C}));
   // The bias gradient does not depend on w: a bias without a weight still needs it.
   Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor(), gb = empty({C}, like(x));
-  cpu::batch_norm_backward(g, x, w.defined() ? contiguous(w) : w, mean, rstd, training, gx, gw, gb,
-                           sync && training ? &red : nullptr);
+  STRAND_DISPATCH(x, batch_norm_backward, g, x, w.defined() ? contiguous(w) : w, mean, rstd, training, gx, gw, gb,
+                  sync && training ? &red : nullptr);
   return {reshape(gx, x_in.sizes()), gw, gb};
 }
 
 // ---------------- conv1d ----------------
 Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padding) {
   check_floating(x, "conv1d");
-  check_cpu(x, "conv1d");
   check_same_dtype(x, w, "conv1d");
   STRAND_CHECK(x.dim() == 3, "conv1d: input must be channels-last [B, L, Cin], got ", shape_str(x.sizes()));
   STRAND_CHECK(w.dim() == 3, "conv1d: weight must be [Cout, Cin, K], got ", shape_str(w.sizes()));
@@ -817,7 +817,7 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padd
   Tensor xc = contiguous(to(x, cd)), wc = contiguous(to(w, cd));
   Tensor bc = bias.defined() ? contiguous(to(bias, cd)) : Tensor();
   Tensor out = empty({x.size(0), Lout, w.size(0)}, like(xc));
-  if (out.numel()) cpu::conv1d(xc, wc, bc, padding, out);
+  if (out.numel()) STRAND_DISPATCH(xc, conv1d, xc, wc, bc, padding, out);
   return to(out, x.dtype());
 }
 std::tuple<Tensor, Tensor, Tensor> conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
@@ -826,7 +826,7 @@ std::tuple<Tensor, Tensor, Tensor> conv1d_backward(const Tensor& grad, const Ten
   const DType cd = compute_dtype(x);
   Tensor g = contiguous(to(grad, cd)), xc = contiguous(to(x, cd)), wc = contiguous(to(w, cd));
   Tensor gx = empty_like(xc), gw = empty_like(wc), gb = need_bias ? empty({w.size(0)}, like(xc)) : Tensor();
-  cpu::conv1d_backward(g, xc, wc, padding, gx, gw, gb);
+  STRAND_DISPATCH(xc, conv1d_backward, g, xc, wc, padding, gx, gw, gb);
   return {to(gx, x.dtype()), to(gw, w.dtype()), gb.defined() ? to(gb, w.dtype()) : gb};
 }
 
@@ -934,16 +934,14 @@ void check_gather_shapes(const Tensor& t, int64_t dim, const Tensor& index, cons
 }
 }  // namespace
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
-  check_cpu(x, "gather");
   dim = x.wrap_dim(dim, "gather");
   check_gather_shapes(x, dim, index, "gather");
   check_index_tensor(index, x.size(dim), "gather");
   Tensor out = empty(index.sizes(), like(x));
-  if (out.numel()) cpu::gather(contiguous(x), dim, contiguous(index), out);
+  if (out.numel()) STRAND_DISPATCH(x, gather, contiguous(x), dim, kernel_index(index, x), out);
   return out;
 }
 Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src) {
-  check_cpu(src, "scatter_add");
   Tensor out = zeros(shape, like(src));
   dim = out.wrap_dim(dim, "scatter_add");
   check_gather_shapes(out, dim, index, "scatter_add");
@@ -955,7 +953,7 @@ Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const T
                  " exceeds source shape ", shape_str(src.sizes()));
     s = narrow(s, d, 0, index.size(d));
   }
-  if (index.numel()) cpu::scatter_add(out, dim, contiguous(index), contiguous(s));
+  if (index.numel()) STRAND_DISPATCH(out, scatter_add, out, dim, kernel_index(index, out), contiguous(s));
   return out;
 }
 Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {

@@ -203,7 +203,6 @@ bool adamw_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, 
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op);
 void check_floating(const Tensor& a, const char* op);
-void check_cpu(const Tensor& a, const char* op);  // for ops whose CUDA kernel is not written yet
 
 // ---------------- Enformer relative shift ----------------
 // x [..., T, 2T-1] (column m <-> relative distance m-(T-1)) -> [..., T, T] with

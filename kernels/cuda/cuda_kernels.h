@@ -36,10 +36,24 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
 using cpu::RowReduce;
 void reduce_rows(RowReduce r, const Tensor& x, int64_t rows, int64_t n, const Tensor& out);
 void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out);
+void max_rows(const Tensor& x, int64_t rows, int64_t n, const Tensor& values, const Tensor& indices);
 
 // index.cu — index: i64, contiguous, on the device, already validated
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
+void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
+
+// conv_norm.cu — cpu::conv1d / batch_norm contracts (statistics and sums in double, deterministic)
+void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padding, const Tensor& out);
+void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64_t padding, const Tensor& gx,
+                     const Tensor& gw, const Tensor& gb);
+double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, const cpu::StatsReducer* reduce);
+void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd,
+                      const Tensor& y);
+void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                         bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb,
+                         const cpu::StatsReducer* reduce);
 
 // optim.cu — fused AdamW (cpu::adamw's contract)
 void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s);

@@ -11,19 +11,11 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/cublas_util.cuh"
 
 namespace strand::cuda {
 
-namespace {
-
-#define STRAND_CUBLAS_CHECK(stmt)                                                                          \
-  do {                                                                                                     \
-    cublasStatus_t s_ = (stmt);                                                                            \
-    STRAND_CHECK(s_ == CUBLAS_STATUS_SUCCESS, "cuBLAS call failed (status ", static_cast<int>(s_), "): ", \
-                 #stmt, " at ", __FILE__, ":", __LINE__);                                                  \
-  } while (0)
-
-cublasHandle_t handle(int device) {
+cublasHandle_t cublas_handle(int device) {
   static std::mutex mu;
   static std::vector<cublasHandle_t> handles;
   std::lock_guard<std::mutex> lock(mu);
@@ -39,26 +31,14 @@ cublasHandle_t handle(int device) {
   return handles[device];
 }
 
+namespace {
+
 template <class T>
 __global__ void bias_rows_kernel(T* c, const T* bias, int64_t M, int64_t N) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(blockDim.x) * gridDim.x)
     c[i] = bias[i % N];
 }
 
-
-// Row-major C = op(A) op(B) as column-major Cᵀ = op(B)ᵀ op(A)ᵀ (the usual swap).
-template <class T>
-void gemm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
-  const T one = 1;
-  const auto opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  if constexpr (std::is_same_v<T, float>)
-    STRAND_CUBLAS_CHECK(cublasSgemm(h, opb, opa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
-                                    static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
-  else
-    STRAND_CUBLAS_CHECK(cublasDgemm(h, opb, opa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
-                                    static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
-}
 
 // ---------------- reductions ----------------
 template <class T>
@@ -99,6 +79,44 @@ __global__ void reduce_kernel(const T* x, T* out, int64_t outer, int64_t n, int6
     out[c] = reduce_one(x + (c / inner) * n * inner + c % inner, n, inner, r);
 }
 
+// max over rows of n with the index of the maximum: the first NaN wins, then the larger value, then
+// the smaller index (cpu::max_rows's order). One block per row.
+template <class A>
+__device__ bool better(A v, int64_t i, A bv, int64_t bi) {
+  const bool vn = v != v, bn = bv != bv;
+  if (vn || bn) return vn && (!bn || i < bi);
+  return v > bv || (v == bv && i < bi);
+}
+template <class T>
+__global__ void max_rows_kernel(const T* x, int64_t rows, int64_t n, T* values, int64_t* indices) {
+  using A = acc_t<T>;
+  __shared__ A sv[32];
+  __shared__ int64_t si[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = x + r * n;
+    A bv = A(row[0]);
+    int64_t bi = 0;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+      if (better(A(row[j]), j, bv, bi)) bv = A(row[j]), bi = j;
+    for (int o = 16; o > 0; o >>= 1) {
+      using S = std::conditional_t<(sizeof(A) < 4), int, A>;  // no sub-word shuffles (u8, bool)
+      const A ov = A(__shfl_xor_sync(0xffffffffu, S(bv), o));
+      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+    __syncthreads();
+    if (lane == 0) sv[warp] = bv, si[warp] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int k = 1; k < warps; ++k)
+        if (better(sv[k], si[k], bv, bi)) bv = sv[k], bi = si[k];
+      values[r] = row[bi];
+      indices[r] = bi;
+    }
+  }
+}
+
 int code(RowReduce r) { return r == RowReduce::sum ? 0 : r == RowReduce::mean ? 1 : 2; }
 
 template <class F>
@@ -120,7 +138,7 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
   dispatch_float(out.dtype(), "matmul", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      cublasHandle_t h = handle(out.device().index);
+      cublasHandle_t h = cublas_handle(out.device().index);
       const T* ap = static_cast<const T*>(a.t->raw_data());
       const T* bp = static_cast<const T*>(b.t->raw_data());
       T* op = ptr<T>(out);
@@ -157,6 +175,16 @@ void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64
     using T = typename decltype(tag)::type;
     if (outer * inner == 0) return;
     reduce_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
+    STRAND_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void max_rows(const Tensor& x, int64_t rows, int64_t n, const Tensor& values, const Tensor& indices) {
+  dispatch_all(x.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if (rows == 0) return;
+    const int threads = n >= kThreads ? kThreads : 32;
+    max_rows_kernel<T><<<grid_for(rows * kThreads), threads>>>(ptr<T>(x), rows, n, ptr<T>(values), ptr<int64_t>(indices));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }

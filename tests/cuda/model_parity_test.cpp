@@ -1,8 +1,10 @@
-// Whole backbones on the GPU against the same weights on the CPU: tiny ESM-2 and AIDO.RNA, with a
-// padded row, forward and the gradient of every parameter. This is what `--device cuda` will rest
+// Whole backbones on the GPU against the same weights on the CPU: tiny ESM-2 and AIDO.RNA (with a
+// padded row) and Enformer (conv tower with batch_norm in training mode, attention pooling,
+// relative-position attention), forward and the gradient of every parameter. This is what `--device cuda` will rest
 // on; skipped without a usable GPU.
 #include "autograd/functional.h"
 #include "models/aido_rna/rnabert.h"
+#include "models/enformer/enformer.h"
 #include "models/esm2/esm2.h"
 #include "tests/test_util.h"
 
@@ -60,6 +62,54 @@ TEST(CudaModelParity, AidoRnaForwardAndGradients) {
   models::RNABertModel m(c);
   Tensor ids = ops::from_vector<int64_t>({2, 5, 6, 7, 8, 5, 6, 7, 8, 3, 2, 8, 7, 6, 3, 0, 0, 0, 0, 0}, {2, 10});
   expect_backbone_parity(m, ids, padded_mask());
+}
+
+TEST(CudaModelParity, EnformerForwardGradientsAndRunningStats) {
+  STRAND_SKIP_WITHOUT_GPU();
+  models::enformer::EnformerConfig c;
+  c.dim = 48;
+  c.depth = 2;
+  c.heads = 4;
+  c.attn_dim_key = 8;
+  c.num_downsamples = 3;
+  c.dim_divisible_by = 8;
+  c.target_length = -1;
+  c.output_heads = {{"human", 3}};
+  manual_seed(3);
+  models::enformer::Enformer m(c);
+  m.set_dropout(0, 0, 0);
+  m.train();  // batch_norm in training mode: batch statistics and running-stat updates
+  std::vector<std::string> seqs(2, std::string(256, 'A'));
+  for (size_t i = 0; i < 256; ++i) seqs[i % 2][i] = "ACGTN"[(i * 7 + i / 3) % 5];
+  const Tensor x = models::enformer::one_hot_dna(seqs);
+  nn::StateDict start;
+  for (const auto& [k, v] : m.state_dict()) start[k] = ops::clone(v);
+  Tensor y = m.forward(x);
+  const Tensor w = test::uniform(y.sizes(), -1, 1, 6, DType::f32);
+  backward(sum(y * w));
+  std::vector<Tensor> grads;
+  for (const Tensor& p : m.parameters()) {
+    grads.push_back(p.grad().defined() ? ops::clone(p.grad()) : Tensor());
+    p.set_grad(Tensor());
+  }
+  const nn::NamedTensors stats = m.named_buffers();
+  std::vector<Tensor> cpu_stats;
+  for (const auto& kv : stats) cpu_stats.push_back(ops::clone(kv.second));
+  m.load_state_dict(start);  // the CPU step moved the running statistics: start the GPU from the same state
+  m.to(kGpu);
+  Tensor yg = m.forward(ops::to(x, kGpu));
+  backward(sum(yg * ops::to(w, kGpu)));
+  EXPECT_TRUE(test::allclose(ops::to(yg, Device::cpu()), y, 1e-4, 1e-4));
+  const auto params = m.parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!grads[i].defined()) continue;
+    EXPECT_TRUE(test::allclose(ops::to(params[i].grad(), Device::cpu()), grads[i], 1e-3, 1e-3)) << "parameter " << i;
+  }
+  const nn::NamedTensors gstats = m.named_buffers();
+  ASSERT_EQ(gstats.size(), cpu_stats.size());
+  for (size_t i = 0; i < gstats.size(); ++i)
+    if (is_floating(cpu_stats[i].dtype()))
+      EXPECT_TRUE(test::allclose(ops::to(gstats[i].second, Device::cpu()), cpu_stats[i], 1e-5, 1e-5)) << gstats[i].first;
 }
 
 }  // namespace

@@ -21,7 +21,7 @@ using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 std::vector<Tensor> run(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& up, Device dev) {
   std::vector<Tensor> in;
   for (const Tensor& t : inputs) {
-    Tensor d = ops::to(t, dev);
+    Tensor d = ops::clone(ops::to(t, dev));  // a fresh leaf on both devices: no grad accumulates across runs
     d.set_requires_grad(true);
     in.push_back(d);
   }
@@ -101,6 +101,84 @@ TEST(CudaNnParity, MatmulLinearAndReductions) {
   }
   Tensor ints = ops::from_vector<int64_t>({1, 2, 3, 4, 5, 6}, {2, 3});
   EXPECT_EQ(ops::to_vector<int64_t>(ops::sum(ops::to(ints, kGpu), {0})), (std::vector<int64_t>{5, 7, 9}));
+}
+
+TEST(CudaNnParity, Conv1dEveryPaddingAndKernelSize) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f64 ? 1e-12 : 2e-5;
+    // stem-like (Cin 4, K 15, same padding), tower-like (K 5), pointwise (K 1: x is the im2col),
+    // explicit padding 0 and 2 (shorter and longer outputs)
+    struct Case { int64_t cin, cout, k, pad; };
+    for (Case c : {Case{4, 6, 15, -1}, Case{8, 5, 5, -1}, Case{7, 9, 1, 0}, Case{5, 3, 3, 0}, Case{3, 4, 3, 2}}) {
+      Tensor x = test::uniform({2, 23, c.cin}, -1, 1, 41, dt), w = test::uniform({c.cout, c.cin, c.k}, -1, 1, 42, dt),
+             b = test::uniform({c.cout}, -1, 1, 43, dt);
+      const int64_t pad = c.pad < 0 ? c.k / 2 : c.pad, lout = 23 + 2 * pad - c.k + 1;
+      expect_parity([&](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], in[2], c.pad); }, {x, w, b},
+                    {2, lout, c.cout}, tol);
+      expect_parity([&](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), c.pad); }, {x, w},
+                    {2, lout, c.cout}, tol);
+    }
+  }
+}
+
+TEST(CudaNnParity, BatchNormTrainAndEvalWithRunningStats) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f64 ? 1e-11 : 2e-5;
+    Tensor x = test::uniform({3, 41, 6}, -2, 3, 51, dt), w = test::uniform({6}, 0.5, 1.5, 52, dt),
+           b = test::uniform({6}, -1, 1, 53, dt);
+    for (bool training : {true, false}) {
+      const DType sd = dt == DType::f64 ? DType::f64 : DType::f32;
+      Tensor rm_c = test::uniform({6}, -1, 1, 54, sd), rv_c = test::uniform({6}, 0.5, 2, 55, sd);
+      Tensor rm_g = ops::to(rm_c, kGpu), rv_g = ops::to(rv_c, kGpu);
+      int call = 0;  // the CPU run sees the CPU running stats, the GPU run the GPU copies
+      auto f = [&](const std::vector<Tensor>& in) {
+        const bool gpu = call++ > 0;
+        return batch_norm(in[0], in[1], in[2], gpu ? rm_g : rm_c, gpu ? rv_g : rv_c, training, 0.1, 1e-5);
+      };
+      expect_parity(f, {x, w, b}, x.sizes(), tol);
+      EXPECT_TRUE(allclose(ops::to(rm_g, Device::cpu()), rm_c, tol, tol)) << "running mean, training " << training;
+      EXPECT_TRUE(allclose(ops::to(rv_g, Device::cpu()), rv_c, tol, tol)) << "running var, training " << training;
+    }
+    // no affine parameters, no running statistics
+    expect_parity([](const std::vector<Tensor>& in) { return batch_norm(in[0], Tensor(), Tensor(), Tensor(), Tensor(), true); },
+                  {x}, x.sizes(), tol);
+  }
+}
+
+TEST(CudaNnParity, MaxGatherAndScatterAdd) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
+    Tensor x = test::uniform({5, 300, 3}, -4, 4, 61, dt);
+    for (int64_t dim : {0, 1, 2}) {
+      auto [vc, ic] = ops::max(x, dim);
+      auto [vg, ig] = ops::max(ops::to(x, kGpu), dim);
+      EXPECT_TRUE(allclose(ops::to(vg, Device::cpu()), vc, 0, 0)) << "max values dim " << dim;
+      EXPECT_EQ(ops::to_vector<int64_t>(ig), ops::to_vector<int64_t>(ic)) << "max indices dim " << dim;
+    }
+    if (dt == DType::bf16) continue;
+    // max's gradient goes through scatter_add
+    expect_parity([](const std::vector<Tensor>& in) { return std::get<0>(max(in[0], 1)); }, {x}, {5, 3}, 0);
+  }
+  // ties pick the first index, NaN wins over everything (as the CPU and PyTorch)
+  Tensor t = ops::from_vector<float>({1, 3, 3, 2, NAN, 5, 0, 0}, {2, 4});
+  auto [tv, ti] = ops::max(ops::to(t, kGpu), 1);
+  EXPECT_EQ(ops::to_vector<int64_t>(ti), (std::vector<int64_t>{1, 0}));
+  EXPECT_TRUE(std::isnan(ops::to_vector<float>(tv)[1]));
+  Tensor ints = ops::from_vector<int64_t>({4, -2, 9, 9, 1, 0}, {3, 2});
+  EXPECT_EQ(ops::to_vector<int64_t>(std::get<1>(ops::max(ops::to(ints, kGpu), 0))), (std::vector<int64_t>{1, 1}));
+  // gather and scatter_add along each dim, index smaller than the input in the other dims
+  Tensor src = test::uniform({4, 6, 5}, -1, 1, 62);
+  Tensor idx = ops::from_vector<int64_t>({0, 3, 3, 1, 2, 2, 0, 1, 3, 3, 3, 0, 1, 1, 2, 0, 2, 3}, {3, 2, 3});
+  for (int64_t dim : {0, 1, 2}) {
+    Tensor ic = ops::clone(idx);
+    EXPECT_TRUE(allclose(ops::to(ops::gather(ops::to(src, kGpu), dim, ops::to(ic, kGpu)), Device::cpu()),
+                         ops::gather(src, dim, ic), 0, 0)) << "gather dim " << dim;
+    Tensor vals = test::uniform({3, 2, 3}, -1, 1, 63 + dim);
+    EXPECT_TRUE(allclose(ops::to(ops::scatter_add({4, 6, 5}, dim, ops::to(ic, kGpu), ops::to(vals, kGpu)), Device::cpu()),
+                         ops::scatter_add({4, 6, 5}, dim, ic, vals), 0, 0)) << "scatter_add dim " << dim;
+  }
 }
 
 TEST(CudaNnParity, EmbeddingForwardAndDeterministicBackward) {

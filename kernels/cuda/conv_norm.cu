@@ -1,0 +1,322 @@
+// CUDA conv1d (channels last) and batch_norm, the two ops Enformer's convolution tower needs.
+//
+// conv1d follows cpu::conv1d step for step: output rows in blocks, each block's im2col matrix
+// [rows, K·Cin] built by one kernel, then one cuBLAS GEMM with the weights as W_flat [Cout, K·Cin];
+// the weight gradient is gW_flat += gᵀ·col over the same blocks, the input gradient K shifted GEMMs
+// gx[l + k - pad] += g[l]·W_k. The im2col block is capped (kColElems), so memory stays bounded at
+// Enformer's 196,608-long stem.
+//
+// Per-channel sums (batch_norm statistics and gradients, conv bias gradient) are column sums of an
+// [N, C] problem in double: fixed chunks of rows per block, then the chunks in order per channel,
+// so results are deterministic and independent of the launch. The C sums come to the host, where a
+// SyncBatchNorm reducer (MPI) can add them across processes, as on the CPU.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cuda/cublas_util.cuh"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/ops.h"
+
+namespace strand::cuda {
+
+namespace {
+
+constexpr int64_t kColElems = int64_t{1} << 26;  // im2col block cap: 256 MiB of f32
+
+TensorOptions on(const Tensor& t, DType d) { return TensorOptions(d, t.device()); }
+
+// ---------------- column sums ----------------
+template <class F>
+__global__ void colsum_partial_kernel(F f, int64_t N, int64_t C, int64_t chunk, double* part) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(N, r0 + chunk);
+  double s = 0;
+  for (int64_t r = r0; r < r1; ++r) s += f(r, c);
+  part[blockIdx.y * C + c] = s;
+}
+__global__ void colsum_finish_kernel(const double* part, int64_t chunks, int64_t C, double* out) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(blockDim.x) * gridDim.x) {
+    double s = 0;
+    for (int64_t k = 0; k < chunks; ++k) s += part[k * C + c];
+    out[c] = s;
+  }
+}
+// out[c] = sum over r of f(r, c), r in [0, N): a device f64 tensor [C] on `like`'s device.
+template <class F>
+Tensor column_sums(const F& f, int64_t N, int64_t C, const Tensor& like) {
+  Tensor out = ops::zeros({C}, on(like, DType::f64));
+  if (N == 0 || C == 0) return out;
+  const int64_t chunks = std::min<int64_t>(1024, (N + 63) / 64), chunk = (N + chunks - 1) / chunks;
+  Tensor part = ops::empty({chunks, C}, on(like, DType::f64));
+  colsum_partial_kernel<<<dim3(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(chunks)),
+                          kThreads>>>(f, N, C, chunk, ptr<double>(part));
+  STRAND_CUDA_LAUNCH_CHECK();
+  colsum_finish_kernel<<<grid_for(C), kThreads>>>(ptr<double>(part), chunks, C, ptr<double>(out));
+  STRAND_CUDA_LAUNCH_CHECK();
+  return out;
+}
+template <class T>
+struct Value {  // x[r, c] in double (through the accumulation type, as the CPU)
+  const T* x;
+  int64_t C;
+  __device__ double operator()(int64_t r, int64_t c) const { return double(acc_t<T>(x[r * C + c])); }
+};
+template <class T>
+struct SquaredDeviation {
+  const T* x;
+  const double* mean;
+  int64_t C;
+  __device__ double operator()(int64_t r, int64_t c) const {
+    const double d = double(acc_t<T>(x[r * C + c])) - mean[c];
+    return d * d;
+  }
+};
+template <class T>
+struct GradTimesXhat {  // g (x - mean) rstd, the weight gradient's terms
+  const T* g;
+  const T* x;
+  const acc_t<T>* mean;
+  const acc_t<T>* rstd;
+  int64_t C;
+  __device__ double operator()(int64_t r, int64_t c) const {
+    return double(acc_t<T>(g[r * C + c])) * (double(acc_t<T>(x[r * C + c])) - double(mean[c])) * double(rstd[c]);
+  }
+};
+
+// Host values (already rounded as the CPU rounds them) into a device tensor of dtype dt.
+Tensor device_values(const std::vector<double>& v, DType dt, const Tensor& like) {
+  Tensor h = ops::to(ops::from_vector<double>(v, {static_cast<int64_t>(v.size())}), dt);
+  return ops::to(h, like.device());
+}
+template <class A>
+std::vector<double> rounded(std::vector<double> v) {
+  for (double& x : v) x = static_cast<double>(static_cast<A>(x));
+  return v;
+}
+
+// ---------------- batch_norm ----------------
+template <class T>
+__global__ void bn_apply_kernel(const T* x, const T* w, const T* b, const acc_t<T>* mean, const acc_t<T>* rstd, T* y,
+                                int64_t n, int64_t C) {
+  using A = acc_t<T>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t c = i % C;
+    const A scale = (w ? A(w[c]) : A(1)) * rstd[c];
+    const A shift = (b ? A(b[c]) : A(0)) - mean[c] * scale;
+    y[i] = T(A(x[i]) * scale + shift);
+  }
+}
+template <class T>
+__global__ void bn_grad_input_kernel(const T* g, const T* x, const acc_t<T>* mean, const acc_t<T>* rstd,
+                                     const acc_t<T>* k, const acc_t<T>* mg, const acc_t<T>* mgx, bool training, T* gx,
+                                     int64_t n, int64_t C) {
+  using A = acc_t<T>;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t c = i % C;
+    A v = A(g[i]);
+    if (training) {
+      const A xh = (A(x[i]) - mean[c]) * rstd[c];
+      v = v - mg[c] - xh * mgx[c];
+    }
+    gx[i] = T(k[c] * v);
+  }
+}
+
+// ---------------- conv1d ----------------
+// col[r, k·Cin + ci] = x[l0 + r - pad + k, ci] (one batch item), zero outside [0, L)
+template <class T>
+__global__ void im2col_kernel(const T* x, int64_t L, int64_t Cin, int64_t K, int64_t pad, int64_t l0, int64_t rows,
+                              T* col) {
+  const int64_t KC = K * Cin;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * KC; e += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t r = e / KC, j = e % KC, src = l0 + r - pad + j / Cin;
+    col[e] = src >= 0 && src < L ? x[src * Cin + j % Cin] : T(0);
+  }
+}
+// w [Cout, Cin, K] <-> taps [K, Cout, Cin] or flat [Cout, K, Cin]; `back` writes w from r.
+template <class T>
+__global__ void reorder_kernel(T* w, T* r, int64_t Cout, int64_t Cin, int64_t K, bool taps, bool back) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < Cout * Cin * K; e += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t k = e % K, ci = (e / K) % Cin, co = e / (K * Cin);
+    const int64_t o = (taps ? k * Cout + co : co * K + k) * Cin + ci;
+    if (back) w[e] = r[o];
+    else r[o] = w[e];
+  }
+}
+template <class T>
+Tensor reorder(const Tensor& w, bool taps) {
+  Tensor r = ops::empty({w.numel()}, on(w, w.dtype()));
+  reorder_kernel<T><<<grid_for(w.numel()), kThreads>>>(ptr<T>(w), ptr<T>(r), w.size(0), w.size(1), w.size(2), taps, false);
+  STRAND_CUDA_LAUNCH_CHECK();
+  return r;
+}
+template <class T>
+__global__ void fill_rows_kernel(T* out, const T* bias, int64_t n, int64_t C) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x)
+    out[i] = bias[i % C];
+}
+int64_t block_rows(int64_t KC, int64_t Lout) { return std::min(Lout, std::max<int64_t>(64, kColElems / std::max<int64_t>(KC, 1))); }
+
+// Calls f(b, l0, rows, a) for every block of output rows, a = the block's im2col rows (or x itself
+// for an unpadded K = 1 convolution).
+template <class T, class F>
+void for_each_col_block(const Tensor& x, int64_t K, int64_t pad, int64_t Lout, F&& f) {
+  const int64_t B = x.size(0), L = x.size(1), Cin = x.size(2), KC = K * Cin;
+  const bool direct = K == 1 && pad == 0;
+  const int64_t R = block_rows(KC, Lout);
+  Tensor col = direct || R == 0 ? Tensor() : ops::empty({R * KC}, on(x, x.dtype()));
+  const T* xp = ptr<T>(x);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t l0 = 0; l0 < Lout; l0 += R) {
+      const int64_t rows = std::min(R, Lout - l0);
+      const T* a = xp + (b * L + l0) * Cin;
+      if (!direct) {
+        im2col_kernel<T><<<grid_for(rows * KC), kThreads>>>(xp + b * L * Cin, L, Cin, K, pad, l0, rows, ptr<T>(col));
+        STRAND_CUDA_LAUNCH_CHECK();
+        a = ptr<T>(col);
+      }
+      f(b, l0, rows, a);
+    }
+}
+
+}  // namespace
+
+double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, const cpu::StatsReducer* reduce) {
+  double total = 0;
+  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+    std::vector<double> s = ops::to_vector<double>(column_sums(Value<T>{ptr<T>(x), C}, N, C, x));
+    total = static_cast<double>(N);
+    if (reduce) {
+      s.push_back(total);
+      (*reduce)(s);
+      total = s.back();
+      s.pop_back();
+    }
+    for (double& v : s) v /= total;
+    Tensor m64 = device_values(s, DType::f64, x);
+    std::vector<double> ss =
+        ops::to_vector<double>(column_sums(SquaredDeviation<T>{ptr<T>(x), ptr<double>(m64), C}, N, C, x));
+    if (reduce) (*reduce)(ss);
+    for (double& v : ss) v /= total;
+    ops::copy_(mean, device_values(rounded<A>(s), mean.dtype(), x));
+    ops::copy_(var, device_values(rounded<A>(ss), var.dtype(), x));
+  });
+  return total;
+}
+
+void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd,
+                      const Tensor& y) {
+  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    bn_apply_kernel<T><<<grid_for(x.numel()), kThreads>>>(ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr,
+                                                          b.defined() ? ptr<T>(b) : nullptr, ptr<A>(mean), ptr<A>(rstd),
+                                                          ptr<T>(y), x.numel(), x.size(-1));
+    STRAND_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                         bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb,
+                         const cpu::StatsReducer* reduce) {
+  dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
+    std::vector<double> sg = ops::to_vector<double>(column_sums(Value<T>{ptr<T>(grad), C}, N, C, x));
+    std::vector<double> sgx = ops::to_vector<double>(
+        column_sums(GradTimesXhat<T>{ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd), C}, N, C, x));
+    if (gw.defined()) ops::copy_(gw, device_values(rounded<A>(sgx), gw.dtype(), x));
+    if (gb.defined()) ops::copy_(gb, device_values(rounded<A>(sg), gb.dtype(), x));
+    if (!gx.defined()) return;
+    double total = static_cast<double>(N);
+    if (reduce && training) {  // SyncBatchNorm: the input gradient needs the global sums
+      std::vector<double> buf(sg);
+      buf.insert(buf.end(), sgx.begin(), sgx.end());
+      buf.push_back(total);
+      (*reduce)(buf);
+      std::copy(buf.begin(), buf.begin() + C, sg.begin());
+      std::copy(buf.begin() + C, buf.begin() + 2 * C, sgx.begin());
+      total = buf.back();
+    }
+    const std::vector<double> wv = w.defined() ? ops::to_vector<double>(w) : std::vector<double>(C, 1.0);
+    const std::vector<double> rv = ops::to_vector<double>(rstd);
+    std::vector<double> k(C), mg(C), mgx(C);
+    for (int64_t c = 0; c < C; ++c) {
+      k[c] = static_cast<double>(static_cast<A>(static_cast<A>(wv[c]) * static_cast<A>(rv[c])));
+      mg[c] = training ? static_cast<double>(static_cast<A>(sg[c] / total)) : 0.0;
+      mgx[c] = training ? static_cast<double>(static_cast<A>(sgx[c] / total)) : 0.0;
+    }
+    const DType ad = mean.dtype();
+    Tensor kd = device_values(k, ad, x), mgd = device_values(mg, ad, x), mgxd = device_values(mgx, ad, x);
+    bn_grad_input_kernel<T><<<grid_for(x.numel()), kThreads>>>(ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd),
+                                                               ptr<A>(kd), ptr<A>(mgd), ptr<A>(mgxd), training,
+                                                               ptr<T>(gx), x.numel(), C);
+    STRAND_CUDA_LAUNCH_CHECK();
+  });
+}
+
+void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, const Tensor& out) {
+  dispatch_float(x.dtype(), "conv1d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      const int64_t Cout = w.size(0), K = w.size(2), KC = K * x.size(2), Lout = out.size(1);
+      T* op = ptr<T>(out);
+      if (bias.defined()) {
+        fill_rows_kernel<T><<<grid_for(out.numel()), kThreads>>>(op, ptr<T>(bias), out.numel(), Cout);
+        STRAND_CUDA_LAUNCH_CHECK();
+      } else {
+        cudaMemsetAsync(op, 0, out.nbytes());
+      }
+      const Tensor wf = reorder<T>(w, false);
+      cublasHandle_t h = cublas_handle(x.device().index);
+      for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
+        gemm<T>(h, false, true, rows, Cout, KC, a, KC, ptr<T>(wf), KC, T(1), op + (b * Lout + l0) * Cout, Cout);
+      });
+    } else {
+      STRAND_CHECK(false, "cuda::conv1d expects f32/f64");
+    }
+  });
+}
+
+void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64_t pad, const Tensor& gx,
+                     const Tensor& gw, const Tensor& gb) {
+  dispatch_float(x.dtype(), "conv1d_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      const int64_t B = x.size(0), L = x.size(1), Cin = x.size(2), Cout = w.size(0), K = w.size(2);
+      const int64_t Lout = grad.size(1), KC = K * Cin;
+      const T* gp = ptr<T>(grad);
+      cublasHandle_t h = cublas_handle(x.device().index);
+      if (gx.defined()) {
+        cudaMemsetAsync(gx.raw_data(), 0, gx.nbytes());
+        const Tensor taps = reorder<T>(w, true);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t lo = std::max<int64_t>(0, pad - k), hi = std::min<int64_t>(Lout, L + pad - k);
+            if (hi <= lo) continue;
+            gemm<T>(h, false, false, hi - lo, Cin, Cout, gp + (b * Lout + lo) * Cout, Cout, ptr<T>(taps) + k * Cout * Cin,
+                    Cin, T(1), ptr<T>(gx) + (b * L + lo + k - pad) * Cin, Cin);
+          }
+      }
+      if (gw.defined()) {
+        Tensor gf = ops::zeros({Cout * KC}, on(x, x.dtype()));  // [Cout, K, Cin]
+        for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
+          gemm<T>(h, true, false, Cout, KC, rows, gp + (b * Lout + l0) * Cout, Cout, a, KC, T(1), ptr<T>(gf), KC);
+        });
+        reorder_kernel<T><<<grid_for(gw.numel()), kThreads>>>(ptr<T>(gw), ptr<T>(gf), Cout, Cin, K, false, true);
+        STRAND_CUDA_LAUNCH_CHECK();
+      }
+      if (gb.defined()) ops::copy_(gb, column_sums(Value<T>{gp, Cout}, B * Lout, Cout, x));
+    } else {
+      STRAND_CHECK(false, "cuda::conv1d_backward expects f32/f64");
+    }
+  });
+}
+
+}  // namespace strand::cuda

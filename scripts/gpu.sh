@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs ON a lent GPU machine (see README, "GPU"): unpacks the build dependencies that
+# ../shared/device/prepare.sh put into .devdeps/, builds only the named targets with CUDA for sm_90,
+# then runs the steps asked for. Everything it prints also goes to $OUT (or /tmp) as logs.
+#   bash scripts/gpu.sh [step ...]      steps: tests, embed, bench, compare   (default: tests)
+# Extra CMake arguments: STRAND_GPU_CMAKE="-D..." ; build dir: build-gpu.
+set -uo pipefail
+out=${OUT:-/tmp}
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(tests)
+# The dependency setup of .devdeps/gpu-run.sh (everything before its build), without its build/run.
+# shellcheck disable=SC1090
+source <(sed -n '1,/^nvcc --version/p' .devdeps/gpu-run.sh | grep -v '^nvcc --version\|^set -\|^label=')
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
+t0=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRAND_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+  ${STRAND_GPU_CMAKE:-} > "$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
+targets=(strand-embed strand-train cuda_tests)
+[ -f bench/cuda_bench.cpp ] && targets+=(cuda_bench)
+cmake --build build-gpu -j 16 --target "${targets[@]}" > "$out/build.log" 2>&1 || { grep -B2 -A12 'error' "$out/build.log" | head -n 80; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+for step in "${steps[@]}"; do
+  echo "=== $step"
+  case $step in
+    tests)
+      ctest --test-dir build-gpu -L cuda --output-on-failure --timeout 300 > "$out/ctest.log" 2>&1
+      grep -E 'tests passed|Failed|FAILED|\*\*\*|Passed|Error|error' "$out/ctest.log" | grep -v '^\[       OK' | head -n 80 ;;
+    embed)
+      for m in tests/fixtures/esm2/tiny_base/model tests/fixtures/aido_rna/tiny_rms/model; do
+        printf '>a\nMKTAYIAKQR\n>b\nMKT\n' > /tmp/p.fa
+        [[ $m == *aido* ]] && printf '>a\nACGTACGTAC\n>b\nACG\n' > /tmp/p.fa
+        for d in cpu cuda; do build-gpu/strand-embed --model-dir "$m" --input /tmp/p.fa --output /tmp/e_$d.safetensors --device $d --quiet || echo "embed $m $d FAILED"; done
+        cmp -s /tmp/e_cpu.safetensors /tmp/e_cuda.safetensors && echo "embed $m: cpu and cuda files identical" || echo "embed $m: files differ (see parity tests for tolerance)"
+      done ;;
+    bench)
+      [ -x build-gpu/bench/cuda_bench ] && build-gpu/bench/cuda_bench --benchmark_out="$out/cuda_bench.json" \
+        --benchmark_out_format=json --benchmark_min_time=0.2 ${STRAND_BENCH_FILTER:+--benchmark_filter=$STRAND_BENCH_FILTER} 2>&1 | tail -n 80 ;;
+    compare)
+      PYTHONUNBUFFERED=1 python3 tools/compare_gpu.py --strand build-gpu/bench/cuda_bench ${STRAND_BENCH_FILTER:+--filter=$STRAND_BENCH_FILTER} \
+        --out "$out/gpu_compare.json" --md "$out/gpu_compare.md" > "$out/compare.log" 2>&1; tail -n 40 "$out/compare.log" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
+exit 0
