@@ -37,6 +37,9 @@ using namespace strand;
 
 namespace {
 
+Device g_dev = Device::cpu();  // --device: where models, inputs and leaves live
+Tensor dev(const Tensor& t) { return ops::to(t, g_dev); }
+
 using Step = std::function<void()>;
 struct Case {
   std::string what;
@@ -93,7 +96,9 @@ models::enformer::EnformerConfig enformer_384() {
 // A backbone case: forward (eval, no grad) or forward+backward of mean(h^2) (train mode).
 template <class M>
 Step backbone_step(std::shared_ptr<M> m, Tensor in_ids, bool backward_too) {
-  Tensor mask = ops::ones(in_ids.sizes(), DType::i64);
+  m->to(g_dev);
+  in_ids = dev(in_ids);
+  Tensor mask = ops::ones(in_ids.sizes(), TensorOptions(DType::i64, g_dev));
   if (!backward_too) {
     m->eval();
     return [=] {
@@ -109,9 +114,13 @@ Step backbone_step(std::shared_ptr<M> m, Tensor in_ids, bool backward_too) {
   };
 }
 
-Step enformer_step(bool backward_too) {
-  auto m = std::make_shared<models::enformer::Enformer>(enformer_384());
-  Tensor x = models::enformer::one_hot_dna({random_string(32768, "ACGT", 4, 7)});
+Step enformer_step(bool backward_too, models::enformer::EnformerConfig c = enformer_384(), int64_t B = 1,
+                   int64_t L = 32768) {
+  auto m = std::make_shared<models::enformer::Enformer>(c);
+  m->to(g_dev);
+  std::vector<std::string> seqs;
+  for (int64_t b = 0; b < B; ++b) seqs.push_back(random_string(L, "ACGT", 4, 7 + b));
+  Tensor x = dev(models::enformer::one_hot_dna(seqs));
   if (!backward_too) {
     m->eval();
     return [=] {
@@ -127,22 +136,25 @@ Step enformer_step(bool backward_too) {
   };
 }
 
-Step tiny_step() {
-  const train::Config cfg = train::load_config(std::string(STRAND_SOURCE_DIR) + "/configs/tiny_cpu.toml");
+// One AdamW training step of a task config's model (the trainer's step: forward, MSE, backward,
+// gradient clipping, AdamW) on `n` random samples of the given lengths.
+Step task_step(const std::string& config, int64_t n, int64_t dna, int64_t rna, int64_t prot) {
+  const train::Config cfg = train::load_config(std::string(STRAND_SOURCE_DIR) + "/" + config);
   auto task = std::make_shared<train::RegressionTask>(cfg);
+  task->to(g_dev);
   task->train();
   std::vector<Tensor> params;
   for (const Tensor& p : task->parameters())
     if (p.requires_grad()) params.push_back(p);
   auto opt = std::make_shared<nn::AdamW>(params, cfg.optim.lr, std::pair<double, double>{0.9, 0.999}, 1e-8,
                                          cfg.optim.weight_decay);
-  std::vector<train::Sample> batch(8);
+  std::vector<train::Sample> batch(static_cast<size_t>(n));
   for (size_t i = 0; i < batch.size(); ++i) {
-    batch[i].dna = random_string(512, "ACGT", 4, 10 + i);
-    batch[i].rna = random_string(254, "ACGT", 4, 20 + i);
-    batch[i].protein = random_string(126, "ACDEFGHIKLMNPQRSTVWY", 20, 30 + i);
+    batch[i].dna = random_string(dna, "ACGT", 4, 10 + i);
+    batch[i].rna = random_string(rna, "ACGT", 4, 20 + i);
+    batch[i].protein = random_string(prot, "ACDEFGHIKLMNPQRSTVWY", 20, 30 + i);
   }
-  Tensor labels = ops::randn({8, cfg.data.num_labels});
+  Tensor labels = dev(ops::randn({n, cfg.data.num_labels}));
   return [=] {
     opt->zero_grad();
     Tensor pred = task->forward(batch);
@@ -153,7 +165,7 @@ Step tiny_step() {
 }
 
 Tensor leaf(const Shape& s, bool grad) {
-  Tensor t = ops::randn(s);
+  Tensor t = dev(ops::randn(s));
   if (grad) t.set_requires_grad(true);
   return t;
 }
@@ -216,7 +228,28 @@ const std::map<std::string, Case>& cases() {
        }}},
       {"enformer_fwd", {"Enformer dim 384 depth 4, forward 32,768 bp (eval, no grad)", [] { return enformer_step(false); }}},
       {"enformer_fwdbwd", {"Enformer dim 384 depth 4, forward+backward 32,768 bp", [] { return enformer_step(true); }}},
-      {"tiny_step", {"tiny_cpu.toml model, one AdamW training step, batch 8", [] { return tiny_step(); }}},
+      {"tiny_step", {"tiny_cpu.toml model, one AdamW training step, batch 8", [] {
+         return task_step("configs/tiny_cpu.toml", 8, 512, 254, 126);
+       }}},
+      // GPU scale (run with --device cuda): the real backbones at the recipes' shapes, fp32.
+      {"esm150m_fwdbwd", {"ESM2-150M, forward+backward 2x1024, all params", [] {
+         return backbone_step(std::make_shared<models::Esm2Model>(models::Esm2Config::preset("esm2_t30_150M_UR50D")),
+                              ids(2, 1024, 4, 24, 0, 2), true);
+       }}},
+      {"aido1b6_lora_fwdbwd", {"AIDO.RNA-1.6B, LoRA r32 q/v, forward+backward 2x1024", [] {
+         auto m = std::make_shared<models::RNABertModel>(models::RNABertConfig::preset("aido_rna_1b600m"));
+         models::apply_lora(*m, nn::LoRAConfig{32, 64.0, 0.0, {"query", "value"}});
+         return backbone_step(m, ids(2, 1024, 5, 9, -1, -1), true);
+       }}},
+      {"enformer_official_fwdbwd", {"official Enformer, forward+backward 2x196,608 bp, checkpointing", [] {
+         auto c = models::enformer::EnformerConfig::official();
+         c.use_checkpointing = c.checkpoint_conv = true;
+         c.target_length = -1;
+         return enformer_step(true, c, 2, 196608);
+       }}},
+      {"dna_rna_concat_step", {"official Enformer + AIDO.RNA-1.6B LoRA + concat fusion, AdamW step, batch 2", [] {
+         return task_step("bench/gpu_dna_rna_concat.toml", 2, 196608, 1022, 8);
+       }}},
       {"gemm_esm_ffn", {"linear [4096,320] x [1280,320]^T", [] {
          Tensor x = leaf({4096, 320}, false), w = leaf({1280, 320}, false);
          return no_grad_step([=] { return linear(x, w); });
@@ -262,7 +295,7 @@ int64_t status_kb(const char* key) {
 }
 
 void usage() {
-  std::cout << "usage: compare_cpu --case NAME [--threads N] [--reps R] [--warmup W]\n"
+  std::cout << "usage: compare_cpu --case NAME [--threads N] [--reps R] [--warmup W] [--device cpu|cuda]\n"
                "       compare_cpu --list\n"
                "Runs one case of tools/compare_cpu.py (strand's side) and prints one JSON line.\n";
 }
@@ -282,6 +315,7 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--case") name = next();
+    else if (a == "--device") g_dev = Device::parse(next());
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else if (a == "--reps") reps = std::atoi(next().c_str());
     else if (a == "--warmup") warmup = std::atoi(next().c_str());
@@ -315,10 +349,13 @@ int main(int argc, char** argv) {
     const int64_t base_kb = status_kb("VmRSS");
     reset_cpu_peak_bytes();
     const int64_t live0 = cpu_allocator_stats().live_bytes;
+    if (g_dev.is_cuda()) cuda_rt::reset_peak_stats(g_dev.index);
+    const int64_t dev0 = g_dev.is_cuda() ? cuda_rt::allocator_stats(g_dev.index).allocated_bytes : 0;
     std::vector<double> times;
     for (int i = 0; i < warmup + reps; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       step();
+      if (g_dev.is_cuda()) cuda_rt::synchronize();
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (i >= warmup) times.push_back(s);
     }
@@ -328,7 +365,13 @@ int main(int argc, char** argv) {
     js << "{\"case\": \"" << name << "\", \"times_s\": [";
     for (size_t i = 0; i < times.size(); ++i) js << (i ? ", " : "") << times[i];
     js << "], \"peak_rss_delta_bytes\": " << (hwm_kb - base_kb) * 1024 << ", \"peak_alloc_bytes\": " << peak_alloc
-       << ", \"threads\": " << num_threads() << "}";
+       << ", \"threads\": " << num_threads() << ", \"device\": \"" << g_dev.str() << "\"";
+    if (g_dev.is_cuda()) {
+      const auto st = cuda_rt::allocator_stats(g_dev.index);
+      js << ", \"device_peak_bytes\": " << st.peak_allocated_bytes << ", \"device_peak_above_start_bytes\": "
+         << st.peak_allocated_bytes - dev0 << ", \"device_peak_reserved_bytes\": " << st.peak_reserved_bytes;
+    }
+    js << "}";
     std::cout << js.str() << std::endl;
   } catch (const std::exception& e) {
     std::cerr << "compare_cpu: " << name << ": " << e.what() << "\n";

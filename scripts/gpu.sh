@@ -2,7 +2,8 @@
 # Runs ON a lent GPU machine (see README, "GPU"): unpacks the build dependencies that
 # ../shared/device/prepare.sh put into .devdeps/, builds only the named targets with CUDA for sm_90,
 # then runs the steps asked for. Everything it prints also goes to $OUT (or /tmp) as logs.
-#   bash scripts/gpu.sh [step ...]      steps: tests, embed, bench, compare   (default: tests)
+#   bash scripts/gpu.sh [step ...]      steps: tests, embed, bench, compare, train   (default: tests)
+# STRAND_MODELS=1 adds the whole-model cases to compare; STRAND_BENCH_FILTER narrows the kernels.
 # Extra CMake arguments: STRAND_GPU_CMAKE="-D..." ; build dir: build-gpu.
 set -uo pipefail
 out=${OUT:-/tmp}
@@ -14,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm 
 t0=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRAND_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   ${STRAND_GPU_CMAKE:-} > "$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
-targets=(strand-embed strand-train cuda_tests)
+targets=(strand-embed strand-train strand-synth strand-eval cuda_tests compare_cpu)
 [ -f bench/cuda_bench.cpp ] && targets+=(cuda_bench)
 cmake --build build-gpu -j 16 --target "${targets[@]}" > "$out/build.log" 2>&1 || { grep -B2 -A12 'error' "$out/build.log" | head -n 80; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
@@ -36,7 +37,12 @@ for step in "${steps[@]}"; do
         --benchmark_out_format=json --benchmark_min_time=0.2 ${STRAND_BENCH_FILTER:+--benchmark_filter=$STRAND_BENCH_FILTER} 2>&1 | tail -n 80 ;;
     compare)
       PYTHONUNBUFFERED=1 python3 tools/compare_gpu.py --strand build-gpu/bench/cuda_bench ${STRAND_BENCH_FILTER:+--filter=$STRAND_BENCH_FILTER} \
-        --out "$out/gpu_compare.json" --md "$out/gpu_compare.md" > "$out/compare.log" 2>&1; tail -n 40 "$out/compare.log" ;;
+        ${STRAND_MODELS:+--models} --out "$out/gpu_compare.json" --md "$out/gpu_compare.md" > "$out/compare.log" 2>&1
+      tail -n 50 "$out/compare.log" ;;
+    train)  # the tiny recipe on the GPU: synthetic data, strand-train --device cuda, then the CPU eval
+      build-gpu/strand-synth --out data/tiny --train 512 --valid 128 --test 128 --dna-length 512 --seed 1 > /dev/null
+      build-gpu/strand-train --config configs/tiny_cpu.toml --set trainer.device=cuda --set trainer.run_dir=../runs/tiny_gpu 2>&1 | tail -n 8
+      build-gpu/strand-eval --config configs/tiny_cpu.toml --checkpoint runs/tiny_gpu/best.safetensors --split test 2>&1 | tail -n 2 ;;
     *) echo "unknown step $step" ;;
   esac
 done

@@ -73,6 +73,7 @@ void free(void* p, int device) noexcept {
 }
 BlockPoolStats allocator_stats(int device) { return device_pool(device).stats(); }
 void empty_cache(int device) { device_pool(device).empty_cache(); }
+void reset_peak_stats(int device) { device_pool(device).reset_peaks(); }
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   if (nbytes == 0) return;
   cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
@@ -96,6 +97,7 @@ void* malloc(size_t, int) { no_cuda(); }
 void free(void*, int) noexcept {}
 BlockPoolStats allocator_stats(int) { return {}; }
 void empty_cache(int) {}
+void reset_peak_stats(int) {}
 void memcpy(void*, const void*, size_t, CopyKind) { no_cuda(); }
 void memset_zero(void*, size_t) { no_cuda(); }
 void synchronize() {}

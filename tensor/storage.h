@@ -58,6 +58,7 @@ void* malloc(size_t nbytes, int device);
 void free(void* p, int device) noexcept;
 BlockPoolStats allocator_stats(int device);  // zeros without CUDA
 void empty_cache(int device);                // returns fully free segments to the driver
+void reset_peak_stats(int device);           // peaks restart from what is allocated now
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind);
 void memset_zero(void* dst, size_t nbytes);

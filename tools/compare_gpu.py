@@ -105,6 +105,53 @@ def torch_case(torch, F, name, args):
     return None
 
 
+MODEL_CASES = ["esm150m_fwdbwd", "aido1b6_lora_fwdbwd", "enformer_official_fwdbwd", "dna_rna_concat_step"]
+
+
+def torch_model_case(torch, name):
+    """PyTorch's side of a whole-model case, or None where its reference package is not on the GPU
+    machine (enformer-pytorch and ModelGenerator are not in its image, and nothing can be installed)."""
+    if name != "esm150m_fwdbwd":
+        return None
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+    from compare_cpu import _esm  # the same EsmModel configuration as the CPU comparison
+    m = _esm(640, 30, 20, 2560).cuda().train()
+    ids = torch.randint(4, 24, (2, 1024), device="cuda")
+    ids[:, 0], ids[:, -1] = 0, 2
+    mask = torch.ones_like(ids)
+
+    def step():
+        m(input_ids=ids, attention_mask=mask).last_hidden_state.pow(2).mean().backward()
+        m.zero_grad(set_to_none=True)
+    return step
+
+
+def run_models(torch, a):
+    rows = []
+    for name in MODEL_CASES:
+        row = {"case": name}
+        try:
+            out = subprocess.run([a.compare_bin, "--device", "cuda", "--case", name, "--reps", str(a.model_reps),
+                                  "--warmup", "1"], check=True, capture_output=True, text=True, timeout=900)
+            sj = json.loads(out.stdout.strip().splitlines()[-1])
+            row.update(strand_s=statistics.median(sj["times_s"]), strand_peak_bytes=sj["device_peak_bytes"])
+        except subprocess.CalledProcessError as e:
+            row["strand_error"] = (e.stderr or "")[-500:]
+        step = torch_model_case(torch, name)
+        if step is not None:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            row["torch_s"] = timed(torch, step, a.model_reps, warmup=1)
+            row["torch_peak_bytes"] = torch.cuda.max_memory_allocated()
+            if "strand_s" in row:
+                row["ratio"] = row["torch_s"] / row["strand_s"]
+            del step
+            torch.cuda.empty_cache()
+        print(json.dumps(row), file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
 def parse_name(full):
     parts = full.split("/")
     args = [int(a) for a in parts[1:] if re.fullmatch(r"-?\d+", a)]
@@ -119,6 +166,9 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--out", default="gpu_compare.json")
     ap.add_argument("--md", default=None, help="also write a markdown table here")
+    ap.add_argument("--models", action="store_true", help="also time the whole-model cases (compare_cpu --device cuda)")
+    ap.add_argument("--compare-bin", default="build-gpu/bench/compare_cpu", help="strand's compare_cpu binary")
+    ap.add_argument("--model-reps", type=int, default=2)
     a = ap.parse_args()
 
     import torch
@@ -156,9 +206,10 @@ def main():
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
 
+    model_rows = run_models(torch, a) if a.models else []
     meta = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
             "strand_context": sj.get("context", {}), "precision": "fp32, TF32 off on both sides"}
-    json.dump({"meta": meta, "rows": rows}, open(a.out, "w"), indent=1)
+    json.dump({"meta": meta, "rows": rows, "models": model_rows}, open(a.out, "w"), indent=1)
 
     def rate(v, counter):
         return f"{v / 1e12:.2f} TFLOP/s" if counter == "FLOP/s" else f"{v / 1e9:.0f} GB/s"
@@ -173,6 +224,17 @@ def main():
                          f"{r['ratio']:.2f} |")
         else:
             lines.append(f"| {r['benchmark']} | {r['strand_s'] * 1e3:.3f} ms | — | | | |")
+    if model_rows:
+        lines += ["", "## Whole models (fp32; strand: compare_cpu --device cuda; time per step, median)", "",
+                  "| case | strand | strand peak | PyTorch | PyTorch peak | ratio |", "|---|---|---|---|---|---|"]
+        gib = lambda b: f"{b / 2**30:.1f} GiB"
+        for r in model_rows:
+            st = f"{r['strand_s'] * 1e3:.0f} ms" if "strand_s" in r else "error"
+            sp = gib(r["strand_peak_bytes"]) if "strand_peak_bytes" in r else ""
+            tt = f"{r['torch_s'] * 1e3:.0f} ms" if "torch_s" in r else "not measured"
+            tp = gib(r["torch_peak_bytes"]) if "torch_peak_bytes" in r else ""
+            ra = f"{r['ratio']:.2f}" if "ratio" in r else ""
+            lines.append(f"| {r['case']} | {st} | {sp} | {tt} | {tp} | {ra} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.md:

@@ -17,6 +17,12 @@ namespace strand::train {
 
 namespace {
 
+// Where a module's parameters live (the CPU for one without any): inputs are moved there.
+Device device_of(nn::Module& m) {
+  const auto ps = m.parameters();
+  return ps.empty() ? Device::cpu() : ps.front().device();
+}
+
 class EnformerEncoder : public ModalityEncoder {
  public:
   explicit EnformerEncoder(const BackboneConfig& b) : ModalityEncoder("EnformerEncoder") {
@@ -39,8 +45,9 @@ class EnformerEncoder : public ModalityEncoder {
     if (b.frozen) model_->freeze();
   }
   Out encode(const std::vector<std::string>& seqs) override {
-    Tensor h = model_->forward(models::enformer::one_hot_dna(seqs));
-    return {h, ops::ones({h.size(0), h.size(1)}, TensorOptions(DType::i64))};
+    const Device d = device_of(*model_);
+    Tensor h = model_->forward(ops::to(models::enformer::one_hot_dna(seqs), d));
+    return {h, ops::ones({h.size(0), h.size(1)}, TensorOptions(DType::i64, d))};
   }
   int64_t hidden_size() const override { return model_->embedding_dim(); }
 
@@ -83,8 +90,10 @@ class TokenEncoder : public ModalityEncoder {
     o.max_length = max_length_;
     o.allow_unknown = true;  // real data holds the odd ambiguous letter; it becomes <unk>
     models::Encoding e = tokenizer_->batch(seqs, o);
-    models::BackboneOutput out = model_->forward(e.input_ids, e.attention_mask);
-    return {out.last_hidden_state, e.attention_mask};
+    const Device d = device_of(*model_);
+    Tensor mask = ops::to(e.attention_mask, d);
+    models::BackboneOutput out = model_->forward(ops::to(e.input_ids, d), mask);
+    return {out.last_hidden_state, mask};
   }
   int64_t hidden_size() const override { return model_->hidden_size(); }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "tensor/device.h"
 #include "train/cli.h"
 #include "train/dist/communicator.h"
 #include "train/task.h"
@@ -30,25 +31,22 @@ void usage(FILE* f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Under mpirun the world has several ranks: MPI is initialised here (before anything can fail),
-  // and a rank that fails brings the job down with its message instead of leaving the others
-  // blocked in a collective. Training runs on the CPU for now, so the MPI backend carries it.
+  // The arguments and the config are read first (they pick the device, and with it the backend:
+  // MPI for the CPU, NCCL for GPUs). Under mpirun the communicator is made next, and from then on
+  // a rank that fails brings the job down with its message instead of leaving the others blocked
+  // in a collective.
   std::shared_ptr<dist::Communicator> comm;
+  std::string config_path;
+  std::vector<std::string> sets;
+  bool resume = false, help = false;
+  Config cfg;
+  Device device;
   const int code = run_tool("strand-train", [&] {
-    comm = dist::communicator_from_env("cpu");
-    return 0;
-  });
-  if (code != 0) return code;
-  dist::set_world(comm);
-  if (comm->rank() != 0) std::freopen("/dev/null", "w", stdout);  // rank 0 alone logs; errors still reach stderr
-  return dist::run_or_abort("strand-train", *comm, [&] {
-    std::string config_path;
-    std::vector<std::string> sets;
-    bool resume = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--help" || a == "-h") {
         usage(stdout);
+        help = true;
         return 0;
       }
       if (a == "--resume") {
@@ -60,18 +58,33 @@ int main(int argc, char** argv) {
       (a == "--config" ? config_path : sets.emplace_back()) = argv[++i];
     }
     STRAND_CHECK(!config_path.empty(), "--config FILE is required (see --help)");
-    Config cfg = load_config(config_path, sets);
-    STRAND_CHECK(cfg.trainer.device == "cpu", "trainer.device '", cfg.trainer.device,
-                 "': training runs on the CPU for now (the CUDA backend does not cover every op yet)");
+    cfg = load_config(config_path, sets);
+    device = Device::parse(cfg.trainer.device);
+    if (device.is_cuda()) {
+      STRAND_CHECK(cuda_available(), "trainer.device '", cfg.trainer.device,
+                   "': no usable CUDA GPU here (or this build has no CUDA backend)");
+      // "cuda" under mpirun: one GPU per local rank (the NCCL communicator picks the same one).
+      if (cfg.trainer.device == "cuda") device = Device::cuda(dist::env_local_rank() % cuda_device_count());
+      STRAND_CHECK(device.index < cuda_device_count(), "trainer.device '", cfg.trainer.device, "': this machine has ",
+                   cuda_device_count(), " GPU(s)");
+    }
     STRAND_CHECK(cfg.trainer.precision == "fp32", "trainer.precision '", cfg.trainer.precision,
                  "': only fp32 is implemented so far");
+    comm = dist::communicator_from_env(cfg.trainer.device);
+    return 0;
+  });
+  if (code != 0 || help) return code;
+  dist::set_world(comm);
+  if (comm->rank() != 0) std::freopen("/dev/null", "w", stdout);  // rank 0 alone logs; errors still reach stderr
+  return dist::run_or_abort("strand-train", *comm, [&] {
     Splits s = open_splits(cfg);
     std::printf("strand-train: data %s: %lld train, %lld validation, %lld test rows\n", cfg.data.dir.c_str(),
                 static_cast<long long>(s.train->size()), static_cast<long long>(s.validation->size()),
                 static_cast<long long>(s.test->size()));
     manual_seed(cfg.trainer.seed);  // weight initialisation
     auto task = std::make_shared<RegressionTask>(cfg);
-    std::printf("strand-train: %s\n", task->summary().c_str());
+    if (device.is_cuda()) task->to(device);
+    std::printf("strand-train: %s on %s\n", task->summary().c_str(), device.str().c_str());
     std::filesystem::create_directories(cfg.trainer.run_dir);
     {
       std::ifstream in(config_path);

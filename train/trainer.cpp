@@ -264,7 +264,7 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
       for (int64_t i = batch * cfg_.data.batch_size; i < std::min(rows, (batch + 1) * cfg_.data.batch_size); ++i)
         samples.push_back(train_.get(order[i]));
       Tensor pred = model_->forward(samples);
-      Tensor loss = mse_loss(pred, ops::to(labels_tensor(samples, train_.num_labels()), pred.dtype()));
+      Tensor loss = mse_loss(pred, ops::to(ops::to(labels_tensor(samples, train_.num_labels()), pred.dtype()), pred.device()));
       backward(loss);
       if (ddp) ddp->finish();  // clipping and the optimizer see the same averaged gradients on every rank
       if (cfg_.trainer.grad_clip > 0) nn::clip_grad_norm_(trainable, cfg_.trainer.grad_clip);
@@ -287,7 +287,8 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
         std::printf("step %lld/%lld | epoch %lld | loss %.5f | lr %.3e | %.1f samples/s | ETA %s | mem %.0f MiB\n",
                     static_cast<long long>(step), static_cast<long long>(total_steps_), static_cast<long long>(epoch + 1),
                     loss_v, opt.lr(), sps, fmt_time(eta).c_str(),
-                    static_cast<double>(cpu_allocator_stats().peak_bytes) / (1 << 20));
+                    static_cast<double>(pred.is_cuda() ? cuda_rt::allocator_stats(pred.device().index).peak_allocated_bytes
+                                                       : cpu_allocator_stats().peak_bytes) / (1 << 20));
         std::fflush(stdout);
       }
       if (step % cfg_.trainer.val_interval == 0 && step != total_steps_) {

@@ -15,6 +15,7 @@
 
 #include "kernels/cuda/cublas_util.cuh"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/colsum.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/ops.h"
 
@@ -24,45 +25,6 @@ namespace {
 
 constexpr int64_t kColElems = int64_t{1} << 26;  // im2col block cap: 256 MiB of f32
 
-TensorOptions on(const Tensor& t, DType d) { return TensorOptions(d, t.device()); }
-
-// ---------------- column sums ----------------
-template <class F>
-__global__ void colsum_partial_kernel(F f, int64_t N, int64_t C, int64_t chunk, double* part) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  const int64_t r0 = blockIdx.y * chunk, r1 = min(N, r0 + chunk);
-  double s = 0;
-  for (int64_t r = r0; r < r1; ++r) s += f(r, c);
-  part[blockIdx.y * C + c] = s;
-}
-__global__ void colsum_finish_kernel(const double* part, int64_t chunks, int64_t C, double* out) {
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(blockDim.x) * gridDim.x) {
-    double s = 0;
-    for (int64_t k = 0; k < chunks; ++k) s += part[k * C + c];
-    out[c] = s;
-  }
-}
-// out[c] = sum over r of f(r, c), r in [0, N): a device f64 tensor [C] on `like`'s device.
-template <class F>
-Tensor column_sums(const F& f, int64_t N, int64_t C, const Tensor& like) {
-  Tensor out = ops::zeros({C}, on(like, DType::f64));
-  if (N == 0 || C == 0) return out;
-  const int64_t chunks = std::min<int64_t>(1024, (N + 63) / 64), chunk = (N + chunks - 1) / chunks;
-  Tensor part = ops::empty({chunks, C}, on(like, DType::f64));
-  colsum_partial_kernel<<<dim3(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(chunks)),
-                          kThreads>>>(f, N, C, chunk, ptr<double>(part));
-  STRAND_CUDA_LAUNCH_CHECK();
-  colsum_finish_kernel<<<grid_for(C), kThreads>>>(ptr<double>(part), chunks, C, ptr<double>(out));
-  STRAND_CUDA_LAUNCH_CHECK();
-  return out;
-}
-template <class T>
-struct Value {  // x[r, c] in double (through the accumulation type, as the CPU)
-  const T* x;
-  int64_t C;
-  __device__ double operator()(int64_t r, int64_t c) const { return double(acc_t<T>(x[r * C + c])); }
-};
 template <class T>
 struct SquaredDeviation {
   const T* x;
@@ -312,7 +274,7 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
         reorder_kernel<T><<<grid_for(gw.numel()), kThreads>>>(ptr<T>(gw), ptr<T>(gf), Cout, Cin, K, false, true);
         STRAND_CUDA_LAUNCH_CHECK();
       }
-      if (gb.defined()) ops::copy_(gb, column_sums(Value<T>{gp, Cout}, B * Lout, Cout, x));
+      if (gb.defined()) store_sums<T>(column_sums(Value<T>{gp, Cout}, B * Lout, Cout, x), gb);
     } else {
       STRAND_CHECK(false, "cuda::conv1d_backward expects f32/f64");
     }

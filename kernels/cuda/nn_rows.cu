@@ -1,10 +1,11 @@
 // CUDA twins of the CPU row kernels: softmax/log_softmax over [outer, n, inner] (one block per
 // row when inner == 1, one thread per column otherwise), layer_norm and rms_norm forward and
-// backward (one block per row; the weight/bias gradients sum rows in order per column, in double,
-// deterministic as on the CPU), and rotary (one thread per output element). Same contracts as the
+// backward (one block per row; the weight/bias gradients are deterministic column sums in double,
+// colsum.cuh), and rotary (one thread per output element). Same contracts as the
 // cpu:: functions of the same names.
 #include <cmath>
 
+#include "kernels/cuda/colsum.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
@@ -131,22 +132,19 @@ __global__ void norm_bwd_kernel(const T* g, const T* x, const T* w, const acc_t<
     }
   }
 }
-// Per column j: gw = sum_r g xhat, gb = sum_r g, rows in order, in double.
+// The weight gradient's terms g (x - mean_r) rstd_r (rms: no mean), summed per column by column_sums.
 template <class T, bool kRms>
-__global__ void norm_param_grad_kernel(const T* g, const T* x, const acc_t<T>* mean, const acc_t<T>* rstd, T* gw, T* gb,
-                                       int64_t rows, int64_t n) {
-  using A = acc_t<T>;
-  for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < n; j += int64_t(blockDim.x) * gridDim.x) {
-    double sw = 0, sb = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const double gv = double(A(g[r * n + j]));
-      sw += gv * (double(A(x[r * n + j])) - (kRms ? 0.0 : double(mean[r]))) * double(rstd[r]);
-      sb += gv;
-    }
-    if (gw) gw[j] = T(A(sw));
-    if (gb) gb[j] = T(A(sb));
+struct NormGradXhat {
+  const T* g;
+  const T* x;
+  const acc_t<T>* mean;
+  const acc_t<T>* rstd;
+  int64_t n;
+  __device__ double operator()(int64_t r, int64_t j) const {
+    return double(acc_t<T>(g[r * n + j])) * (double(acc_t<T>(x[r * n + j])) - (kRms ? 0.0 : double(mean[r]))) *
+           double(rstd[r]);
   }
-}
+};
 
 // ---------------- rotary ----------------
 constexpr int kMaxDims = 8;
@@ -229,12 +227,9 @@ void norm_bwd(const char* name, const Tensor& grad, const Tensor& x, const Tenso
           ptr<T>(grad), ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr, mp, ptr<A>(rstd), ptr<T>(gx), rows, n);
       STRAND_CUDA_LAUNCH_CHECK();
     }
-    if (gw.defined() || gb.defined()) {
-      norm_param_grad_kernel<T, kRms><<<grid_for(n), kThreads>>>(
-          ptr<T>(grad), ptr<T>(x), mp, ptr<A>(rstd), gw.defined() ? ptr<T>(gw) : nullptr,
-          gb.defined() ? ptr<T>(gb) : nullptr, rows, n);
-      STRAND_CUDA_LAUNCH_CHECK();
-    }
+    if (gw.defined())
+      store_sums<T>(column_sums(NormGradXhat<T, kRms>{ptr<T>(grad), ptr<T>(x), mp, ptr<A>(rstd), n}, rows, n, x), gw);
+    if (gb.defined()) store_sums<T>(column_sums(Value<T>{ptr<T>(grad), n}, rows, n, x), gb);
   });
 }
 }  // namespace

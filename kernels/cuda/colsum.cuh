@@ -1,0 +1,64 @@
+#pragma once
+// Deterministic per-column sums of an [N, C] problem on the GPU, in double: fixed chunks of rows per
+// block, then the chunks in order per column, so the result does not depend on the launch and
+// every column has the whole GPU's parallelism behind it (N up to 196,608 rows at Enformer's stem).
+// Used by batch_norm, the conv1d bias gradient and the layer_norm/rms_norm parameter gradients.
+#include <algorithm>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/ops.h"
+
+namespace strand::cuda {
+
+inline TensorOptions on(const Tensor& t, DType d) { return TensorOptions(d, t.device()); }
+
+template <class F>
+__global__ void colsum_partial_kernel(F f, int64_t N, int64_t C, int64_t chunk, double* part) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(N, r0 + chunk);
+  double s = 0;
+  for (int64_t r = r0; r < r1; ++r) s += f(r, c);
+  part[blockIdx.y * C + c] = s;
+}
+template <class A = double>  // a template, so the header can be included by several .cu files
+__global__ void colsum_finish_kernel(const A* part, int64_t chunks, int64_t C, double* out) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(blockDim.x) * gridDim.x) {
+    double s = 0;
+    for (int64_t k = 0; k < chunks; ++k) s += part[k * C + c];
+    out[c] = s;
+  }
+}
+// out[c] = sum over r of f(r, c), r in [0, N): a device f64 tensor [C] on `like`'s device.
+template <class F>
+Tensor column_sums(const F& f, int64_t N, int64_t C, const Tensor& like) {
+  Tensor out = ops::zeros({C}, on(like, DType::f64));
+  if (N == 0 || C == 0) return out;
+  const int64_t chunks = std::min<int64_t>(1024, (N + 63) / 64), chunk = (N + chunks - 1) / chunks;
+  Tensor part = ops::empty({chunks, C}, on(like, DType::f64));
+  colsum_partial_kernel<<<dim3(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(chunks)),
+                          kThreads>>>(f, N, C, chunk, ptr<double>(part));
+  STRAND_CUDA_LAUNCH_CHECK();
+  colsum_finish_kernel<<<grid_for(C), kThreads>>>(ptr<double>(part), chunks, C, ptr<double>(out));
+  STRAND_CUDA_LAUNCH_CHECK();
+  return out;
+}
+template <class T>
+struct Value {  // x[r, c] in double (through the accumulation type, as the CPU)
+  const T* x;
+  int64_t C;
+  __device__ double operator()(int64_t r, int64_t c) const { return double(acc_t<T>(x[r * C + c])); }
+};
+// dst[c] = T(acc_t<T>(sums[c])): the CPU's rounding of a double sum into a T result.
+template <class T>
+__global__ void store_sums_kernel(const double* sums, T* dst, int64_t C) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(blockDim.x) * gridDim.x)
+    dst[c] = T(acc_t<T>(sums[c]));
+}
+template <class T>
+void store_sums(const Tensor& sums, const Tensor& dst) {
+  store_sums_kernel<T><<<grid_for(sums.numel()), kThreads>>>(ptr<double>(sums), ptr<T>(dst), sums.numel());
+  STRAND_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace strand::cuda
