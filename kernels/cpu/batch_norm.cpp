@@ -21,12 +21,7 @@ double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, 
     for (int64_t i = 0; i < N; ++i)
       for (int64_t c = 0; c < C; ++c) s[c] += static_cast<double>(A(xp[i * C + c]));
     total = static_cast<double>(N);
-    if (reduce) {
-      s.push_back(total);
-      (*reduce)(s);
-      total = s.back();
-      s.pop_back();
-    }
+    if (reduce) total = reduce_channel_sums(*reduce, total, s);
     for (int64_t c = 0; c < C; ++c) s[c] /= total;
     // The second pass (deviations from the global mean) keeps the variance as accurate as one process's.
     for (int64_t i = 0; i < N; ++i)
@@ -91,15 +86,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
     // SyncBatchNorm: weight and bias gradients stay local (DDP averages them); the input gradient
     // needs the sums over the global batch, as the statistics covered it.
     double total = static_cast<double>(N);
-    if (reduce && training) {
-      std::vector<double> buf(sg);
-      buf.insert(buf.end(), sgx.begin(), sgx.end());
-      buf.push_back(total);
-      (*reduce)(buf);
-      std::copy(buf.begin(), buf.begin() + C, sg.begin());
-      std::copy(buf.begin() + C, buf.begin() + 2 * C, sgx.begin());
-      total = buf.back();
-    }
+    if (reduce && training) total = reduce_channel_sums(*reduce, total, sg, &sgx);
     T* gxp = gx.data<T>();
     std::vector<A> k(static_cast<size_t>(C)), mg(static_cast<size_t>(C)), mgx(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {

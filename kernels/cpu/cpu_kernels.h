@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 // CPU kernels: raw compute on tensors the op layer has already validated and allocated. Inputs of
 // the non-elementwise kernels are contiguous; elementwise kernels take any strides.
 #include <cstdint>
@@ -85,6 +86,18 @@ void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, con
 using StatsReducer = std::function<void(std::vector<double>&)>;
 // Population var; returns the (global) row count.
 double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, const StatsReducer* reduce = nullptr);
+// SyncBatchNorm's exchanges, shared by the CPU and CUDA kernels: per-channel sums `a` (and `b`)
+// and the row count, summed across processes in one call; returns the global count.
+inline double reduce_channel_sums(const StatsReducer& r, double count, std::vector<double>& a,
+                                  std::vector<double>* b = nullptr) {
+  std::vector<double> buf(a);
+  if (b) buf.insert(buf.end(), b->begin(), b->end());
+  buf.push_back(count);
+  r(buf);
+  std::copy(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(a.size()), a.begin());
+  if (b) std::copy(buf.begin() + static_cast<std::ptrdiff_t>(a.size()), buf.end() - 1, b->begin());
+  return buf.back();
+}
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
                       const Tensor& rstd, const Tensor& y);
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,

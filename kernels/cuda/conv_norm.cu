@@ -153,12 +153,7 @@ double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, 
     const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
     std::vector<double> s = ops::to_vector<double>(column_sums(Value<T>{ptr<T>(x), C}, N, C, x));
     total = static_cast<double>(N);
-    if (reduce) {
-      s.push_back(total);
-      (*reduce)(s);
-      total = s.back();
-      s.pop_back();
-    }
+    if (reduce) total = cpu::reduce_channel_sums(*reduce, total, s);
     for (double& v : s) v /= total;
     Tensor m64 = device_values(s, DType::f64, x);
     std::vector<double> ss =
@@ -197,15 +192,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
     if (gb.defined()) ops::copy_(gb, device_values(rounded<A>(sg), gb.dtype(), x));
     if (!gx.defined()) return;
     double total = static_cast<double>(N);
-    if (reduce && training) {  // SyncBatchNorm: the input gradient needs the global sums
-      std::vector<double> buf(sg);
-      buf.insert(buf.end(), sgx.begin(), sgx.end());
-      buf.push_back(total);
-      (*reduce)(buf);
-      std::copy(buf.begin(), buf.begin() + C, sg.begin());
-      std::copy(buf.begin() + C, buf.begin() + 2 * C, sgx.begin());
-      total = buf.back();
-    }
+    if (reduce && training) total = cpu::reduce_channel_sums(*reduce, total, sg, &sgx);  // SyncBatchNorm: global sums
     const std::vector<double> wv = w.defined() ? ops::to_vector<double>(w) : std::vector<double>(C, 1.0);
     const std::vector<double> rv = ops::to_vector<double>(rstd);
     std::vector<double> k(C), mg(C), mgx(C);
