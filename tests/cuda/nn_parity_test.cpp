@@ -233,6 +233,10 @@ TEST(CudaNnParity, FusedAttentionEveryVariant) {
       {2, 2, 65, 65, 40, {0.2, pad_mask(2, 65, {60, 30}), pad_mask(2, 65, {60, 30})}},  // AIDO.RNA
       {2, 2, 33, 17, 8, {0.5, pad_mask(2, 17, {17, 0}), pad_mask(2, 33, {20, 33}), false}},  // cross-attention
       {1, 1, 5, 9, 200, {0.07, {}, {}}},                                                // wide heads
+      // several 64-row tiles, ragged last tiles (the tiled kernels), head dims 32 and 128
+      {2, 2, 150, 131, 32, {0.17, pad_mask(2, 131, {131, 77}), {}}},
+      {1, 2, 130, 130, 128, {0.09, pad_mask(1, 130, {100}), pad_mask(1, 130, {100})}},
+      {1, 1, 70, 129, 64, {0.3, pad_mask(1, 129, {0}), pad_mask(1, 70, {10}), false}},  // every key masked
   };
   for (DType dt : {DType::f32, DType::f64}) {
     for (const Case& c : cases) {
