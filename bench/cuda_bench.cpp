@@ -1,4 +1,5 @@
-// CUDA kernel benchmarks at the models' real shapes (fp32, TF32 off): layer_norm, softmax, GEMM,
+// CUDA kernel benchmarks at the models' real shapes (fp32; TF32 only in the cases marked so):
+// layer_norm, softmax, GEMM,
 // fused attention, conv1d, batch_norm, AdamW. Each iteration is timed with CUDA events around the
 // work (manual time), after one warm-up call; counters are bytes/s (the fewest bytes the op must
 // move: each input read once, each output written once) or FLOP/s. tools/compare_gpu.py runs the
@@ -94,19 +95,26 @@ BENCHMARK(BM_LayerNormBackward) STRAND_ROW_SHAPES->UseManualTime()->Unit(benchma
 BENCHMARK(BM_Softmax)->Args({24576, 1536})->Args({65536, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SoftmaxBackward)->Args({24576, 1536})->Args({65536, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 
-// ---- GEMM: linear(x [M, K], w [N, K]) ----
+// ---- GEMM: linear(x [M, K], w [N, K]); last arg 1 = TF32 (ops::set_allow_tf32) ----
+struct Tf32Scope {  // TF32 for one benchmark, restored after
+  explicit Tf32Scope(bool on) { ops::set_allow_tf32(on); }
+  ~Tf32Scope() { ops::set_allow_tf32(false); }
+};
 void BM_Linear(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  const Tf32Scope tf32(st.range(3) != 0);
   if (!cuda_available()) return (void)time_gpu(st, {});
   Tensor x = randn_gpu({M, K}), w = randn_gpu({N, K});
   if (time_gpu(st, [&] { benchmark::DoNotOptimize(ops::linear(x, w, Tensor()).raw_data()); }))
     rate(st, "FLOP/s", 2.0 * M * N * K);
 }
 BENCHMARK(BM_Linear)
-    ->Args({3072, 1536, 1536})   // Enformer trunk projection
-    ->Args({2048, 5632, 2048})   // AIDO.RNA-1.6B FFN up
-    ->Args({2048, 2560, 640})    // ESM2-150M FFN up
-    ->Args({4096, 4096, 4096})   // square reference
+    ->Args({3072, 1536, 1536, 0})   // Enformer trunk projection
+    ->Args({2048, 5632, 2048, 0})   // AIDO.RNA-1.6B FFN up
+    ->Args({2048, 2560, 640, 0})    // ESM2-150M FFN up
+    ->Args({4096, 4096, 4096, 0})   // square reference
+    ->Args({2048, 5632, 2048, 1})   // the same in TF32
+    ->Args({4096, 4096, 4096, 1})
     ->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 // ---- fused attention: q/k/v [B, H, T, D] ----
@@ -138,6 +146,7 @@ BENCHMARK(BM_Attention)
 void BM_Conv1d(benchmark::State& st) {
   const int64_t B = st.range(0), L = st.range(1), Cin = st.range(2), Cout = st.range(3), K = st.range(4);
   const bool bwd = st.range(5) != 0;
+  const Tf32Scope tf32(st.range(6) != 0);
   if (!cuda_available()) return (void)time_gpu(st, {});
   Tensor x = randn_gpu({B, L, Cin}, bwd), w = randn_gpu({Cout, Cin, K}, bwd), b = randn_gpu({Cout}, bwd);
   Tensor g = randn_gpu({B, L, Cout});
@@ -154,8 +163,9 @@ void BM_Conv1d(benchmark::State& st) {
   if (time_gpu(st, step)) rate(st, "FLOP/s", bwd ? 3 * flop : flop);
 }
 BENCHMARK(BM_Conv1d)
-    ->Args({2, 98304, 768, 768, 5, 0})->Args({2, 98304, 768, 768, 5, 1})   // Enformer first tower conv
-    ->Args({2, 196608, 4, 768, 15, 0})                                     // Enformer stem
+    ->Args({2, 98304, 768, 768, 5, 0, 0})->Args({2, 98304, 768, 768, 5, 1, 0})   // Enformer first tower conv
+    ->Args({2, 196608, 4, 768, 15, 0, 0})                                        // Enformer stem
+    ->Args({2, 98304, 768, 768, 5, 1, 1})                                        // tower conv, TF32
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 
 // ---- batch_norm (training: batch statistics, then normalise) ----

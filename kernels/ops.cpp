@@ -1,6 +1,7 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 
@@ -566,6 +567,15 @@ cpu::MatDesc describe(Tensor& t, const Shape& batch) {
   return d;
 }
 }  // namespace
+namespace {
+std::atomic<bool>& tf32_flag() {
+  static std::atomic<bool> f{false};
+  return f;
+}
+}  // namespace
+void set_allow_tf32(bool on) { tf32_flag() = on; }
+bool allow_tf32() { return tf32_flag(); }
+
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   check_defined(a_in, "matmul", "first operand");
   check_defined(b_in, "matmul", "second operand");

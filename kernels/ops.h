@@ -97,6 +97,11 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // a [..., M, K] @ b [..., K, N], batch dims broadcast; both operands at least 2-D. Transposed
 // views go to BLAS as transposes, without copies.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// f32 GEMMs on CUDA (matmul, linear, conv1d) in TF32 on the tensor cores: inputs rounded to a
+// 10-bit mantissa, fp32 accumulation; several times faster, about 1e-3 relative error. Off by
+// default, as PyTorch's torch.backends.cuda.matmul.allow_tf32; no effect on the CPU or on f64.
+void set_allow_tf32(bool on);
+bool allow_tf32();
 // x [..., in] · wᵀ (w [out, in]) + bias [out] (bias optional).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """strand's CUDA kernels against PyTorch's on the same GPU, at the same shapes, in fp32 (TF32 off on
-both sides: PyTorch's matmul default, and cuDNN's TF32 switched off for the convolutions).
+both sides: PyTorch's matmul default, and cuDNN's TF32 switched off for the convolutions; the
+benchmarks whose last argument is 1 turn TF32 on, on both sides).
 
 strand's side is bench/cuda_bench (Google Benchmark, CUDA-event timing); this script runs it, then
 times the PyTorch equivalent of every benchmark it reported (torch.cuda events around each call,
@@ -59,7 +60,7 @@ def torch_case(torch, F, name, args):
         y, g = torch.softmax(r(rows, n), -1), r(rows, n)
         return (lambda: torch._softmax_backward_data(g, y, -1, torch.float32)), "bytes/s", 3.0 * rows * n * 4
     if name == "BM_Linear":
-        M, N, K = args
+        M, N, K, _ = args
         x, w = r(M, K), r(N, K)
         return (lambda: F.linear(x, w)), "FLOP/s", 2.0 * M * N * K
     if name == "BM_Attention":
@@ -78,7 +79,7 @@ def torch_case(torch, F, name, args):
             q.grad = k.grad = v.grad = None
         return fb, "FLOP/s", 3.5 * fwd_flop
     if name == "BM_Conv1d":
-        B, L, Cin, Cout, K, bwd = args
+        B, L, Cin, Cout, K, bwd, _ = args
         x, w, b = r(B, Cin, L, grad=bool(bwd)), r(Cout, Cin, K, grad=bool(bwd)), r(Cout, grad=bool(bwd))
         g = r(B, Cout, L)
         flop = 2.0 * B * L * Cout * Cin * K
@@ -194,6 +195,8 @@ def main():
         name, args = parse_name(bm["name"])
         unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[bm["time_unit"]]
         s_time = bm["real_time"] * unit
+        tf32 = name in ("BM_Linear", "BM_Conv1d") and args[-1] == 1  # the same switch on both sides
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         case = torch_case(torch, F, name, args)
         row = {"benchmark": bm["name"], "strand_s": s_time}
         if case is not None:
@@ -202,19 +205,20 @@ def main():
             row.update(torch_s=t_time, counter=counter, strand_rate=work / s_time, torch_rate=work / t_time,
                        ratio=t_time / s_time)
             del fn
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
 
     model_rows = run_models(torch, a) if a.models else []
     meta = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "strand_context": sj.get("context", {}), "precision": "fp32, TF32 off on both sides"}
+            "strand_context": sj.get("context", {}), "precision": "fp32, TF32 off on both sides except the cases whose last argument is 1"}
     json.dump({"meta": meta, "rows": rows, "models": model_rows}, open(a.out, "w"), indent=1)
 
     def rate(v, counter):
         return f"{v / 1e12:.2f} TFLOP/s" if counter == "FLOP/s" else f"{v / 1e9:.0f} GB/s"
     lines = [f"# strand CUDA kernels vs PyTorch — {meta['gpu']}, torch {meta['torch']} (CUDA {meta['cuda']})", "",
-             "fp32, TF32 off on both sides. Time: median per call (strand: Google Benchmark with CUDA events; "
+             "fp32, TF32 off on both sides (on for the BM_Linear and BM_Conv1d cases whose last argument is 1). Time: median per call (strand: Google Benchmark with CUDA events; "
              "PyTorch: CUDA events, median of reps). Ratio = PyTorch time / strand time (above 1: strand faster).",
              "", "| benchmark | strand | PyTorch | strand rate | PyTorch rate | ratio |", "|---|---|---|---|---|---|"]
     for r in rows:

@@ -320,6 +320,7 @@ Config parse_config(const std::string& text, const std::vector<std::string>& ove
     t.get("device", c.trainer.device);
     t.get("precision", c.trainer.precision);
     one_of("trainer.precision", c.trainer.precision, {"fp32", "bf16-mixed"});
+    t.get("tf32", c.trainer.tf32);
     t.get("log_interval", c.trainer.log_interval);
     t.get("save_trainable_only", c.trainer.save_trainable_only);
     STRAND_CHECK(c.trainer.epochs > 0, "config: 'trainer.epochs' must be positive, got ", c.trainer.epochs);

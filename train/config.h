@@ -12,7 +12,7 @@
 //   [data]         dir, batch_size, eval_batch_size, num_labels, normalize
 //   [optim]        lr, betas, eps, weight_decay
 //   [schedule]     kind = "cosine" | "linear" | "constant", warmup_ratio, warmup_steps
-//   [trainer]      epochs, max_steps, grad_clip, val_interval, run_dir, seed, device, precision,
+//   [trainer]      epochs, max_steps, grad_clip, val_interval, run_dir, seed, device, precision, tf32,
 //                  log_interval, save_trainable_only
 #include <cstdint>
 #include <string>
@@ -81,6 +81,7 @@ struct Config {
     uint64_t seed = 42;
     std::string device = "cpu";
     std::string precision = "fp32";
+    bool tf32 = false;  // f32 GEMMs/convolutions in TF32 on GPUs (ops::set_allow_tf32)
     int64_t log_interval = 10;
     bool save_trainable_only = false;
   } trainer;

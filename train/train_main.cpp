@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "tensor/device.h"
 #include "train/cli.h"
 #include "train/dist/communicator.h"
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
     }
     STRAND_CHECK(cfg.trainer.precision == "fp32", "trainer.precision '", cfg.trainer.precision,
                  "': only fp32 is implemented so far");
+    ops::set_allow_tf32(cfg.trainer.tf32);
     comm = dist::communicator_from_env(cfg.trainer.device);
     return 0;
   });

@@ -1,8 +1,8 @@
 // CUDA matmul through cuBLAS (f32/f64; one call per batch matrix, broadcast batch strides allowed;
-// TF32 stays off, as PyTorch's default) and the reductions sum/mean/var over rows or over a middle
-// block of dims, one output per thread or block, accumulated in double in a fixed order
-// (deterministic, like the CPU). Same contracts as cpu::matmul, cpu::reduce_rows and
-// cpu::reduce_middle.
+// TF32 only when ops::set_allow_tf32 asks, off by default as in PyTorch) and the reductions
+// sum/mean/var over rows or over a middle block of dims, one output per thread or block,
+// accumulated in double in a fixed order (deterministic, like the CPU). Same contracts as
+// cpu::matmul, cpu::reduce_rows and cpu::reduce_middle.
 #include <cublas_v2.h>
 
 #include <cmath>
@@ -12,21 +12,27 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/cublas_util.cuh"
+#include "kernels/ops.h"
 
 namespace strand::cuda {
 
 cublasHandle_t cublas_handle(int device) {
   static std::mutex mu;
   static std::vector<cublasHandle_t> handles;
+  static std::vector<int> tf32;  // the math mode each handle is in: -1 unset, 0 default, 1 TF32
   std::lock_guard<std::mutex> lock(mu);
-  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
+  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr), tf32.resize(device + 1, -1);
   if (!handles[device]) {
     int prev = 0;
     cudaGetDevice(&prev);
     cudaSetDevice(device);
     STRAND_CUBLAS_CHECK(cublasCreate(&handles[device]));
-    STRAND_CUBLAS_CHECK(cublasSetMathMode(handles[device], CUBLAS_DEFAULT_MATH));  // no TF32 unless asked
     cudaSetDevice(prev);
+  }
+  const int want = ops::allow_tf32() ? 1 : 0;  // ops::set_allow_tf32; off by default, as PyTorch
+  if (tf32[device] != want) {
+    STRAND_CUBLAS_CHECK(cublasSetMathMode(handles[device], want ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    tf32[device] = want;
   }
   return handles[device];
 }

@@ -33,6 +33,38 @@ __global__ void softmax_rows_kernel(const T* x, T* out, int64_t rows, int64_t n,
       o[j] = log ? T(A(xr[j]) - m - ls) : T(exp(A(xr[j]) - m) * ls);
   }
 }
+// Rows up to kThreads * kCached long: each thread keeps its values in registers, so x is read once
+// (the arithmetic is softmax_rows_kernel's, so the results are the same).
+constexpr int kCached = 8;
+template <class T>
+__global__ void softmax_rows_cached_kernel(const T* x, T* out, int64_t rows, int64_t n, bool log) {
+  using A = acc_t<T>;
+  __shared__ A sh[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    T* o = out + r * n;
+    A v[kCached];
+    A m = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < kCached; ++c) {
+      const int64_t j = threadIdx.x + int64_t(c) * blockDim.x;
+      v[c] = j < n ? A(xr[j]) : A(-INFINITY);
+      m = max(m, v[c]);
+    }
+    m = block_reduce<A, true>(m, sh);
+    A s = 0;
+#pragma unroll
+    for (int c = 0; c < kCached; ++c)
+      if (threadIdx.x + int64_t(c) * blockDim.x < n) s += exp(v[c] - m);
+    s = block_reduce<A, false>(s, sh);
+    const A ls = log ? std::log(s) : A(1) / s;
+#pragma unroll
+    for (int c = 0; c < kCached; ++c) {
+      const int64_t j = threadIdx.x + int64_t(c) * blockDim.x;
+      if (j < n) o[j] = log ? T(v[c] - m - ls) : T(exp(v[c] - m) * ls);
+    }
+  }
+}
 template <class T>
 __global__ void softmax_cols_kernel(const T* x, T* out, int64_t outer, int64_t n, int64_t inner, bool log) {
   using A = acc_t<T>;
@@ -182,7 +214,10 @@ void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool 
   dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const int64_t outer = n > 0 && inner > 0 ? x.numel() / (n * inner) : 0;
-    if (inner == 1) softmax_rows_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
+    if (inner == 1 && n <= kThreads * kCached)
+      softmax_rows_cached_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
+    else if (inner == 1)
+      softmax_rows_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
     else softmax_cols_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, log);
     STRAND_CUDA_LAUNCH_CHECK();
   });

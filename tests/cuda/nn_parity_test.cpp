@@ -3,6 +3,7 @@
 // the CPU kernels, through autograd with the same upstream gradient. Skipped without a usable GPU.
 #include <cmath>
 #include <functional>
+#include <iostream>
 #include <vector>
 
 #include "autograd/functional.h"
@@ -179,6 +180,33 @@ TEST(CudaNnParity, MaxGatherAndScatterAdd) {
     EXPECT_TRUE(allclose(ops::to(ops::scatter_add({4, 6, 5}, dim, ops::to(ic, kGpu), ops::to(vals, kGpu)), Device::cpu()),
                          ops::scatter_add({4, 6, 5}, dim, ic, vals), 0, 0)) << "scatter_add dim " << dim;
   }
+}
+
+TEST(CudaNnParity, Tf32IsOffByDefaultAndCloseWhenOn) {
+  STRAND_SKIP_WITHOUT_GPU();
+  ASSERT_FALSE(ops::allow_tf32());
+  Tensor a = test::uniform({256, 512}, -1, 1, 71, DType::f32), b = test::uniform({512, 192}, -1, 1, 72, DType::f32);
+  const Tensor ref = ops::matmul(ops::to(a, DType::f64), ops::to(b, DType::f64));
+  auto rel = [&](const Tensor& c) {
+    const Tensor d = ops::sub(ops::to(ops::to(c, Device::cpu()), DType::f64), ref);
+    return std::sqrt(ops::item(ops::sum(ops::mul(d, d))) / ops::item(ops::sum(ops::mul(ref, ref))));
+  };
+  const double fp32 = rel(ops::matmul(ops::to(a, kGpu), ops::to(b, kGpu)));
+  ops::set_allow_tf32(true);
+  const double tf32 = rel(ops::matmul(ops::to(a, kGpu), ops::to(b, kGpu)));
+  const double conv = rel(ops::reshape(conv1d(ops::to(ops::reshape(a, {1, 256, 512}), kGpu),
+                                              ops::to(ops::unsqueeze(ops::transpose(b, 0, 1), -1), kGpu), Tensor(), 0),
+                                       {256, 192}));
+  ops::set_allow_tf32(false);
+  const double back = rel(ops::matmul(ops::to(a, kGpu), ops::to(b, kGpu)));
+  std::cout << "[ tf32 ] relative error vs f64: fp32 " << fp32 << ", tf32 " << tf32 << ", tf32 conv1d " << conv
+            << ", fp32 again " << back << "\n";
+  EXPECT_LT(fp32, 1e-6);
+  EXPECT_GT(tf32, 1e-5);  // the tensor cores were used: 10-bit mantissas
+  EXPECT_LT(tf32, 3e-3);
+  EXPECT_GT(conv, 1e-5);
+  EXPECT_LT(conv, 3e-3);
+  EXPECT_EQ(back, fp32);  // switching back restores the fp32 result exactly
 }
 
 TEST(CudaNnParity, EmbeddingForwardAndDeterministicBackward) {

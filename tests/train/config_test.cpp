@@ -82,6 +82,9 @@ TEST(Config, OverridesWithSet) {
   EXPECT_EQ(c.fusion.kind, "concat");
   EXPECT_EQ(c.backbones[1].lora.target_modules, (std::vector<std::string>{"query"}));
   EXPECT_EQ(c.data.dir, "/abs/data");
+  EXPECT_FALSE(c.trainer.tf32);  // off by default, as PyTorch
+  EXPECT_TRUE(parse_config(kBase, {"trainer.tf32=true"}).trainer.tf32);
+  EXPECT_TRUE(throws_with([] { parse_config(kBase, {"trainer.tf32=\"yes\""}); }, {"trainer.tf32"}));
   EXPECT_TRUE(throws_with([] { parse_config(kBase, {"trainer.epochs"}); }, {"--set", "key.path=value"}));
 }
 
