@@ -8,33 +8,39 @@
 
 namespace strand::nn {
 
-namespace {
-
-// The reduction runs on the CPU in f64: deterministic, and free of f32 accumulation error.
-// CUDA gradients are copied over for it (one device-to-host copy per tensor); a device-side
-// norm kernel can replace this when the trainer's step time says it matters.
-Tensor as_cpu_f64(const Tensor& g) { return ops::to(ops::to(g, Device::cpu()), DType::f64); }
-
-}  // namespace
-
 double grad_norm(const std::vector<Tensor>& params, double norm_type) {
   STRAND_CHECK(norm_type > 0 && (std::isfinite(norm_type) || norm_type == kInfNorm),
                "grad norm: norm_type ", norm_type, " is not supported (use a positive p or infinity)");
   NoGradGuard no_grad;
   const bool inf = norm_type == kInfNorm;
-  double acc = 0;  // max |g| for inf; sum of |g|^p otherwise
+  // One f64 partial per gradient, reduced where the gradient lives (CUDA reductions are
+  // deterministic, in double, like the CPU's), then all partials brought to the host in one copy
+  // and combined there in parameter order.
+  std::vector<Tensor> parts;
   for (const Tensor& p : params) {
     const Tensor g = p.defined() ? p.grad() : Tensor();
     if (!g.defined() || g.numel() == 0) continue;
-    const Tensor g64 = as_cpu_f64(g);
+    const Tensor g64 = ops::to(g, DType::f64);
+    Tensor part;
+    if (inf) part = ops::amax(ops::unary(UnaryOp::abs, g64));
+    else if (norm_type == 2.0) part = ops::sum(ops::mul(g64, g64));
+    else part = ops::sum(ops::unary(UnaryOp::pow, ops::unary(UnaryOp::abs, g64), norm_type));
+    parts.push_back(ops::reshape(part, {1}));
+  }
+  std::vector<double> vals;
+  const bool one_device =
+      std::all_of(parts.begin(), parts.end(), [&](const Tensor& t) { return t.device() == parts.front().device(); });
+  if (one_device && !parts.empty()) {
+    vals = ops::to_vector<double>(ops::stack(parts, 0));
+  } else {
+    for (const Tensor& t : parts) vals.push_back(ops::item(t));
+  }
+  double acc = 0;  // max |g| for inf; sum of |g|^p otherwise
+  for (double v : vals) {
     if (inf) {
-      // NaN must win, as in torch's max: std::max would drop it.
-      const double m = ops::item(ops::amax(ops::unary(UnaryOp::abs, g64)));
-      if (std::isnan(m) || m > acc) acc = m;
-    } else if (norm_type == 2.0) {
-      acc += ops::item(ops::sum(ops::mul(g64, g64)));
+      if (std::isnan(v) || v > acc) acc = v;  // NaN must win, as in torch's max: std::max would drop it
     } else {
-      acc += ops::item(ops::sum(ops::unary(UnaryOp::pow, ops::unary(UnaryOp::abs, g64), norm_type)));
+      acc += v;
     }
     if (std::isnan(acc)) break;
   }

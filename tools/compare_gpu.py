@@ -205,11 +205,15 @@ def main():
             row.update(torch_s=t_time, counter=counter, strand_rate=work / s_time, torch_rate=work / t_time,
                        ratio=t_time / s_time)
             del fn
+        del case  # its tensors (AdamW's 150M-element state, say) would count in the model rows' peaks
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         torch.cuda.empty_cache()
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
 
+    import gc
+    gc.collect()
+    torch.cuda.empty_cache()
     model_rows = run_models(torch, a) if a.models else []
     meta = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
             "strand_context": sj.get("context", {}), "precision": "fp32, TF32 off on both sides except the cases whose last argument is 1"}

@@ -49,6 +49,16 @@ struct Value {  // x[r, c] in double (through the accumulation type, as the CPU)
   int64_t C;
   __device__ double operator()(int64_t r, int64_t c) const { return double(acc_t<T>(x[r * C + c])); }
 };
+template <class T>
+struct SquaredDeviation {  // (x[r, c] - mean[c])^2 in double
+  const T* x;
+  const double* mean;
+  int64_t C;
+  __device__ double operator()(int64_t r, int64_t c) const {
+    const double d = double(acc_t<T>(x[r * C + c])) - mean[c];
+    return d * d;
+  }
+};
 // dst[c] = T(acc_t<T>(sums[c])): the CPU's rounding of a double sum into a T result.
 template <class T>
 __global__ void store_sums_kernel(const double* sums, T* dst, int64_t C) {

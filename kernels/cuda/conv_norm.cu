@@ -26,16 +26,6 @@ namespace {
 constexpr int64_t kColElems = int64_t{1} << 26;  // im2col block cap: 256 MiB of f32
 
 template <class T>
-struct SquaredDeviation {
-  const T* x;
-  const double* mean;
-  int64_t C;
-  __device__ double operator()(int64_t r, int64_t c) const {
-    const double d = double(acc_t<T>(x[r * C + c])) - mean[c];
-    return d * d;
-  }
-};
-template <class T>
 struct GradTimesXhat {  // g (x - mean) rstd, the weight gradient's terms
   const T* g;
   const T* x;

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <vector>
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
@@ -23,6 +24,10 @@ struct Offsets {
   int64_t strides[K][kMaxDims];
 
   __device__ void at(int64_t linear, int64_t (&off)[K]) const {
+    if (nd == 1) {  // the common case after merging: one strided run per operand
+      for (int k = 0; k < K; ++k) off[k] = linear * strides[k][0];
+      return;
+    }
     for (int k = 0; k < K; ++k) off[k] = 0;
     for (int d = nd - 1; d >= 0; --d) {
       int64_t i = linear % sizes[d];
@@ -32,15 +37,32 @@ struct Offsets {
   }
 };
 
+// Size-1 dims are dropped and neighbouring dims merged wherever every operand steps through them as
+// one run (outer stride = inner stride * inner size), as PyTorch's TensorIterator does: same-shape
+// contiguous operands become one dim, so each element costs one multiply instead of a div/mod per dim.
 template <int K>
 Offsets<K> make_offsets(const Shape& shape, const std::array<Shape, K>& strides) {
-  STRAND_CHECK(shape.size() <= kMaxDims, "CUDA elementwise kernels support at most ", kMaxDims,
-               " dims, got shape ", shape_str(shape));
+  std::vector<int64_t> sz;
+  std::array<std::vector<int64_t>, K> st;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    bool merge = !sz.empty();
+    for (int k = 0; k < K && merge; ++k) merge = st[k].back() == strides[k][d] * shape[d];
+    if (merge) {
+      sz.back() *= shape[d];
+      for (int k = 0; k < K; ++k) st[k].back() = strides[k][d];
+      continue;
+    }
+    sz.push_back(shape[d]);
+    for (int k = 0; k < K; ++k) st[k].push_back(strides[k][d]);
+  }
+  STRAND_CHECK(sz.size() <= static_cast<size_t>(kMaxDims), "CUDA elementwise kernels support at most ", kMaxDims,
+               " non-mergeable dims, got shape ", shape_str(shape));
   Offsets<K> o{};
-  o.nd = static_cast<int>(shape.size());
+  o.nd = static_cast<int>(sz.size());
   for (int d = 0; d < o.nd; ++d) {
-    o.sizes[d] = shape[d];
-    for (int k = 0; k < K; ++k) o.strides[k][d] = strides[k][d];
+    o.sizes[d] = sz[d];
+    for (int k = 0; k < K; ++k) o.strides[k][d] = st[k][d];
   }
   return o;
 }

@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/colsum.cuh"
 #include "kernels/cuda/cublas_util.cuh"
 #include "kernels/ops.h"
 
@@ -180,6 +181,20 @@ void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64
   dispatch_reduce_types(x.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (outer * inner == 0) return;
+    if constexpr (!std::is_same_v<T, int64_t>) {
+      // Long columns over few outputs (a bias gradient: [B·T, N] -> [N]): one thread per output would
+      // leave most of the GPU idle, so the chunked column sums (double, fixed order) take them.
+      if (outer == 1 && n >= 512) {
+        Tensor s = column_sums(Value<T>{ptr<T>(x), inner}, n, inner, x);
+        const double dn = static_cast<double>(n);
+        if (r != RowReduce::sum) s = ops::unary(UnaryOp::div_scalar, s, dn);  // the mean, as reduce_one
+        if (r == RowReduce::var)
+          s = ops::unary(UnaryOp::div_scalar,
+                         column_sums(SquaredDeviation<T>{ptr<T>(x), ptr<double>(s), inner}, n, inner, x), dn);
+        store_sums<T>(s, out);
+        return;
+      }
+    }
     reduce_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
     STRAND_CUDA_LAUNCH_CHECK();
   });

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "autograd/functional.h"
+#include "nn/clip_grad.h"
 #include "tests/test_util.h"
 
 namespace strand {
@@ -99,6 +100,13 @@ TEST(CudaNnParity, MatmulLinearAndReductions) {
       EXPECT_TRUE(allclose(ops::to(ops::mean(ops::to(r, kGpu), dims), Device::cpu()), ops::mean(r, dims), tol, tol));
       EXPECT_TRUE(allclose(ops::to(ops::var(ops::to(r, kGpu), dims, true), Device::cpu()), ops::var(r, dims, true), tol, tol));
     }
+  }
+  for (DType dt : {DType::f32, DType::f64}) {  // long columns (a bias gradient): the chunked column sums
+    const double tol = dt == DType::f64 ? 1e-12 : 2e-6;
+    Tensor r = test::uniform({1500, 7}, -2, 2, 27, dt);
+    EXPECT_TRUE(allclose(ops::to(ops::sum(ops::to(r, kGpu), {0}), Device::cpu()), ops::sum(r, {0}), tol, tol));
+    EXPECT_TRUE(allclose(ops::to(ops::mean(ops::to(r, kGpu), {0}), Device::cpu()), ops::mean(r, {0}), tol, tol));
+    EXPECT_TRUE(allclose(ops::to(ops::var(ops::to(r, kGpu), {0}), Device::cpu()), ops::var(r, {0}), tol, tol));
   }
   Tensor ints = ops::from_vector<int64_t>({1, 2, 3, 4, 5, 6}, {2, 3});
   EXPECT_EQ(ops::to_vector<int64_t>(ops::sum(ops::to(ints, kGpu), {0})), (std::vector<int64_t>{5, 7, 9}));
@@ -207,6 +215,24 @@ TEST(CudaNnParity, Tf32IsOffByDefaultAndCloseWhenOn) {
   EXPECT_GT(conv, 1e-5);
   EXPECT_LT(conv, 3e-3);
   EXPECT_EQ(back, fp32);  // switching back restores the fp32 result exactly
+}
+
+TEST(CudaNnParity, GradNormAndClippingMatchTheCpu) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (double norm_type : {2.0, 1.5, nn::kInfNorm}) {
+    std::vector<Tensor> cpu_params, gpu_params;
+    for (int i = 0; i < 3; ++i) {
+      Tensor p = test::uniform({7 + i, 5}, -1, 1, 80 + i, DType::f32), g = test::uniform({7 + i, 5}, -3, 3, 90 + i, DType::f32);
+      cpu_params.push_back(ops::clone(p));
+      cpu_params.back().set_grad(ops::clone(g));
+      gpu_params.push_back(ops::to(p, kGpu));
+      gpu_params.back().set_grad(ops::to(g, kGpu));
+    }
+    const double c = nn::clip_grad_norm_(cpu_params, 0.5, norm_type), g = nn::clip_grad_norm_(gpu_params, 0.5, norm_type);
+    EXPECT_NEAR(g, c, 1e-12 * c) << "norm type " << norm_type;
+    for (size_t i = 0; i < cpu_params.size(); ++i)
+      EXPECT_TRUE(allclose(ops::to(gpu_params[i].grad(), Device::cpu()), cpu_params[i].grad(), 1e-7, 1e-7));
+  }
 }
 
 TEST(CudaNnParity, EmbeddingForwardAndDeterministicBackward) {
