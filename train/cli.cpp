@@ -2,7 +2,9 @@
 
 #include <cstdio>
 
+#include "kernels/ops.h"
 #include "tensor/error.h"
+#include "train/dist/communicator.h"
 
 namespace strand::train {
 
@@ -39,6 +41,20 @@ int run_tool(const char* tool, const std::function<int()>& body) {
     std::fprintf(stderr, "%s: %s\n", tool, e.what());
   }
   return 2;
+}
+
+Device device_from_config(const Config& cfg) {
+  Device device = Device::parse(cfg.trainer.device);
+  if (device.is_cuda()) {
+    STRAND_CHECK(cuda_available(), "trainer.device '", cfg.trainer.device,
+                 "': no usable CUDA GPU here (or this build has no CUDA backend)");
+    // "cuda" under mpirun: one GPU per local rank (the NCCL communicator picks the same one).
+    if (cfg.trainer.device == "cuda") device = Device::cuda(dist::env_local_rank() % cuda_device_count());
+    STRAND_CHECK(device.index < cuda_device_count(), "trainer.device '", cfg.trainer.device, "': this machine has ",
+                 cuda_device_count(), " GPU(s)");
+  }
+  ops::set_allow_tf32(cfg.trainer.tf32);
+  return device;
 }
 
 }  // namespace strand::train

@@ -25,6 +25,7 @@ void usage(FILE* f) {
                "Computes Spearman, Pearson, R2, MSE and MAE per tissue over the whole split and their mean,\n"
                "as ModelGenerator does (z-scored labels, train+validation statistics).\n"
                "  --out DIR   where metrics.json and predictions.tsv go (default: the checkpoint's folder)\n"
+               "  --set trainer.device=cuda   evaluate on the GPU (the config's trainer.device; default cpu)\n"
                "  --score F   score an existing predictions TSV (columns transcript_id, pred_z_0..) instead\n");
 }
 
@@ -130,11 +131,13 @@ int main(int argc, char** argv) {
     }
     STRAND_CHECK(!config_path.empty() && !ckpt.empty(), "--config and --checkpoint are required (see --help)");
     Config cfg = load_config(config_path, sets);
+    const Device device = device_from_config(cfg);
     Splits s = open_splits(cfg);
     SplitData& split = split_by_name(s, split_name);
     auto task = std::make_shared<RegressionTask>(cfg);
     std::vector<double> mean, sd;
     load_checkpoint_weights(*task, ckpt, &mean, &sd);
+    if (device.is_cuda()) task->to(device);
     Predictions p = predict(*task, split, cfg.data.eval_batch_size, "strand-eval: " + split_name);
     RegressionMetrics m = regression_metrics(p.preds, p.labels, p.n, p.k);
     report(m, split_name);

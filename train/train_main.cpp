@@ -6,7 +6,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/ops.h"
 #include "tensor/device.h"
 #include "train/cli.h"
 #include "train/dist/communicator.h"
@@ -60,18 +59,9 @@ int main(int argc, char** argv) {
     }
     STRAND_CHECK(!config_path.empty(), "--config FILE is required (see --help)");
     cfg = load_config(config_path, sets);
-    device = Device::parse(cfg.trainer.device);
-    if (device.is_cuda()) {
-      STRAND_CHECK(cuda_available(), "trainer.device '", cfg.trainer.device,
-                   "': no usable CUDA GPU here (or this build has no CUDA backend)");
-      // "cuda" under mpirun: one GPU per local rank (the NCCL communicator picks the same one).
-      if (cfg.trainer.device == "cuda") device = Device::cuda(dist::env_local_rank() % cuda_device_count());
-      STRAND_CHECK(device.index < cuda_device_count(), "trainer.device '", cfg.trainer.device, "': this machine has ",
-                   cuda_device_count(), " GPU(s)");
-    }
+    device = device_from_config(cfg);
     STRAND_CHECK(cfg.trainer.precision == "fp32", "trainer.precision '", cfg.trainer.precision,
                  "': only fp32 is implemented so far");
-    ops::set_allow_tf32(cfg.trainer.tf32);
     comm = dist::communicator_from_env(cfg.trainer.device);
     return 0;
   });

@@ -2,8 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tests/test_util.h"
+#include "kernels/ops.h"
+#include "train/cli.h"
 #include "train/config.h"
+#include "tests/test_util.h"
 
 namespace strand::train {
 namespace {
@@ -86,6 +88,24 @@ TEST(Config, OverridesWithSet) {
   EXPECT_TRUE(parse_config(kBase, {"trainer.tf32=true"}).trainer.tf32);
   EXPECT_TRUE(throws_with([] { parse_config(kBase, {"trainer.tf32=\"yes\""}); }, {"trainer.tf32"}));
   EXPECT_TRUE(throws_with([] { parse_config(kBase, {"trainer.epochs"}); }, {"--set", "key.path=value"}));
+}
+
+TEST(Config, DeviceFromConfigChecksTheMachineAndAppliesTf32) {
+  Config c = parse_config(kBase);
+  EXPECT_EQ(device_from_config(c), Device::cpu());
+  c.trainer.device = "tpu";
+  EXPECT_TRUE(throws_with([&] { device_from_config(c); }, {"tpu"}));
+  if (!cuda_available()) {
+    c.trainer.device = "cuda:1";
+    EXPECT_TRUE(throws_with([&] { device_from_config(c); }, {"trainer.device 'cuda:1'", "no usable CUDA GPU"}));
+  }
+  c.trainer.device = "cpu";
+  c.trainer.tf32 = true;
+  device_from_config(c);
+  EXPECT_TRUE(ops::allow_tf32());
+  c.trainer.tf32 = false;
+  device_from_config(c);
+  EXPECT_FALSE(ops::allow_tf32());
 }
 
 TEST(Config, UnknownKeysNameThePathAndTheNearestKey) {
