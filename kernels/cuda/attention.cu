@@ -475,13 +475,24 @@ template <class K>
 void allow_smem(K kernel, size_t bytes) {
   if (bytes > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
-// The rounded head dim of the tiled kernels (0: use the row kernels): up to 128 in f32, 64 in f64
-// (the dK/dV kernel's shared memory), and at least one key.
+// The rounded head dim of the tiled kernels (0: use the row kernels): up to 128 in f32, 64 in f64,
+// at least one key, and shared memory the device can give (f64 at 64 needs 195 KB: not on an A100).
+// The most dynamic shared memory one block may opt into on the current device (227 KB on an H100,
+// 163 KB on an A100).
+size_t smem_optin_limit() {
+  int dev = 0, bytes = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  return static_cast<size_t>(bytes);
+}
 template <class T>
 int tiled_dm(const Geometry& g) {
   if (g.Tk == 0 || g.Tq == 0) return 0;
   const int dm = g.D <= 32 ? 32 : g.D <= 64 ? 64 : g.D <= 128 ? 128 : 0;
-  return sizeof(T) == 8 && dm > 64 ? 0 : dm;
+  if (dm == 0 || (sizeof(T) == 8 && dm > 64)) return 0;
+  // the dK/dV kernel needs the most: 4 operand tiles and 2 score tiles
+  const size_t need = sizeof(T) * (4 * size_t(kTile) * (dm + 1) + 2 * size_t(kTile) * kPStride);
+  return need <= smem_optin_limit() ? dm : 0;
 }
 template <class T, class F>
 void with_dm(int dm, F&& f) {
