@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Runs ON a lent GPU machine (see README, "GPU"): unpacks the build dependencies that
-# ../shared/device/prepare.sh put into .devdeps/, builds only the named targets with CUDA for sm_90,
-# then runs the steps asked for. Everything it prints also goes to $OUT (or /tmp) as logs.
+# Builds the CUDA targets for sm_90 (Hopper; STRAND_GPU_CMAKE="-DCMAKE_CUDA_ARCHITECTURES=80" for an
+# A100) in build-gpu/ and runs the steps asked for on the GPU (see README, "GPU"). On the lent GPU
+# machines of this workplace it first unpacks the build dependencies that ../shared/device/prepare.sh
+# put into .devdeps/. Logs go to $OUT (or /tmp).
 #   bash scripts/gpu.sh [step ...]      steps: tests, embed, bench, compare, train   (default: tests)
 # STRAND_MODELS=1 adds the whole-model cases to compare; STRAND_BENCH_FILTER narrows the kernels.
 # Extra CMake arguments: STRAND_GPU_CMAKE="-D..." ; build dir: build-gpu.
 set -uo pipefail
 out=${OUT:-/tmp}
 steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(tests)
-# The dependency setup of .devdeps/gpu-run.sh (everything before its build), without its build/run.
-# shellcheck disable=SC1090
-source <(sed -n '1,/^nvcc --version/p' .devdeps/gpu-run.sh | grep -v '^nvcc --version\|^set -\|^label=')
+# On a machine without the build dependencies installed (the lent GPU machines here), the setup part
+# of .devdeps/gpu-run.sh (everything before its build) unpacks them; elsewhere scripts/setup.sh's
+# packages are expected.
+if [ -f .devdeps/gpu-run.sh ]; then
+  # shellcheck disable=SC1090
+  source <(sed -n '1,/^nvcc --version/p' .devdeps/gpu-run.sh | grep -v '^nvcc --version\|^set -\|^label=')
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRAND_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
