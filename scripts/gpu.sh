@@ -4,7 +4,8 @@
 # machines of this workplace it first unpacks the build dependencies that ../shared/device/prepare.sh
 # put into .devdeps/. Logs go to $OUT (or /tmp).
 #   bash scripts/gpu.sh [step ...]      steps: tests, embed, bench, compare, train   (default: tests)
-# STRAND_MODELS=1 adds the whole-model cases to compare; STRAND_BENCH_FILTER narrows the kernels.
+# STRAND_MODELS=1 adds the whole-model cases to compare (their PyTorch side: carry .whl from
+# tools/fetch_gpu_wheels.sh, or STRAND_REF_SITE); STRAND_BENCH_FILTER narrows the kernels.
 # Extra CMake arguments: STRAND_GPU_CMAKE="-D..." ; build dir: build-gpu.
 set -uo pipefail
 out=${OUT:-/tmp}
@@ -41,6 +42,10 @@ for step in "${steps[@]}"; do
       [ -x build-gpu/bench/cuda_bench ] && build-gpu/bench/cuda_bench --benchmark_out="$out/cuda_bench.json" \
         --benchmark_out_format=json --benchmark_min_time=0.2 ${STRAND_BENCH_FILTER:+--benchmark_filter=$STRAND_BENCH_FILTER} 2>&1 | tail -n 80 ;;
     compare)
+      # the reference packages the GPU image lacks (tools/fetch_gpu_wheels.sh; carry .whl)
+      if [ -z "${STRAND_REF_SITE:-}" ] && ls .whl/*.whl > /dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/refsite .whl/*.whl && export STRAND_REF_SITE=/tmp/refsite
+      fi
       PYTHONUNBUFFERED=1 python3 tools/compare_gpu.py --strand build-gpu/bench/cuda_bench ${STRAND_BENCH_FILTER:+--filter=$STRAND_BENCH_FILTER} \
         ${STRAND_MODELS:+--models} --out "$out/gpu_compare.json" --md "$out/gpu_compare.md" > "$out/compare.log" 2>&1
       tail -n 50 "$out/compare.log" ;;

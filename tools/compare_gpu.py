@@ -10,6 +10,11 @@ warm-up first, median of --reps), and writes a table of both and their ratio
 
   python3 tools/compare_gpu.py --strand build-gpu/bench/cuda_bench --out results.json --md results.md
 
+With --models, whole-model steps too: strand's `compare_cpu --device cuda --case NAME` and, in a
+subprocess each, PyTorch's same model (transformers' EsmModel; ModelGenerator's RNABert with
+PEFT-style LoRA, enformer-pytorch and ModelGenerator's ConcatFusion adapter from --ref-site), timed
+with synchronisation (median of --model-reps after a warm-up) with torch.cuda.max_memory_allocated.
+
 PyTorch equivalents: F.layer_norm and its autograd backward (input, weight and bias gradients, as
 strand's), torch.softmax / torch._softmax_backward_data, F.linear, F.scaled_dot_product_attention
 (PyTorch picks its fp32 kernel) forward and forward+backward, F.conv1d (cuDNN; channels-first,
@@ -18,10 +23,13 @@ torch.optim.AdamW(fused=True).
 """
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 
 def timed(torch, fn, reps, warmup=3):
@@ -107,47 +115,174 @@ def torch_case(torch, F, name, args):
 
 
 MODEL_CASES = ["esm150m_fwdbwd", "aido1b6_lora_fwdbwd", "enformer_official_fwdbwd", "dna_rna_concat_step"]
+# The cases whose reference packages are ModelGenerator (RNABert, under transformers 4.38) and
+# enformer-pytorch: they run with --ref-site first on PYTHONPATH.
+NEEDS_REF_SITE = {"aido1b6_lora_fwdbwd", "enformer_official_fwdbwd", "dna_rna_concat_step"}
 
 
-def torch_model_case(torch, name):
-    """PyTorch's side of a whole-model case, or None where its reference package is not on the GPU
-    machine (enformer-pytorch and ModelGenerator are not in its image, and nothing can be installed)."""
-    if name != "esm150m_fwdbwd":
-        return None
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-    from compare_cpu import _esm  # the same EsmModel configuration as the CPU comparison
-    m = _esm(640, 30, 20, 2560).cuda().train()
-    ids = torch.randint(4, 24, (2, 1024), device="cuda")
-    ids[:, 0], ids[:, -1] = 0, 2
-    mask = torch.ones_like(ids)
+class _LoRALinear:
+    """PEFT's LoRA on a Linear: base(x) + B(A(dropout(x))) * alpha / r, base frozen (built lazily so
+    that torch is imported only in the subprocess)."""
 
-    def step():
-        m(input_ids=ids, attention_mask=mask).last_hidden_state.pow(2).mean().backward()
-        m.zero_grad(set_to_none=True)
-    return step
+    @staticmethod
+    def wrap(torch, model, targets, r, alpha, dropout, gen):
+        class LoRALinear(torch.nn.Module):
+            def __init__(self, base):
+                super().__init__()
+                self.base, self.scale, self.drop = base, alpha / r, torch.nn.Dropout(dropout)
+                self.A = torch.nn.Linear(base.in_features, r, bias=False)
+                self.B = torch.nn.Linear(r, base.out_features, bias=False)
+                with torch.no_grad():  # random, non-zero: both gradients carry work
+                    self.A.weight.copy_(torch.randn(self.A.weight.shape, generator=gen) * 0.02)
+                    self.B.weight.copy_(torch.randn(self.B.weight.shape, generator=gen) * 0.02)
+
+            def forward(self, x):
+                return self.base(x) + self.B(self.A(self.drop(x))) * self.scale
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for _, module in list(model.named_modules()):
+            for child_name, child in list(module.named_children()):
+                if child_name in targets and isinstance(child, torch.nn.Linear):
+                    setattr(module, child_name, LoRALinear(child))
 
 
-def run_models(torch, a):
+def torch_model_step(torch, name, device, small):
+    """One iteration of PyTorch's side of a whole-model case, on `device`, the same shapes and work as
+    compare_cpu's case of the same name (small: tiny widths and lengths, to check this code on a CPU)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_cpu import _esm, _ids, _rnabert  # the configurations the CPU comparison uses
+    gen = torch.Generator().manual_seed(1)
+    L_rna = 64 if small else 1024
+
+    def fwdbwd(m, out):
+        def step():
+            out().pow(2).mean().backward()
+            m.zero_grad(set_to_none=True)
+        return step
+
+    def rnabert():
+        m = _rnabert(*((64, 2, 4, 96) if small else (2048, 32, 32, 5440)))
+        _LoRALinear.wrap(torch, m, ["query", "value"], 32, 64.0, 0.1, gen)
+        return m.to(device).train()
+
+    def enformer(target_length):
+        from enformer_pytorch import Enformer
+        hp = dict(dim=48, depth=1, heads=2, attn_dim_key=8, dim_divisible_by=8) if small else {}
+        if small and target_length > 0:
+            target_length = 32  # 8192 bp -> 64 bins
+        return Enformer.from_hparams(use_checkpointing=True, target_length=target_length,  # official: dim 1536, depth 11
+                                     **hp).to(device).train()
+
+    L_dna = 8192 if small else 196608
+    if name == "esm150m_fwdbwd":
+        m = _esm(*((64, 2, 4, 128) if small else (640, 30, 20, 2560))).to(device).train()
+        ids = _ids(torch, gen, 2, L_rna, 4, 24, 0, 2).to(device)
+        mask = torch.ones_like(ids)
+        return fwdbwd(m, lambda: m(input_ids=ids, attention_mask=mask).last_hidden_state)
+    if name == "aido1b6_lora_fwdbwd":
+        m, ids = rnabert(), torch.randint(5, 9, (2, L_rna), generator=gen).to(device)
+        mask = torch.ones_like(ids)
+        return fwdbwd(m, lambda: m(input_ids=ids, attention_mask=mask).last_hidden_state)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (2, L_dna), generator=gen), 4).float().to(device)
+    if name == "enformer_official_fwdbwd":
+        m = enformer(-1)  # the whole trunk output, as strand's case
+        return fwdbwd(m, lambda: m(x, return_only_embeddings=True))
+    if name == "dna_rna_concat_step":  # bench/gpu_dna_rna_concat.toml, composed as MMSequenceRegression
+        import functools
+        from modelgenerator.adapters.adapters import MLPAdapter
+        from modelgenerator.adapters.fusion import ConcatFusion, MMFusionTokenAdapter
+        dna, rna = enformer(896), rnabert()  # the official crop, as the config
+        dim = 48 if small else 1536
+        head = MMFusionTokenAdapter(30, 2 * dim, 64 if small else 2048,
+                                    fusion=functools.partial(ConcatFusion, project_size=1024),
+                                    adapter=functools.partial(MLPAdapter, hidden_sizes=[1024], dropout=0.1,
+                                                              dropout_in_middle=False)).to(device).train()
+        ids = _ids(torch, gen, 2, L_rna, 5, 9, 2, 3).to(device)
+        m1 = torch.ones_like(ids)
+        labels = torch.randn(2, 30, generator=gen).to(device)
+        params = [p for mod in (dna, rna, head) for p in mod.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            h0 = dna(x, return_only_embeddings=True)
+            m0 = torch.ones(h0.shape[:2], device=device)
+            h1 = rna(input_ids=ids, attention_mask=m1).last_hidden_state
+            torch.nn.functional.mse_loss(head(h0, m0, h1, m1), labels).backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.1)
+            opt.step()
+        return step
+    raise ValueError(f"unknown model case {name}")
+
+
+def torch_model_main(a):
+    """Subprocess mode: one PyTorch model case, one JSON line {times_s, peak_bytes}."""
+    import types
+    for mod in ("polars", "pyfaidx"):  # enformer_pytorch.data imports them; its model code does not use them
+        try:
+            __import__(mod)
+        except ImportError:
+            stub = types.ModuleType(mod)
+            stub.Fasta = object
+            sys.modules[mod] = stub
+    import torch
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device(a.device)
+    step = torch_model_step(torch, a.torch_model, dev, a.small)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    step()  # warm-up
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(a.model_reps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() if cuda else 0
+    print(json.dumps({"case": a.torch_model, "times_s": times, "peak_bytes": peak}), flush=True)
+
+
+def run_json(cmd, env=None, timeout=1200):
+    """Runs a side of a model case; its last JSON line, or {"error": ...}."""
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"error": str(e)}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        return {"error": f"exit {p.returncode}: " + " / ".join((p.stderr.strip() or p.stdout.strip()).splitlines()[-3:])}
+    return json.loads(lines[-1])
+
+
+def run_models(a):
     rows = []
     for name in MODEL_CASES:
         row = {"case": name}
-        try:
-            out = subprocess.run([a.compare_bin, "--device", "cuda", "--case", name, "--reps", str(a.model_reps),
-                                  "--warmup", "1"], check=True, capture_output=True, text=True, timeout=900)
-            sj = json.loads(out.stdout.strip().splitlines()[-1])
+        sj = run_json([a.compare_bin, "--device", "cuda", "--case", name, "--reps", str(a.model_reps), "--warmup", "1"])
+        if "error" in sj:
+            row["strand_error"] = sj["error"]
+        else:
             row.update(strand_s=statistics.median(sj["times_s"]), strand_peak_bytes=sj["device_peak_bytes"])
-        except subprocess.CalledProcessError as e:
-            row["strand_error"] = (e.stderr or "")[-500:]
-        step = torch_model_case(torch, name)
-        if step is not None:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            row["torch_s"] = timed(torch, step, a.model_reps, warmup=1)
-            row["torch_peak_bytes"] = torch.cuda.max_memory_allocated()
+        env = dict(os.environ)
+        if name in NEEDS_REF_SITE:
+            if not a.ref_site:
+                row["torch_error"] = "not measured: needs --ref-site (ModelGenerator / enformer-pytorch)"
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr)
+                continue
+            env["PYTHONPATH"] = a.ref_site + os.pathsep + env.get("PYTHONPATH", "")
+        tj = run_json([sys.executable, __file__, "--torch-model", name, "--device", "cuda",
+                       "--model-reps", str(a.model_reps)], env=env)
+        if "error" in tj:
+            row["torch_error"] = tj["error"]
+        else:
+            row.update(torch_s=statistics.median(tj["times_s"]), torch_peak_bytes=tj["peak_bytes"])
             if "strand_s" in row:
                 row["ratio"] = row["torch_s"] / row["strand_s"]
-            del step
-            torch.cuda.empty_cache()
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
     return rows
@@ -170,7 +305,15 @@ def main():
     ap.add_argument("--models", action="store_true", help="also time the whole-model cases (compare_cpu --device cuda)")
     ap.add_argument("--compare-bin", default="build-gpu/bench/compare_cpu", help="strand's compare_cpu binary")
     ap.add_argument("--model-reps", type=int, default=2)
+    ap.add_argument("--ref-site", default=os.environ.get("STRAND_REF_SITE", ""),
+                    help="a folder put first on PYTHONPATH for the ModelGenerator / enformer-pytorch cases "
+                         "(transformers 4.38, tokenizers 0.15, modelgenerator, enformer-pytorch: tools/fetch_gpu_wheels.sh)")
+    ap.add_argument("--torch-model", default=None, help=argparse.SUPPRESS)  # subprocess mode
+    ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    ap.add_argument("--small", action="store_true", help=argparse.SUPPRESS)  # tiny shapes, to check on a CPU
     a = ap.parse_args()
+    if a.torch_model:
+        return torch_model_main(a)
 
     import torch
     import torch.nn.functional as F
@@ -214,7 +357,7 @@ def main():
     import gc
     gc.collect()
     torch.cuda.empty_cache()
-    model_rows = run_models(torch, a) if a.models else []
+    model_rows = run_models(a) if a.models else []
     meta = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
             "strand_context": sj.get("context", {}), "precision": "fp32, TF32 off on both sides except the cases whose last argument is 1"}
     json.dump({"meta": meta, "rows": rows, "models": model_rows}, open(a.out, "w"), indent=1)
@@ -239,7 +382,7 @@ def main():
         for r in model_rows:
             st = f"{r['strand_s'] * 1e3:.0f} ms" if "strand_s" in r else "error"
             sp = gib(r["strand_peak_bytes"]) if "strand_peak_bytes" in r else ""
-            tt = f"{r['torch_s'] * 1e3:.0f} ms" if "torch_s" in r else "not measured"
+            tt = f"{r['torch_s'] * 1e3:.0f} ms" if "torch_s" in r else ("error" if "not measured" not in r.get("torch_error", "not measured") else "not measured")
             tp = gib(r["torch_peak_bytes"]) if "torch_peak_bytes" in r else ""
             ra = f"{r['ratio']:.2f}" if "ratio" in r else ""
             lines.append(f"| {r['case']} | {st} | {sp} | {tt} | {tp} | {ra} |")
