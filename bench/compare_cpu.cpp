@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "autograd/functional.h"
+#include "kernels/profile.h"
 #include "kernels/threads.h"
 #include "models/aido_rna/rnabert.h"
 #include "models/enformer/enformer.h"
@@ -295,9 +296,12 @@ int64_t status_kb(const char* key) {
 }
 
 void usage() {
-  std::cout << "usage: compare_cpu --case NAME [--threads N] [--reps R] [--warmup W] [--device cpu|cuda]\n"
+  std::cout << "usage: compare_cpu --case NAME [--threads N] [--reps R] [--warmup W] [--device cpu|cuda] [--profile]\n"
                "       compare_cpu --list\n"
-               "Runs one case of tools/compare_cpu.py (strand's side) and prints one JSON line.\n";
+               "Runs one case of tools/compare_cpu.py (strand's side) and prints one JSON line.\n"
+               "  --device cuda   models, inputs and leaves on the GPU (the GPU-scale cases: see --list)\n"
+               "  --profile       time every kernel of the timed iterations (kernels/profile.h); a table\n"
+               "                  goes to stderr and \"profile\": {kernel: [calls, seconds]} into the JSON\n";
 }
 
 }  // namespace
@@ -305,6 +309,7 @@ void usage() {
 int main(int argc, char** argv) {
   std::string name;
   int threads = 0, reps = 5, warmup = 1;
+  bool profile = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -316,6 +321,7 @@ int main(int argc, char** argv) {
     };
     if (a == "--case") name = next();
     else if (a == "--device") g_dev = Device::parse(next());
+    else if (a == "--profile") profile = true;
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else if (a == "--reps") reps = std::atoi(next().c_str());
     else if (a == "--warmup") warmup = std::atoi(next().c_str());
@@ -353,6 +359,10 @@ int main(int argc, char** argv) {
     const int64_t dev0 = g_dev.is_cuda() ? cuda_rt::allocator_stats(g_dev.index).allocated_bytes : 0;
     std::vector<double> times;
     for (int i = 0; i < warmup + reps; ++i) {
+      if (profile && i == warmup) {  // the timed iterations only (they run slower: see kernels/profile.h)
+        prof::reset();
+        prof::set_enabled(true);
+      }
       const auto t0 = std::chrono::steady_clock::now();
       step();
       if (g_dev.is_cuda()) cuda_rt::synchronize();
@@ -370,6 +380,16 @@ int main(int argc, char** argv) {
       const auto st = cuda_rt::allocator_stats(g_dev.index);
       js << ", \"device_peak_bytes\": " << st.peak_allocated_bytes << ", \"device_peak_above_start_bytes\": "
          << st.peak_allocated_bytes - dev0 << ", \"device_peak_reserved_bytes\": " << st.peak_reserved_bytes;
+    }
+    if (profile) {
+      prof::set_enabled(false);
+      std::cerr << "compare_cpu: " << name << ": kernel time over " << reps << " timed iterations (profiled)\n"
+                << prof::report_text();
+      js << ", \"profile\": {";
+      const auto r = prof::report();
+      for (size_t i = 0; i < r.size(); ++i)
+        js << (i ? ", " : "") << "\"" << r[i].name << "\": [" << r[i].calls << ", " << r[i].seconds << "]";
+      js << "}";
     }
     js << "}";
     std::cout << js.str() << std::endl;

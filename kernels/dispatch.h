@@ -1,18 +1,26 @@
 #pragma once
 // Internals shared by the op-layer files (kernels/*.cpp): STRAND_DISPATCH(t, fn, args...) calls
-// cuda::fn(args...) when t lives on a GPU (CUDA builds), else cpu::fn(args...); compute_dtype and
+// cuda::fn(args...) when t lives on a GPU (CUDA builds), else cpu::fn(args...), timed under fn's name
+// when the kernel profile is on (kernels/profile.h); compute_dtype and
 // unit_last prepare operands for the kernels.
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/ops.h"
+#include "kernels/profile.h"
 #ifdef STRAND_WITH_CUDA
 #include "kernels/cuda/cuda_kernels.h"
-#define STRAND_DISPATCH(dev_tensor, fn, ...)           \
-  do {                                                 \
-    if ((dev_tensor).is_cuda()) cuda::fn(__VA_ARGS__); \
-    else cpu::fn(__VA_ARGS__);                         \
+#define STRAND_DISPATCH(dev_tensor, fn, ...)                         \
+  do {                                                               \
+    const bool on_cuda_ = (dev_tensor).is_cuda();                    \
+    const ::strand::prof::Scope prof_scope_(#fn, on_cuda_);          \
+    if (on_cuda_) cuda::fn(__VA_ARGS__);                             \
+    else cpu::fn(__VA_ARGS__);                                       \
   } while (0)
 #else
-#define STRAND_DISPATCH(dev_tensor, fn, ...) cpu::fn(__VA_ARGS__)
+#define STRAND_DISPATCH(dev_tensor, fn, ...)                \
+  do {                                                      \
+    const ::strand::prof::Scope prof_scope_(#fn, false);    \
+    cpu::fn(__VA_ARGS__);                                   \
+  } while (0)
 #endif
 
 namespace strand::ops {

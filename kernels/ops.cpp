@@ -760,6 +760,7 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   if (training) {
     const BatchNormReducer& red = bn_reducer();
     // Under SyncBatchNorm the count is global: one row per process is fine when there are several.
+    const prof::Scope prof_scope("batch_norm_stats", x.is_cuda());
 #ifdef STRAND_WITH_CUDA
     const double n = x.is_cuda() ? cuda::batch_norm_stats(x, mean, var, red ? &red : nullptr)
                                  : cpu::batch_norm_stats(x, mean, var, red ? &red : nullptr);
