@@ -267,6 +267,9 @@ def run_models(a):
             row["strand_error"] = sj["error"]
         else:
             row.update(strand_s=statistics.median(sj["times_s"]), strand_peak_bytes=sj["device_peak_bytes"])
+        if a.profile:  # a separate, slower run: where strand's step time goes, kernel by kernel
+            pj = run_json([a.compare_bin, "--device", "cuda", "--case", name, "--reps", "1", "--warmup", "1", "--profile"])
+            row["strand_profile"] = pj.get("profile", pj.get("error"))
         env = dict(os.environ)
         if name in NEEDS_REF_SITE:
             if not a.ref_site:
@@ -305,6 +308,7 @@ def main():
     ap.add_argument("--models", action="store_true", help="also time the whole-model cases (compare_cpu --device cuda)")
     ap.add_argument("--compare-bin", default="build-gpu/bench/compare_cpu", help="strand's compare_cpu binary")
     ap.add_argument("--model-reps", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="with --models: also strand's per-kernel time of each case")
     ap.add_argument("--ref-site", default=os.environ.get("STRAND_REF_SITE", ""),
                     help="a folder put first on PYTHONPATH for the ModelGenerator / enformer-pytorch cases "
                          "(transformers 4.38, tokenizers 0.15, modelgenerator, enformer-pytorch: tools/fetch_gpu_wheels.sh)")
@@ -362,6 +366,14 @@ def main():
             "strand_context": sj.get("context", {}), "precision": "fp32, TF32 off on both sides except the cases whose last argument is 1"}
     json.dump({"meta": meta, "rows": rows, "models": model_rows}, open(a.out, "w"), indent=1)
 
+    text = markdown(meta, rows, model_rows)
+    print(text)
+    if a.md:
+        open(a.md, "w").write(text)
+
+
+def markdown(meta, rows, model_rows):
+    """The comparison as a markdown table (kernels, then whole models and their profiles)."""
     def rate(v, counter):
         return f"{v / 1e12:.2f} TFLOP/s" if counter == "FLOP/s" else f"{v / 1e9:.0f} GB/s"
     lines = [f"# strand CUDA kernels vs PyTorch — {meta['gpu']}, torch {meta['torch']} (CUDA {meta['cuda']})", "",
@@ -386,10 +398,14 @@ def main():
             tp = gib(r["torch_peak_bytes"]) if "torch_peak_bytes" in r else ""
             ra = f"{r['ratio']:.2f}" if "ratio" in r else ""
             lines.append(f"| {r['case']} | {st} | {sp} | {tt} | {tp} | {ra} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.md:
-        open(a.md, "w").write(text)
+        for r in model_rows:
+            prof = r.get("strand_profile")
+            if isinstance(prof, dict) and prof:
+                total = sum(v[1] for v in prof.values())
+                top = sorted(prof.items(), key=lambda kv: -kv[1][1])[:8]
+                lines += ["", f"strand {r['case']}, one profiled step ({total * 1e3:.0f} ms of kernels, GPU synchronised "
+                          "around each): " + ", ".join(f"{k} {v[1] * 1e3:.0f} ms ({v[0]} calls)" for k, v in top)]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
