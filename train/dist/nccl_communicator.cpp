@@ -109,12 +109,27 @@ class NcclCommunicator : public Communicator {
   int size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
 
+  // Host tensors (the trainer's loss, evaluation's predictions, SyncBatchNorm's per-channel sums)
+  // go through a device copy: NCCL moves device memory only.
   void all_reduce(const Tensor& t, ReduceOp op) override {
+    if (t.defined() && t.device().is_cpu()) {
+      Tensor d = on_device(t);
+      all_reduce(d, op);
+      ops::copy_(t, d);
+      return;
+    }
     all_reduce_async(t, op)->wait();
     STRAND_NCCL_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
   }
 
   std::unique_ptr<Work> all_reduce_async(const Tensor& t, ReduceOp op) override {
+    if (t.defined() && t.device().is_cpu()) {  // staged and finished here; the returned work is done
+      all_reduce(t, op);
+      cudaEvent_t done;
+      STRAND_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+      STRAND_NCCL_CUDA_CHECK(cudaEventRecord(done, stream_));
+      return std::make_unique<NcclWork>(done);
+    }
     check_cuda_contiguous(t, "all_reduce");
     const DType dt = t.dtype();
     STRAND_CHECK(op == ReduceOp::sum || is_floating(dt), "all_reduce: avg needs a floating dtype, got ",
@@ -130,6 +145,12 @@ class NcclCommunicator : public Communicator {
   }
 
   void broadcast(const Tensor& t, int root) override {
+    if (t.defined() && t.device().is_cpu()) {
+      Tensor d = on_device(t);
+      broadcast(d, root);
+      ops::copy_(t, d);
+      return;
+    }
     check_cuda_contiguous(t, "broadcast");
     STRAND_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not a rank of a world of size ", size_);
     after_compute();
@@ -139,7 +160,8 @@ class NcclCommunicator : public Communicator {
   }
 
   Tensor all_gather(const Tensor& t_in) override {
-    STRAND_CHECK(t_in.defined() && t_in.device().is_cuda(), "all_gather: the NCCL backend takes CUDA tensors");
+    STRAND_CHECK(t_in.defined(), "all_gather: undefined tensor");
+    if (t_in.device().is_cpu()) return ops::to(all_gather(on_device(t_in)), Device::cpu());
     Tensor t = ops::contiguous(t_in);
     // Different element counts would gather garbage: compare them over MPI first.
     int64_t n = t.numel(), lo = 0, hi = 0;
@@ -180,6 +202,7 @@ class NcclCommunicator : public Communicator {
     STRAND_NCCL_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
     cudaEventDestroy(ready);
   }
+  Tensor on_device(const Tensor& t) const { return ops::to(ops::contiguous(t), Device::cuda(device_)); }
   int rank_ = 0, size_ = 1, device_ = 0;
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
