@@ -1,7 +1,8 @@
 // The trainer on the GPU: the tiny recipe (Enformer with BatchNorm and dropout, AIDO.RNA, ESM-2,
 // concat fusion) trained on synthetic data follows the CPU run's losses step for step (dropout
 // masks are the same Philox streams on both devices), and a GPU run killed part-way resumes to the
-// uninterrupted GPU run's losses exactly (every CUDA kernel is deterministic). Skipped without a GPU.
+// uninterrupted GPU run's losses exactly (every CUDA kernel is deterministic); its checkpoint
+// predicts the same on either device. Skipped without a GPU.
 #include <filesystem>
 
 #include "tests/test_util.h"
@@ -49,6 +50,20 @@ TEST(CudaTraining, FollowsTheCpuRunAndResumesExactly) {
   const FitResult resumed = run("killed", "cuda", true, -1);
   EXPECT_EQ(killed.losses, std::vector<double>(gpu.losses.begin(), gpu.losses.begin() + 7));
   EXPECT_EQ(resumed.losses, std::vector<double>(gpu.losses.begin() + 4, gpu.losses.end()));
+
+  // strand-eval's path: the GPU checkpoint predicts the test split the same on either device
+  Config cfg = load_config(std::string(STRAND_SOURCE_DIR) + "/configs/tiny_cpu.toml",
+                           {"data.dir=" + (dir / "data").string()});
+  Splits s = open_splits(cfg);
+  std::vector<Predictions> p;
+  for (const Device d : {Device::cpu(), Device::cuda(0)}) {
+    auto task = std::make_shared<RegressionTask>(cfg);
+    load_checkpoint_weights(*task, (dir / "gpu" / "best.safetensors").string());
+    task->to(d);
+    p.push_back(predict(*task, *s.test, 16));
+  }
+  ASSERT_EQ(p[0].preds.size(), p[1].preds.size());
+  for (size_t i = 0; i < p[0].preds.size(); ++i) EXPECT_NEAR(p[1].preds[i], p[0].preds[i], 1e-4) << "prediction " << i;
   fs::remove_all(dir);
 }
 
