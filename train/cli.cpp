@@ -45,6 +45,12 @@ int run_tool(const char* tool, const std::function<int()>& body) {
 
 Device device_from_config(const Config& cfg) {
   Device device = Device::parse(cfg.trainer.device);
+  // Under mpirun each rank takes the GPU of its local rank, as the NCCL communicator does; a fixed
+  // cuda:N would put every rank on one GPU while their communicators used others.
+  STRAND_CHECK(!device.is_cuda() || cfg.trainer.device == "cuda" || dist::env_world_size() <= 1,
+               "trainer.device '", cfg.trainer.device, "': with ", dist::env_world_size(),
+               " processes use trainer.device = \"cuda\" (each rank takes the GPU of its local rank; "
+               "CUDA_VISIBLE_DEVICES picks which)");
   if (device.is_cuda()) {
     STRAND_CHECK(cuda_available(), "trainer.device '", cfg.trainer.device,
                  "': no usable CUDA GPU here (or this build has no CUDA backend)");

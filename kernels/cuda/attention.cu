@@ -473,10 +473,13 @@ size_t tiled_smem(int tiles, int ptiles) {
 }
 template <class K>
 void allow_smem(K kernel, size_t bytes) {
-  if (bytes > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (bytes <= 48 * 1024) return;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  STRAND_CHECK(e == cudaSuccess, "CUDA attention: cannot reserve ", bytes, " bytes of shared memory: ", cudaGetErrorString(e));
 }
 // The rounded head dim of the tiled kernels (0: use the row kernels): up to 128 in f32, 64 in f64,
-// at least one key, and shared memory the device can give (f64 at 64 needs 195 KB: not on an A100).
+// at least one key, at most 65,535 (batch, head) pairs, and shared memory the device can give (f64
+// at 64 needs 195 KB: not on an A100).
 // The most dynamic shared memory one block may opt into on the current device (227 KB on an H100,
 // 163 KB on an A100).
 size_t smem_optin_limit() {
@@ -488,6 +491,7 @@ size_t smem_optin_limit() {
 template <class T>
 int tiled_dm(const Geometry& g) {
   if (g.Tk == 0 || g.Tq == 0) return 0;
+  if (g.B * g.H > 65535) return 0;  // the tiled grids put (batch, head) on blockIdx.y
   const int dm = g.D <= 32 ? 32 : g.D <= 64 ? 64 : g.D <= 128 ? 128 : 0;
   if (dm == 0 || (sizeof(T) == 8 && dm > 64)) return 0;
   // the dK/dV kernel needs the most: 4 operand tiles and 2 score tiles

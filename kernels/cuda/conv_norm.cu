@@ -212,6 +212,7 @@ void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, c
       } else {
         cudaMemsetAsync(op, 0, out.nbytes());
       }
+      if (KC == 0 || Cout == 0) return;  // no input channels: the bias rows are the output
       const Tensor wf = reorder<T>(w, false);
       cublasHandle_t h = cublas_handle(x.device().index);
       for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
@@ -232,18 +233,18 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
       const int64_t Lout = grad.size(1), KC = K * Cin;
       const T* gp = ptr<T>(grad);
       cublasHandle_t h = cublas_handle(x.device().index);
-      if (gx.defined()) {
+      if (gx.defined() && gx.numel() > 0) {
         cudaMemsetAsync(gx.raw_data(), 0, gx.nbytes());
         const Tensor taps = reorder<T>(w, true);
         for (int64_t b = 0; b < B; ++b)
           for (int64_t k = 0; k < K; ++k) {
             const int64_t lo = std::max<int64_t>(0, pad - k), hi = std::min<int64_t>(Lout, L + pad - k);
-            if (hi <= lo) continue;
+            if (hi <= lo || Cout == 0) continue;
             gemm<T>(h, false, false, hi - lo, Cin, Cout, gp + (b * Lout + lo) * Cout, Cout, ptr<T>(taps) + k * Cout * Cin,
                     Cin, T(1), ptr<T>(gx) + (b * L + lo + k - pad) * Cin, Cin);
           }
       }
-      if (gw.defined()) {
+      if (gw.defined() && gw.numel() > 0) {
         Tensor gf = ops::zeros({Cout * KC}, on(x, x.dtype()));  // [Cout, K, Cin]
         for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
           gemm<T>(h, true, false, Cout, KC, rows, gp + (b * Lout + l0) * Cout, Cout, a, KC, T(1), ptr<T>(gf), KC);

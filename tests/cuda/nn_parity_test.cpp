@@ -131,6 +131,15 @@ TEST(CudaNnParity, Conv1dEveryPaddingAndKernelSize) {
   }
 }
 
+TEST(CudaNnParity, Conv1dWithoutChannels) {  // K·Cin = 0 or Cout = 0: no GEMM (cuBLAS rejects ld 0)
+  STRAND_SKIP_WITHOUT_GPU();
+  Tensor x = test::uniform({2, 5, 0}, -1, 1, 44, DType::f32), w = test::uniform({3, 0, 1}, -1, 1, 45, DType::f32),
+         b = test::uniform({3}, -1, 1, 46, DType::f32);
+  expect_parity([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], in[2], 0); }, {x, w, b}, {2, 5, 3}, 0);
+  Tensor x2 = test::uniform({2, 5, 4}, -1, 1, 47, DType::f32), w2 = test::uniform({0, 4, 3}, -1, 1, 48, DType::f32);
+  expect_parity([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), -1); }, {x2, w2}, {2, 5, 0}, 0);
+}
+
 TEST(CudaNnParity, BatchNormTrainAndEvalWithRunningStats) {
   STRAND_SKIP_WITHOUT_GPU();
   for (DType dt : {DType::f32, DType::f64}) {

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <nlohmann/json.hpp>
 
 #include "kernels/ops.h"
@@ -99,6 +101,11 @@ TEST(Config, DeviceFromConfigChecksTheMachineAndAppliesTf32) {
     c.trainer.device = "cuda:1";
     EXPECT_TRUE(throws_with([&] { device_from_config(c); }, {"trainer.device 'cuda:1'", "no usable CUDA GPU"}));
   }
+  // under mpirun (2 ranks here by its environment), a fixed GPU index is refused before anything else
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  c.trainer.device = "cuda:0";
+  EXPECT_TRUE(throws_with([&] { device_from_config(c); }, {"'cuda:0'", "2 processes", "trainer.device = \"cuda\""}));
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
   c.trainer.device = "cpu";
   c.trainer.tf32 = true;
   device_from_config(c);
