@@ -246,19 +246,12 @@ def torch_model_main(a):
     print(json.dumps({"case": a.torch_model, "times_s": times, "peak_bytes": peak}), flush=True)
 
 
-def run_json(cmd, env=None, timeout=1200):
-    """Runs a side of a model case; its last JSON line, or {"error": ...}."""
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {"error": str(e)}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        return {"error": f"exit {p.returncode}: " + " / ".join((p.stderr.strip() or p.stdout.strip()).splitlines()[-3:])}
-    return json.loads(lines[-1])
-
-
 def run_models(a):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_cpu import run_side  # one subprocess-and-JSON convention for both comparisons
+
+    def run_json(cmd, env=None):
+        return run_side(cmd, env if env is not None else dict(os.environ), 1200)
     rows = []
     for name in MODEL_CASES:
         row = {"case": name}
