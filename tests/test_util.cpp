@@ -31,6 +31,14 @@ Tensor uniform(const Shape& s, double lo, double hi, uint64_t seed, DType dt) {
   return ops::to(ops::add(ops::mul(u, hi - lo), lo), dt);
 }
 
+Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {
+  Tensor m = ops::zeros({B, T}, TensorOptions(DType::b8));
+  auto* p = static_cast<uint8_t*>(m.raw_data());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = lengths[b]; t < T; ++t) p[b * T + t] = 1;
+  return m;
+}
+
 Tensor param(const Shape& s, double lo, double hi, uint64_t seed) {
   Tensor t = uniform(s, lo, hi, seed);
   t.set_requires_grad(true);

@@ -18,6 +18,8 @@ namespace strand::test {
 
 // A deterministic f64 CPU tensor with values in [lo, hi).
 Tensor uniform(const Shape& s, double lo = -1, double hi = 1, uint64_t seed = 1, DType dt = DType::f64);
+// A padding mask as the models build it: bool [B, T], true at t >= lengths[b].
+Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths);
 // Same but requiring grad (a leaf).
 Tensor param(const Shape& s, double lo = -1, double hi = 1, uint64_t seed = 1);
 

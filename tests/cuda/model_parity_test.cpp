@@ -1,7 +1,7 @@
 // Whole backbones on the GPU against the same weights on the CPU: tiny ESM-2 and AIDO.RNA (with a
 // padded row) and Enformer (conv tower with batch_norm in training mode, attention pooling,
-// relative-position attention), forward and the gradient of every parameter. This is what `--device cuda` will rest
-// on; skipped without a usable GPU.
+// relative-position attention), forward and the gradient of every parameter. This is what
+// `--device cuda` rests on; skipped without a usable GPU.
 #include "autograd/functional.h"
 #include "models/aido_rna/rnabert.h"
 #include "models/enformer/enformer.h"
@@ -13,26 +13,36 @@ namespace {
 
 const Device kGpu = Device::cuda(0);
 
+// Every parameter's gradient (undefined where none reached it), cleared from the model.
+std::vector<Tensor> take_grads(nn::Module& m) {
+  std::vector<Tensor> grads;
+  for (const Tensor& p : m.parameters()) {
+    grads.push_back(p.grad().defined() ? ops::clone(p.grad()) : Tensor());
+    p.set_grad(Tensor());
+  }
+  return grads;
+}
+// The model's (GPU) gradients against the CPU run's.
+void expect_grads_close(nn::Module& m, const std::vector<Tensor>& cpu_grads, double tol) {
+  const auto params = m.parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!cpu_grads[i].defined()) continue;
+    EXPECT_TRUE(test::allclose(ops::to(params[i].grad(), Device::cpu()), cpu_grads[i], tol, tol)) << "parameter " << i;
+  }
+}
+
 // Forward + backward of sum(h * w) on the CPU, then the same model moved to the GPU.
 void expect_backbone_parity(models::Backbone& m, const Tensor& ids, const Tensor& mask) {
   const Tensor w = test::uniform({ids.size(0), ids.size(1), m.hidden_size()}, -1, 1, 5, DType::f32);
   m.train();  // dropout is 0 in these configs; train mode exercises the training kernels
   Tensor h = m.forward(ids, mask).last_hidden_state;
   backward(sum(h * w));
-  std::vector<Tensor> grads;
-  for (const Tensor& p : m.parameters()) {
-    grads.push_back(p.grad().defined() ? ops::clone(p.grad()) : Tensor());
-    p.set_grad(Tensor());
-  }
+  const std::vector<Tensor> grads = take_grads(m);
   m.to(kGpu);
   Tensor hg = m.forward(ops::to(ids, kGpu), ops::to(mask, kGpu)).last_hidden_state;
   backward(sum(hg * ops::to(w, kGpu)));
   EXPECT_TRUE(test::allclose(ops::to(hg, Device::cpu()), h, 2e-5, 2e-5));
-  const auto params = m.parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!grads[i].defined()) continue;
-    EXPECT_TRUE(test::allclose(ops::to(params[i].grad(), Device::cpu()), grads[i], 1e-4, 1e-4)) << "parameter " << i;
-  }
+  expect_grads_close(m, grads, 1e-4);
 }
 
 Tensor padded_mask() { return ops::from_vector<int64_t>({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {2, 10}); }
@@ -87,11 +97,7 @@ TEST(CudaModelParity, EnformerForwardGradientsAndRunningStats) {
   Tensor y = m.forward(x);
   const Tensor w = test::uniform(y.sizes(), -1, 1, 6, DType::f32);
   backward(sum(y * w));
-  std::vector<Tensor> grads;
-  for (const Tensor& p : m.parameters()) {
-    grads.push_back(p.grad().defined() ? ops::clone(p.grad()) : Tensor());
-    p.set_grad(Tensor());
-  }
+  const std::vector<Tensor> grads = take_grads(m);
   const nn::NamedTensors stats = m.named_buffers();
   std::vector<Tensor> cpu_stats;
   for (const auto& kv : stats) cpu_stats.push_back(ops::clone(kv.second));
@@ -100,11 +106,7 @@ TEST(CudaModelParity, EnformerForwardGradientsAndRunningStats) {
   Tensor yg = m.forward(ops::to(x, kGpu));
   backward(sum(yg * ops::to(w, kGpu)));
   EXPECT_TRUE(test::allclose(ops::to(yg, Device::cpu()), y, 1e-4, 1e-4));
-  const auto params = m.parameters();
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!grads[i].defined()) continue;
-    EXPECT_TRUE(test::allclose(ops::to(params[i].grad(), Device::cpu()), grads[i], 1e-3, 1e-3)) << "parameter " << i;
-  }
+  expect_grads_close(m, grads, 1e-3);
   const nn::NamedTensors gstats = m.named_buffers();
   ASSERT_EQ(gstats.size(), cpu_stats.size());
   for (size_t i = 0; i < gstats.size(); ++i)

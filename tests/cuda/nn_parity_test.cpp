@@ -277,12 +277,7 @@ TEST(CudaNnParity, FusedAdamWMatchesTheCpu) {
   }
 }
 
-Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {
-  std::vector<uint8_t> m(static_cast<size_t>(B * T), 0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = lengths[b]; t < T; ++t) m[b * T + t] = 1;
-  return ops::to(ops::from_vector<uint8_t>(m, {B, T}), DType::b8);
-}
+using test::pad_mask;  // key_pad[b][j], query_pad[b][i] (true = padding)
 
 TEST(CudaNnParity, FusedAttentionEveryVariant) {
   STRAND_SKIP_WITHOUT_GPU();

@@ -20,14 +20,7 @@ using test::param;
 using test::throws_with;
 using test::uniform;
 
-// Masks as the models build them: key_pad[b][j], query_pad[b][i] (true = padding).
-Tensor pad_mask(int64_t B, int64_t T, const std::vector<int64_t>& lengths) {
-  Tensor m = ops::zeros({B, T}, TensorOptions(DType::b8));
-  auto* p = static_cast<uint8_t*>(m.raw_data());
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = lengths[b]; t < T; ++t) p[b * T + t] = 1;
-  return m;
-}
+using test::pad_mask;  // key_pad[b][j], query_pad[b][i] (true = padding)
 
 // Plain loops in double: s = scale q·k, masked keys -> -DBL_MAX, softmax, o = p v; a padded query
 // row is zero, or has every key masked.
