@@ -1,6 +1,7 @@
 // Activation checkpointing (the reentrant scheme): the forward runs under no-grad and keeps only
-// its inputs; backward restores the random state, recomputes the forward with grad on, and runs a
-// nested backward through the recomputed graph.
+// its inputs; backward restores the random state and the autocast mode, recomputes the forward
+// with grad on, and runs a nested backward through the recomputed graph.
+#include "autograd/autocast.h"
 #include "autograd/functional.h"
 #include "autograd/node.h"
 
@@ -10,6 +11,7 @@ using autograd::FnNode;
 
 std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs) {
   const Generator rng = default_generator();
+  const bool autocast = autocast_enabled();  // the recomputation casts as the forward did
   std::vector<Tensor> outputs;
   {
     NoGradGuard no_grad;
@@ -33,7 +35,7 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
   }
   const size_t n_in = inputs.size();
   autograd::record("checkpoint", edges_from, outputs, std::move(saved),
-                   [fn, rng, input_rg, n_in](FnNode& node, const std::vector<Tensor>& grads) {
+                   [fn, rng, autocast, input_rg, n_in](FnNode& node, const std::vector<Tensor>& grads) {
                      std::vector<Tensor> detached;
                      for (size_t i = 0; i < n_in; ++i) {
                        Tensor d = ops::detach(node.saved(i));
@@ -46,6 +48,7 @@ std::vector<Tensor> checkpoint(const CheckpointFn& fn, const std::vector<Tensor>
                        Generator now = default_generator();
                        default_generator() = rng;
                        GradModeGuard grad_on(true);
+                       AutocastGuard cast(autocast);
                        outs = fn(detached);
                        default_generator() = now;
                      }

@@ -1,5 +1,6 @@
 #include "autograd/functional.h"
 
+#include "autograd/autocast.h"
 #include "autograd/node.h"
 
 namespace strand {
@@ -32,6 +33,34 @@ Shape keepdim_shape(const Tensor& x, const std::vector<int64_t>& dims) {
 }
 int64_t reduced_count(const Tensor& x, const std::vector<int64_t>& dims) {
   return x.numel() / std::max<int64_t>(1, shape_numel(keepdim_shape(x, dims)));
+}
+
+// ---- dtype casts at op boundaries (autograd/autocast.h) ----
+bool castable_dtype(DType d) { return d == DType::f32 || d == DType::bf16 || d == DType::f16; }
+bool castable(const Tensor& t) { return t.defined() && castable_dtype(t.dtype()); }  // never f64 or integers
+// The autocast "lower precision" list: operands in bf16.
+Tensor as_bf16(const Tensor& t) { return autocast_enabled() && castable(t) ? to(t, DType::bf16) : t; }
+// The autocast "fp32" list: operands in f32.
+Tensor as_f32(const Tensor& t) { return autocast_enabled() && castable(t) ? to(t, DType::f32) : t; }
+// Mixed precision operands promote as PyTorch promotes them: bf16 or f16 with f32 (or with each
+// other) gives f32. f64 does not mix: it is the gradient-checking precision, and an f64 operand
+// meeting another dtype is left to the op's dtype-mismatch error.
+DType wider(DType a, DType b) {
+  if (a == b || !castable_dtype(a) || !castable_dtype(b)) return a;
+  return DType::f32;
+}
+std::vector<Tensor> promoted(std::vector<Tensor> xs) {
+  if (xs.empty()) return xs;
+  DType d = xs[0].dtype();
+  for (const Tensor& t : xs)
+    if (t.defined()) d = wider(d, t.dtype());
+  for (Tensor& t : xs)
+    if (castable(t) && castable_dtype(d)) t = to(t, d);
+  return xs;
+}
+std::pair<Tensor, Tensor> promoted(const Tensor& a, const Tensor& b) {
+  auto v = promoted(std::vector<Tensor>{a, b});
+  return {v[0], v[1]};
 }
 }  // namespace
 
@@ -138,7 +167,8 @@ Tensor to(const Tensor& x, Device device) {
 Tensor detach(const Tensor& x) { return ops::detach(x); }
 
 // ---------------- elementwise ----------------
-Tensor add(const Tensor& a, const Tensor& b) {
+Tensor add(const Tensor& a_in, const Tensor& b_in) {
+  const auto [a, b] = promoted(a_in, b_in);
   Tensor y = ops::add(a, b);
   if (needs({a, b})) {
     record("add", {a, b}, {y}, {}, [sa = a.sizes(), sb = b.sizes()](FnNode& n, const G& g) -> G {
@@ -147,7 +177,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
   }
   return y;
 }
-Tensor sub(const Tensor& a, const Tensor& b) {
+Tensor sub(const Tensor& a_in, const Tensor& b_in) {
+  const auto [a, b] = promoted(a_in, b_in);
   Tensor y = ops::sub(a, b);
   if (needs({a, b})) {
     record("sub", {a, b}, {y}, {}, [sa = a.sizes(), sb = b.sizes()](FnNode& n, const G& g) -> G {
@@ -157,7 +188,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   }
   return y;
 }
-Tensor mul(const Tensor& a, const Tensor& b) {
+Tensor mul(const Tensor& a_in, const Tensor& b_in) {
+  const auto [a, b] = promoted(a_in, b_in);
   Tensor y = ops::mul(a, b);
   if (needs({a, b})) {
     // Each gradient needs the other operand only.
@@ -169,7 +201,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   }
   return y;
 }
-Tensor div(const Tensor& a, const Tensor& b) {
+Tensor div(const Tensor& a_in, const Tensor& b_in) {
+  const auto [a, b] = promoted(a_in, b_in);
   Tensor y = ops::div(a, b);
   if (needs({a, b})) {
     record("div", {a, b}, {y}, {b, b.requires_grad() ? y : Tensor()},
@@ -204,7 +237,8 @@ Tensor silu(const Tensor& x) { return unary_op(UnaryOp::silu, x); }
 Tensor gelu(const Tensor& x) { return unary_op(UnaryOp::gelu, x); }
 Tensor gelu_sigmoid(const Tensor& x) { return unary_op(UnaryOp::gelu_sigmoid, x); }
 
-Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+  const auto [a, b] = promoted(a_in, b_in);
   Tensor y = ops::where(cond, a, b);
   if (needs({a, b})) {
     record("where", {a, b}, {y}, {cond}, [sa = a.sizes(), sb = b.sizes()](FnNode& n, const G& g) -> G {
@@ -278,7 +312,8 @@ std::tuple<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim) {
 }
 
 // ---------------- linear algebra ----------------
-Tensor matmul(const Tensor& a, const Tensor& b) {
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  const Tensor a = as_bf16(a_in), b = as_bf16(b_in);
   Tensor y = ops::matmul(a, b);
   if (needs({a, b})) {
     record("matmul", {a, b}, {y}, {b.requires_grad() ? a : Tensor(), a.requires_grad() ? b : Tensor()},
@@ -291,7 +326,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   }
   return y;
 }
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in) {
+  const Tensor x = as_bf16(x_in), w = as_bf16(w_in), bias = as_bf16(bias_in);
   Tensor y = ops::linear(x, w, bias);
   if (needs({x, w, bias})) {
     record("linear", {x, w, bias}, {y}, {w.requires_grad() ? x : Tensor(), x.requires_grad() ? w : Tensor()},
@@ -313,20 +349,23 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 }
 
 // ---------------- nn functions ----------------
-Tensor softmax(const Tensor& x, int64_t dim) {
+Tensor softmax(const Tensor& x_in, int64_t dim) {
+  const Tensor x = as_f32(x_in);
   Tensor y = ops::softmax(x, dim);
   if (needs({x}))
     record("softmax", {x}, {y}, {y}, [dim](FnNode& n, const G& g) -> G { return {ops::softmax_backward(g[0], n.saved(0), dim)}; });
   return y;
 }
-Tensor log_softmax(const Tensor& x, int64_t dim) {
+Tensor log_softmax(const Tensor& x_in, int64_t dim) {
+  const Tensor x = as_f32(x_in);
   Tensor y = ops::log_softmax(x, dim);
   if (needs({x}))
     record("log_softmax", {x}, {y}, {y},
            [dim](FnNode& n, const G& g) -> G { return {ops::log_softmax_backward(g[0], n.saved(0), dim)}; });
   return y;
 }
-Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, double eps) {
+  const Tensor x = as_f32(x_in), w = as_f32(w_in), b = as_f32(b_in);
   ops::NormOut o = ops::layer_norm(x, w, b, eps);
   if (needs({x, w, b})) {
     record("layer_norm", {x, w, b}, {o.y}, {x, w, o.mean, o.rstd}, [](FnNode& n, const G& g) -> G {
@@ -336,14 +375,18 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps)
   }
   return o.y;
 }
-Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+Tensor rotary(const Tensor& x_in, const Tensor& cos_in, const Tensor& sin_in) {
+  // PyTorch's x * cos + rotate_half(x) * sin promotes: a bf16 x with f32 tables gives f32.
+  const auto p = promoted({x_in, cos_in, sin_in});
+  const Tensor &x = p[0], &cos = p[1], &sin = p[2];
   Tensor y = ops::rotary(x, cos, sin);
   if (needs({x}))
     record("rotary", {x}, {y}, {cos, sin},
            [](FnNode& n, const G& g) -> G { return {ops::rotary_backward(g[0], n.saved(0), n.saved(1))}; });
   return y;
 }
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionParams& p) {
+Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const ops::AttentionParams& p) {
+  const Tensor q = as_bf16(q_in), k = as_bf16(k_in), v = as_bf16(v_in);
   ops::AttentionOut o = ops::fused_attention(q, k, v, p);
   if (needs({q, k, v})) {
     record("attention", {q, k, v}, {o.out}, {q, k, v, o.out, o.lse}, [p](FnNode& n, const G& g) -> G {
@@ -353,7 +396,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::A
   }
   return o.out;
 }
-Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
+Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, double eps) {
+  const Tensor x = as_f32(x_in), w = as_f32(w_in);
   ops::NormOut o = ops::rms_norm(x, w, eps);
   if (needs({x, w})) {
     record("rms_norm", {x, w}, {o.y}, {x, w, o.rstd}, [](FnNode& n, const G& g) -> G {
@@ -363,8 +407,9 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
   }
   return o.y;
 }
-Tensor batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
+Tensor batch_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps) {
+  const Tensor x = as_f32(x_in), w = as_f32(w_in), b = as_f32(b_in);
   ops::NormOut o = ops::batch_norm(x, w, b, running_mean, running_var, training, momentum, eps);
   // SyncBatchNorm: a forward over the global batch needs a backward over it too.
   const bool sync = training && static_cast<bool>(ops::batch_norm_reducer());
@@ -377,7 +422,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tenso
   }
   return o.y;
 }
-Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padding) {
+Tensor conv1d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, int64_t padding) {
+  const Tensor x = as_bf16(x_in), w = as_bf16(w_in), bias = as_bf16(bias_in);
   Tensor y = ops::conv1d(x, w, bias, padding);
   if (needs({x, w, bias})) {
     record("conv1d", {x, w, bias}, {y}, {x, w}, [padding](FnNode& n, const G& g) -> G {
@@ -406,7 +452,8 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   if (needs({x})) record("dropout", {x}, {y}, {mask}, [](FnNode& n, const G& g) -> G { return {ops::mul(g[0], n.saved(0))}; });
   return y;
 }
-Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+Tensor concat(const std::vector<Tensor>& xs_in, int64_t dim) {
+  const std::vector<Tensor> xs = promoted(xs_in);
   Tensor y = ops::concat(xs, dim);
   if (needs(xs)) {
     std::vector<int64_t> sizes;
@@ -457,7 +504,8 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
   }
   return y;
 }
-Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction r) {
+Tensor mse_loss(const Tensor& pred_in, const Tensor& target_in, Reduction r) {
+  const Tensor pred = as_f32(pred_in), target = as_f32(target_in);
   STRAND_CHECK(pred.sizes() == target.sizes(), "mse_loss: prediction shape ", shape_str(pred.sizes()),
                " differs from target shape ", shape_str(target.sizes()));
   Tensor d = sub(pred, target);

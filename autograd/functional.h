@@ -2,6 +2,10 @@
 // The differentiable API (namespace strand). Each function computes through strand::ops and, when
 // grad mode is on and an input requires grad, records one Node holding what its backward needs.
 // Factories and non-differentiable ops are re-exported from strand::ops.
+// Dtypes: unlike strand::ops, operands of mixed precision (bf16/f16 with f32) promote to f32 in
+// the elementwise ops, where, concat/stack and rotary, as in PyTorch (f64 never mixes: that stays
+// an error); under bf16 autocast the GEMM, norm, softmax and loss functions cast their operands as
+// autograd/autocast.h lists. Every cast is recorded, so gradients return in each input's dtype.
 #include <functional>
 #include <tuple>
 #include <vector>

@@ -80,7 +80,7 @@ struct Config {
     std::string run_dir = "runs/default";
     uint64_t seed = 42;
     std::string device = "cpu";
-    std::string precision = "fp32";
+    std::string precision = "fp32";  // or "bf16-mixed": the forward under bf16 autocast (autograd/autocast.h)
     bool tf32 = false;  // f32 GEMMs/convolutions in TF32 on GPUs (ops::set_allow_tf32)
     int64_t log_interval = 10;
     bool save_trainable_only = false;

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "autograd/autocast.h"
 #include "models/backbone.h"
 #include "models/enformer/config.h"
 #include "models/enformer/enformer.h"
@@ -141,9 +142,16 @@ RegressionTask::RegressionTask(const Config& cfg) : TaskModel("RegressionTask") 
                                                     cfg.fusion.project_size, cfg.fusion.heads, pooling);
   }
   register_module("adapter", adapter_);
+  bf16_mixed_ = cfg.trainer.precision == "bf16-mixed";
 }
 
 Tensor RegressionTask::forward(const std::vector<Sample>& batch) {
+  AutocastGuard autocast(bf16_mixed_);
+  Tensor out = forward_impl(batch);
+  return out.dtype() == DType::bf16 ? strand::to(out, DType::f32) : out;
+}
+
+Tensor RegressionTask::forward_impl(const std::vector<Sample>& batch) {
   std::vector<Tensor> hidden, masks;
   for (size_t i = 0; i < encoders_.size(); ++i) {
     std::vector<std::string> seqs;

@@ -28,15 +28,19 @@ class ModalityEncoder : public nn::Module {
 class RegressionTask : public TaskModel {
  public:
   explicit RegressionTask(const Config& cfg);
+  // With trainer.precision = "bf16-mixed" the forward runs under bf16 autocast
+  // (autograd/autocast.h) and its bf16 predictions come back as f32, for an f32 loss against the labels.
   Tensor forward(const std::vector<Sample>& batch) override;
   const std::vector<std::string>& modalities() const { return modalities_; }
   // A one-line summary: backbones, trainable / total parameters.
   std::string summary();
 
  private:
+  Tensor forward_impl(const std::vector<Sample>& batch);
   std::vector<std::string> modalities_;
   std::vector<std::shared_ptr<ModalityEncoder>> encoders_;
   std::shared_ptr<nn::Module> adapter_;
+  bool bf16_mixed_ = false;
 };
 
 // Builds one backbone from its config section (model folder, or from_scratch with its config table).

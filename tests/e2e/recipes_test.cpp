@@ -1,11 +1,12 @@
 // The six recipe configs parse and build their models, with the published checkpoints replaced by
 // the tiny model folders of the golden fixtures, and a forward + backward runs on a synthetic batch.
 // Trainable parts follow the recipes: LoRA adapters, the whole Enformer, the fusion and the head;
-// frozen backbones contribute nothing.
+// frozen backbones contribute nothing. The same step runs in bf16-mixed.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
+#include "tests/test_util.h"
 #include "train/synth.h"
 #include "train/task.h"
 
@@ -59,6 +60,26 @@ TEST_P(Recipe, ParsesBuildsAndTrainsAStep) {
   // them (as in ModelGenerator, where AdamW then skips them). Everything else trainable gets one.
   for (auto& [name, p] : task.named_parameters())
     if (p.requires_grad()) EXPECT_EQ(p.grad().defined(), name.find("._heads.") == std::string::npos) << name;
+
+  // The same step in bf16-mixed (the same initial weights): f32 predictions near the fp32 ones
+  // but not equal to them (bf16 GEMMs ran), and every gradient on its f32 master weight.
+  cfg.trainer.precision = "bf16-mixed";
+  manual_seed(1);
+  RegressionTask mixed(cfg);
+  Tensor out16 = mixed.forward(batch);
+  EXPECT_EQ(out16.dtype(), DType::f32);
+  const double scale = item(ops::amax(ops::unary(UnaryOp::abs, ops::detach(out))));
+  EXPECT_TRUE(test::allclose(out16, out, 0.05 * scale, 0.05));
+  EXPECT_FALSE(test::allclose(out16, out, 0, 0));
+  backward(mean(out16 * out16));
+  const auto fp32_params = task.named_parameters(), mixed_params = mixed.named_parameters();
+  ASSERT_EQ(fp32_params.size(), mixed_params.size());
+  for (size_t i = 0; i < mixed_params.size(); ++i) {
+    const auto& [name, p] = mixed_params[i];
+    if (!p.requires_grad()) continue;
+    EXPECT_EQ(p.grad().defined(), fp32_params[i].second.grad().defined()) << name;
+    if (p.grad().defined()) EXPECT_EQ(p.grad().dtype(), DType::f32) << name;
+  }
   fs::remove_all(dir);
 }
 

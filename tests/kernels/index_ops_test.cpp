@@ -279,7 +279,9 @@ TEST(Stack, BadInput) {
   EXPECT_TRUE(throws_with([&] { stack({}, 0); }, {"stack", "no tensors"}));
   EXPECT_TRUE(throws_with([&] { stack({a, ops::zeros({2, 4})}, 0); }, {"stack", "tensor 1", "[2, 4]", "[2, 3]"}));
   EXPECT_TRUE(throws_with([&] { stack({a, a}, 3); }, {"dimension 3", "[2, 3]"}));
-  EXPECT_TRUE(throws_with([&] { stack({a, ops::zeros({2, 3}, DType::bf16)}, 0); }, {"f32", "bf16"}));
+  EXPECT_TRUE(throws_with([&] { stack({a, ops::zeros({2, 3}, DType::f64)}, 0); }, {"f32", "f64"}));
+  // Mixed precision promotes (autograd/autocast.h): f32 with bf16 stacks as f32.
+  EXPECT_EQ(stack({a, ops::zeros({2, 3}, DType::bf16)}, 0).dtype(), DType::f32);
 }
 
 // ============================== index_select ==============================

@@ -14,11 +14,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "autograd/autocast.h"
 #include "models/enformer/enformer.h"
 #include "models/enformer/positional.h"
 #include "nn/optim.h"
 #include "tensor/safetensors.h"
-#include "tests/test_util.h"
+#include "tests/models/model_test_util.h"
 
 namespace strand::models::enformer {
 namespace {
@@ -217,6 +218,38 @@ TEST_P(EnformerGolden, TrainForwardGradientsAndRunningStats) {
     std::cout << "[ " << GetParam() << (ckpt ? " train+ckpt" : " train") << " ] out max |dev| " << dy.max_abs
               << "; " << n_grads << " grads, worst " << worst_grad << " of max|ref| (" << worst_name
               << "); running stats max |dev| " << worst_stat << "\n";
+  }
+}
+
+// bf16-mixed (autograd/autocast.h) training step against PyTorch's bf16 autocast on the same
+// model, batch and loss (tools/golden/enformer_bf16.py): measured against the fp64 step, strand's
+// error of the output and of every trunk gradient (concatenated) may be at most twice PyTorch's,
+// with and without checkpointing.
+TEST_P(EnformerGolden, Bf16MixedStepStaysWithinTwicePyTorchsBf16Error) {
+  auto ref = safetensors::load(kFix + "/" + GetParam() + "/bf16.safetensors");
+  const auto errors = nlohmann::json::parse(ref.metadata.at("bf16_errors"));
+  for (bool ckpt : {false, true}) {
+    auto m = load_enformer(kFix + "/" + GetParam());
+    m->set_dropout(0, 0, 0);
+    m->set_checkpointing(ckpt, ckpt);
+    m->train();
+    Tensor y;
+    {
+      AutocastGuard bf16(true);
+      y = m->embed(sequences(GetParam()));
+    }
+    backward(loss_of(y));
+    std::vector<Tensor> got, want;
+    for (const auto& [name, p] : m->named_parameters()) {
+      if (name.rfind("_heads.", 0) == 0) continue;
+      ASSERT_TRUE(p.grad().defined()) << name;
+      EXPECT_EQ(p.grad().dtype(), DType::f32) << name;
+      got.push_back(ops::flatten(p.grad()));
+      want.push_back(ops::flatten(ref.tensors.at("grad_f64." + name)));
+    }
+    const std::string what = GetParam() + (ckpt ? " (checkpointing)" : "");
+    test::expect_within_twice_pytorch(test::bf16_error(y, ref.tensors.at("train_out_f64")), errors, "train_out", what);
+    test::expect_within_twice_pytorch(test::bf16_error(ops::concat(got, 0), ops::concat(want, 0)), errors, "grads", what);
   }
 }
 

@@ -3,9 +3,11 @@
 // random configs saved with save_pretrained, a batch of different-length sequences with padding
 // (and a <mask> for ESM), the reference last_hidden_state, and LoRA r=4 (alpha 8) on query/value
 // with loss = sum(masked_mean(last_hidden_state) * w) and the reference gradient of every A and B.
-// Tolerances (DESIGN.md): whole-model fp32 forward 1e-4 (abs + rel); LoRA gradients 1e-3.
+// Tolerances (DESIGN.md): whole-model fp32 forward 1e-4 (abs + rel); LoRA gradients 1e-3. bf16-mixed:
+// within twice PyTorch's own bf16 error (below).
 #include <nlohmann/json.hpp>
 
+#include "autograd/autocast.h"
 #include "models/esm2/esm2.h"
 #include "models/aido_rna/rnabert.h"
 #include "models/hf_dir.h"
@@ -67,9 +69,9 @@ TEST(GoldenParityEsm, NewerTransformersEmbeddingBehaviourOnRequest) {
   }
 }
 
-TEST_P(GoldenParity, LoRAGradientsMatchTheReference) {
-  auto exp = expected(GetParam());
-  HfBackbone b = load_hf_backbone(fixture(GetParam() + "/model"));
+// The golden model with the fixture's LoRA (r 4, alpha 8 on query/value) and its A/B values.
+HfBackbone with_fixture_lora(const std::string& name, const safetensors::File& exp) {
+  HfBackbone b = load_hf_backbone(fixture(name + "/model"));
   nn::LoRAConfig cfg;
   cfg.r = 4;
   cfg.alpha = 8;
@@ -79,18 +81,22 @@ TEST_P(GoldenParity, LoRAGradientsMatchTheReference) {
   // Trainable = exactly the A/B of every query and value.
   auto trainable = b.model->trainable_parameters();
   EXPECT_EQ(static_cast<int64_t>(trainable.size()), 2 * wrapped);
-  {
-    NoGradGuard ng;
-    int64_t set = 0;
-    for (auto& [name, p] : b.model->named_parameters())
-      if (p.requires_grad()) {
-        auto it = exp.tensors.find("lora." + name);
-        ASSERT_NE(it, exp.tensors.end()) << "fixture has no LoRA value for " << name;
-        ops::copy_(p, it->second);
-        ++set;
-      }
-    EXPECT_EQ(set, 2 * wrapped);
-  }
+  NoGradGuard ng;
+  int64_t set = 0;
+  for (auto& [pname, p] : b.model->named_parameters())
+    if (p.requires_grad()) {
+      auto it = exp.tensors.find("lora." + pname);
+      STRAND_CHECK(it != exp.tensors.end(), "fixture has no LoRA value for ", pname);
+      ops::copy_(p, it->second);
+      ++set;
+    }
+  EXPECT_EQ(set, 2 * wrapped);
+  return b;
+}
+
+TEST_P(GoldenParity, LoRAGradientsMatchTheReference) {
+  auto exp = expected(GetParam());
+  HfBackbone b = with_fixture_lora(GetParam(), exp);
   const auto& ids = exp.tensors.at("input_ids");
   const auto& mask = exp.tensors.at("attention_mask");
   BackboneOutput out = b.model->forward(ids, mask);
@@ -110,6 +116,41 @@ TEST_P(GoldenParity, LoRAGradientsMatchTheReference) {
     EXPECT_TRUE(test::allclose(p.grad(), exp.tensors.at("grad." + name), 1e-3, 1e-3)) << name;
   }
   EXPECT_TRUE(close_to_reference(ops::concat(got, 0), ops::concat(ref, 0), 1e-3, GetParam() + " LoRA A/B gradients"));
+}
+
+// bf16-mixed (autograd/autocast.h) against PyTorch's bf16 autocast on the same model, batch and
+// loss: both measured against the fp64 computation (tools/golden/*_bf16.py), strand's error of the
+// last hidden state and of the LoRA gradients may be at most twice PyTorch's (the bar; the
+// smaller of PyTorch's two measured variants, plain CPU autocast and CUDA's fp32 list, is used).
+TEST_P(GoldenParity, Bf16MixedStaysWithinTwicePyTorchsBf16Error) {
+  auto exp = expected(GetParam());
+  auto ref = safetensors::load(fixture(GetParam() + "/bf16.safetensors"));
+  const auto errors = nlohmann::json::parse(ref.metadata.at("bf16_errors"));
+  HfBackbone b = with_fixture_lora(GetParam(), exp);
+  const auto& ids = exp.tensors.at("input_ids");
+  const auto& mask = exp.tensors.at("attention_mask");
+  Tensor h;
+  {
+    AutocastGuard bf16(true);
+    h = b.model->forward(ids, mask).last_hidden_state;
+  }
+  Tensor loss = sum(mul(masked_mean(h, mask), exp.tensors.at("lora_loss_weight")));
+  backward(loss);
+  std::vector<Tensor> got, want;
+  for (auto& [name, p] : b.model->named_parameters()) {
+    if (!p.requires_grad()) continue;
+    ASSERT_TRUE(p.grad().defined()) << name;
+    EXPECT_EQ(p.grad().dtype(), DType::f32) << name << ": master-weight gradients stay f32";
+    got.push_back(ops::flatten(p.grad()));
+    want.push_back(ops::flatten(ref.tensors.at("grad_f64." + name)));
+  }
+  const Tensor h64 = ref.tensors.at("last_hidden_state_f64");
+  test::expect_within_twice_pytorch(test::bf16_error(h, h64), errors, "last_hidden_state", GetParam());
+  test::expect_within_twice_pytorch(test::bf16_error(ops::concat(got, 0), ops::concat(want, 0)), errors, "lora_grads", GetParam());
+  // bf16 really ran: the fp32 forward of the same model lands far closer to fp64.
+  NoGradGuard ng;
+  const Tensor h32 = b.model->forward(ids, mask).last_hidden_state;
+  EXPECT_GT(test::bf16_error(h, h64).rel_l2, 100 * test::bf16_error(h32, h64).rel_l2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenParity,

@@ -2,9 +2,12 @@
 // Shared by the model tests: fixture paths, scratch folders, and deviation measurement that
 // prints the worst error next to the tolerance so the numbers can be reported.
 #include <filesystem>
+#include <cmath>
 #include <iostream>
 #include <string>
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "tensor/safetensors.h"
 #include "tests/test_util.h"
@@ -35,6 +38,34 @@ inline ::testing::AssertionResult close_to_reference(const Tensor& got, const Te
   std::cout << "[deviation] " << what << ": max|x-ref| " << d.max_abs << ", max rel " << d.max_rel << ", max|ref| "
             << d.max_ref << " (tolerance " << tol << " abs + " << tol << " rel)\n";
   return allclose(got, ref, tol, tol);
+}
+
+// bf16-mixed against PyTorch's bf16 autocast (tools/golden/*_bf16.py): both errors are measured
+// against the fp64 computation, as a relative L2 norm and a max abs.
+struct Bf16Error {
+  double rel_l2 = 0, max_abs = 0;
+};
+inline Bf16Error bf16_error(const Tensor& got, const Tensor& ref) {
+  auto g = ops::to_vector<double>(got), r = ops::to_vector<double>(ref);
+  double num = 0, den = 0, mx = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    num += (g[i] - r[i]) * (g[i] - r[i]);
+    den += r[i] * r[i];
+    mx = std::max(mx, std::abs(g[i] - r[i]));
+  }
+  return {std::sqrt(num / den), mx};
+}
+inline void expect_within_twice_pytorch(const Bf16Error& ours, const nlohmann::json& errors, const std::string& what,
+                                 const std::string& name) {
+  Bf16Error torch{1e30, 1e30};
+  for (const auto& [variant, e] : errors.items()) {
+    torch.rel_l2 = std::min(torch.rel_l2, e.at(what).at("rel_l2").get<double>());
+    torch.max_abs = std::min(torch.max_abs, e.at(what).at("max_abs").get<double>());
+  }
+  std::cout << "[bf16] " << name << " " << what << ": strand rel L2 " << ours.rel_l2 << ", max abs " << ours.max_abs
+            << " | PyTorch bf16 rel L2 " << torch.rel_l2 << ", max abs " << torch.max_abs << "\n";
+  EXPECT_LE(ours.rel_l2, 2 * torch.rel_l2) << name << " " << what;
+  EXPECT_LE(ours.max_abs, 2 * torch.max_abs) << name << " " << what;
 }
 
 }  // namespace strand::test

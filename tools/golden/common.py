@@ -71,6 +71,74 @@ def lora_fixture(model, targets, r, alpha, input_ids, attention_mask, gen, forwa
     return out, len(wrapped)
 
 
+class CudaAutocastLists(torch.overrides.TorchFunctionMode):
+    """Applies CUDA autocast's fp32 list on the CPU. CPU autocast runs layer_norm and softmax in
+    bf16; CUDA autocast (what bf16-mixed training on a GPU uses, and what strand follows) runs them
+    in f32. Under this mode those calls get f32 operands while CPU autocast is on."""
+
+    FP32 = {torch.nn.functional.layer_norm, torch.layer_norm, torch.nn.functional.softmax, torch.softmax,
+            torch.Tensor.softmax, torch.nn.functional.log_softmax, torch.log_softmax, torch.Tensor.log_softmax,
+            torch.nn.functional.mse_loss, torch.rsqrt, torch.Tensor.rsqrt, torch.pow, torch.Tensor.pow,
+            torch.exp, torch.Tensor.exp}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FP32 and torch.is_autocast_enabled("cpu"):
+            up = lambda t: t.float() if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 else t  # noqa: E731
+            with torch.autocast("cpu", enabled=False):
+                return func(*[up(a) for a in args], **{k: up(v) for k, v in kwargs.items()})
+        return func(*args, **kwargs)
+
+
+def rel_errors(got, ref):
+    got, ref = got.double(), ref.double()
+    return {"rel_l2": float((got - ref).norm() / ref.norm()), "max_abs": float((got - ref).abs().max())}
+
+
+def bf16_fixture(make_model, targets, r, alpha, exp, forward=None):
+    """bf16-mixed parity data for one golden model (exp: its expected.safetensors tensors, which
+    hold the inputs and the LoRA values). The fp64 computation is the reference; PyTorch's bf16
+    error is measured against it twice: plain CPU autocast ("cpu_autocast") and CPU autocast with
+    CUDA's fp32 list ("cuda_lists", see CudaAutocastLists). Returns (tensors, metadata): the fp64
+    last_hidden_state and LoRA A/B gradients, and each variant's relative L2 and max abs error of
+    both, as JSON strings."""
+    ids, mask = exp["input_ids"], exp["attention_mask"]
+
+    def run(dtype, autocast, mode):
+        model = make_model()
+        inject_lora(model, targets, r, alpha, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.copy_(exp["lora." + name])
+        model = model.to(dtype)
+        w = exp["lora_loss_weight"].to(dtype)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), (mode or _Null()):
+            h = forward(model, ids, mask) if forward else model(input_ids=ids, attention_mask=mask).last_hidden_state
+        loss = (masked_mean(h.to(dtype), mask) * w).sum()
+        loss.backward()
+        grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        return h.detach(), grads
+
+    h64, g64 = run(torch.float64, False, None)
+    flat64 = torch.cat([g.flatten() for g in g64.values()])
+    meta = {}
+    for variant, mode in (("cpu_autocast", None), ("cuda_lists", CudaAutocastLists())):
+        h, g = run(torch.float32, True, mode)
+        meta[variant] = {"last_hidden_state": rel_errors(h, h64),
+                         "lora_grads": rel_errors(torch.cat([g[n].flatten() for n in g64]), flat64)}
+    tensors = {"last_hidden_state_f64": h64, **{"grad_f64." + n: g for n, g in g64.items()}}
+    return tensors, {"bf16_errors": json.dumps(meta), "torch": torch.__version__}
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
 def write_meta(path: Path, meta: dict):
     path.write_text(json.dumps(meta, indent=1) + "\n")
 

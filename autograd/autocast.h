@@ -1,0 +1,29 @@
+#pragma once
+// bf16 autocast: the "bf16-mixed" precision (PyTorch's torch.autocast(dtype=torch.bfloat16), as
+// Lightning's precision="bf16-mixed" uses it). While it is on (thread-local, off by default), the
+// differentiable API (autograd/functional.h) casts at op boundaries, recording each cast so the
+// gradient returns in the source's dtype:
+//   - matmul, linear, conv1d, attention take their f32 operands in bf16 and give bf16 (the GEMM
+//     accumulates in f32 and rounds once, as cuBLAS does);
+//   - layer_norm, rms_norm, batch_norm, softmax, log_softmax and mse_loss take bf16 operands in f32
+//     and give f32 (PyTorch's CUDA autocast "fp32" list: statistics and the loss in full precision);
+//   - everything else runs in its inputs' dtype, mixed floating operands promoting to the wider one.
+// f64 tensors are never cast (as in PyTorch). Parameters stay f32 (the master weights); backward
+// needs no autocast: each recorded op differentiates in the dtypes its forward used.
+namespace strand {
+
+bool autocast_enabled();
+void set_autocast_enabled(bool on);
+
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool on) : prev_(autocast_enabled()) { set_autocast_enabled(on); }
+  ~AutocastGuard() { set_autocast_enabled(prev_); }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+}  // namespace strand

@@ -1,0 +1,172 @@
+// bf16 autocast (autograd/autocast.h): which ops cast to what, that the casts are differentiable
+// (parameter gradients come back f32), mixed-precision promotion, the guard, and checkpoint
+// recomputation under the forward's autocast mode.
+#include "autograd/autocast.h"
+#include "tests/test_util.h"
+
+namespace strand {
+namespace {
+
+using test::allclose;
+
+Tensor f32_leaf(const Shape& s, uint64_t seed) {
+  Tensor t = ops::to(test::uniform(s, -1, 1, seed), DType::f32);
+  t.set_requires_grad(true);
+  return t;
+}
+Tensor round_bf16(const Tensor& t) { return ops::to(ops::to(ops::detach(t), DType::bf16), DType::f32); }
+
+TEST(Autocast, OffByDefaultAndTheGuardRestores) {
+  EXPECT_FALSE(autocast_enabled());
+  {
+    AutocastGuard on(true);
+    EXPECT_TRUE(autocast_enabled());
+    {
+      AutocastGuard off(false);
+      EXPECT_FALSE(autocast_enabled());
+    }
+    EXPECT_TRUE(autocast_enabled());
+  }
+  EXPECT_FALSE(autocast_enabled());
+  Tensor x = f32_leaf({3, 4}, 1), w = f32_leaf({5, 4}, 2);
+  EXPECT_EQ(linear(x, w).dtype(), DType::f32);  // no autocast: no cast
+}
+
+TEST(Autocast, GemmOpsRunInBf16OnRoundedOperands) {
+  Tensor x = f32_leaf({2, 3, 8}, 1), w = f32_leaf({5, 8}, 2), b = f32_leaf({5}, 3);
+  Tensor y;
+  {
+    AutocastGuard on(true);
+    y = linear(x, w, b);
+  }
+  EXPECT_EQ(y.dtype(), DType::bf16);
+  // The same as the f32 op on bf16-rounded operands, rounded once: one f32 GEMM, one rounding.
+  Tensor ref = ops::to(ops::linear(round_bf16(x), round_bf16(w), round_bf16(b)), DType::bf16);
+  EXPECT_TRUE(allclose(ops::to(y, DType::f32), ops::to(ref, DType::f32), 0, 0));
+
+  Tensor a = f32_leaf({2, 4, 6}, 4), c = f32_leaf({6, 3}, 5);
+  Tensor m, conv;
+  Tensor cx = f32_leaf({2, 9, 4}, 6), cw = f32_leaf({3, 4, 5}, 7);
+  {
+    AutocastGuard on(true);
+    m = matmul(a, c);
+    conv = conv1d(cx, cw);
+  }
+  EXPECT_EQ(m.dtype(), DType::bf16);
+  EXPECT_EQ(conv.dtype(), DType::bf16);
+  EXPECT_TRUE(allclose(ops::to(m, DType::f32), ops::to(ops::to(ops::matmul(round_bf16(a), round_bf16(c)), DType::bf16), DType::f32), 0, 0));
+  EXPECT_TRUE(allclose(ops::to(conv, DType::f32),
+                       ops::to(ops::to(ops::conv1d(round_bf16(cx), round_bf16(cw), {}), DType::bf16), DType::f32), 0, 0));
+
+  Tensor q = f32_leaf({1, 2, 5, 4}, 8), k = f32_leaf({1, 2, 6, 4}, 9), v = f32_leaf({1, 2, 6, 4}, 10);
+  ops::AttentionParams p;
+  p.scale = 0.5;
+  Tensor att;
+  {
+    AutocastGuard on(true);
+    att = attention(q, k, v, p);
+  }
+  EXPECT_EQ(att.dtype(), DType::bf16);
+  Tensor att_ref = ops::fused_attention(round_bf16(q), round_bf16(k), round_bf16(v), p).out;
+  EXPECT_TRUE(allclose(ops::to(att, DType::f32), ops::to(ops::to(att_ref, DType::bf16), DType::f32), 0, 0));
+}
+
+TEST(Autocast, StatisticsAndLossRunInF32) {
+  Tensor xb = ops::to(test::uniform({4, 6}, -2, 2, 11), DType::bf16);
+  Tensor w = f32_leaf({6}, 12), b = f32_leaf({6}, 13);
+  Tensor rm = ops::zeros({6}), rv = ops::ones({6});
+  AutocastGuard on(true);
+  EXPECT_EQ(layer_norm(xb, w, b).dtype(), DType::f32);
+  EXPECT_EQ(rms_norm(xb, w).dtype(), DType::f32);
+  EXPECT_EQ(batch_norm(xb, w, b, rm, rv, true).dtype(), DType::f32);
+  EXPECT_EQ(softmax(xb).dtype(), DType::f32);
+  EXPECT_EQ(log_softmax(xb).dtype(), DType::f32);
+  EXPECT_EQ(mse_loss(xb, ops::zeros({4, 6})).dtype(), DType::f32);
+  // Computed from the bf16 values in f32: the same as the f32 op on the widened input.
+  EXPECT_TRUE(allclose(softmax(xb), ops::softmax(ops::to(xb, DType::f32), -1), 0, 0));
+  // Other ops keep their input's dtype.
+  EXPECT_EQ(gelu(xb).dtype(), DType::bf16);
+  EXPECT_EQ(sum(xb).dtype(), DType::bf16);
+}
+
+TEST(Autocast, F64IsNeverCast) {
+  Tensor x = test::param({3, 4}, -1, 1, 1), w = test::param({2, 4}, -1, 1, 2);
+  AutocastGuard on(true);
+  EXPECT_EQ(linear(x, w).dtype(), DType::f64);
+  EXPECT_EQ(softmax(x).dtype(), DType::f64);
+  EXPECT_TRUE(test::throws_with([&] { add(x, ops::zeros({3, 4})); }, {"dtype mismatch", "f64", "f32"}));
+}
+
+TEST(Autocast, MixedPrecisionOperandsPromoteToF32) {
+  Tensor a = f32_leaf({2, 3}, 1);
+  Tensor bl = ops::to(test::uniform({3}, -1, 1, 2), DType::bf16);
+  bl.set_requires_grad(true);
+  for (auto op : {+[](const Tensor& x, const Tensor& y) { return add(x, y); },
+                  +[](const Tensor& x, const Tensor& y) { return sub(x, y); },
+                  +[](const Tensor& x, const Tensor& y) { return mul(x, y); },
+                  +[](const Tensor& x, const Tensor& y) { return div(x, add(y, 3.0)); }}) {
+    a.set_grad(Tensor());
+    bl.set_grad(Tensor());
+    Tensor y = op(a, bl);
+    EXPECT_EQ(y.dtype(), DType::f32);
+    backward(sum(y));
+    EXPECT_EQ(a.grad().dtype(), DType::f32);
+    EXPECT_EQ(bl.grad().dtype(), DType::bf16);  // each gradient in its tensor's dtype
+  }
+  EXPECT_EQ(concat({a, ops::to(ops::zeros({1, 3}), DType::bf16)}, 0).dtype(), DType::f32);
+  EXPECT_EQ(where(ops::zeros({3}, DType::b8), bl, a).dtype(), DType::f32);
+}
+
+TEST(Autocast, GradientsReachF32ParametersAndApproximateTheF32Ones) {
+  Tensor x = f32_leaf({4, 16}, 1), w1 = f32_leaf({12, 16}, 2), b1 = f32_leaf({12}, 3), w2 = f32_leaf({3, 12}, 4);
+  Tensor g = f32_leaf({12}, 5), beta = f32_leaf({12}, 6);
+  auto loss_of = [&] {
+    Tensor h = gelu(linear(x, w1, b1));
+    Tensor n = layer_norm(add(h, 1.0), g, beta);
+    return mse_loss(linear(n, w2), ops::full({4, 3}, 0.25));
+  };
+  std::vector<Tensor> params{x, w1, b1, w2, g, beta};
+  backward(loss_of());
+  std::vector<Tensor> ref;
+  for (Tensor& p : params) {
+    ref.push_back(p.grad());
+    p.set_grad(Tensor());
+  }
+  Tensor loss;
+  {
+    AutocastGuard on(true);
+    loss = loss_of();
+  }
+  EXPECT_EQ(loss.dtype(), DType::f32);
+  backward(loss);
+  for (size_t i = 0; i < params.size(); ++i) {
+    ASSERT_TRUE(params[i].grad().defined());
+    EXPECT_EQ(params[i].grad().dtype(), DType::f32);
+    EXPECT_TRUE(allclose(params[i].grad(), ref[i], 2e-2, 5e-2)) << "parameter " << i;
+    EXPECT_FALSE(allclose(params[i].grad(), ref[i], 0, 0)) << "parameter " << i << ": bf16 did not run";
+  }
+}
+
+TEST(Autocast, CheckpointRecomputesUnderTheForwardsMode) {
+  Tensor x = f32_leaf({3, 8}, 1), w = f32_leaf({8, 8}, 2);
+  auto block = [&](const std::vector<Tensor>& in) { return std::vector<Tensor>{gelu(linear(in[0], w))}; };
+  Tensor plain, ck;
+  {
+    AutocastGuard on(true);
+    plain = sum(block({x})[0]);
+  }
+  backward(plain);
+  Tensor gx = x.grad(), gw = w.grad();
+  x.set_grad(Tensor());
+  w.set_grad(Tensor());
+  {
+    AutocastGuard on(true);
+    ck = sum(checkpoint(block, {x})[0]);
+  }
+  backward(ck);  // outside the guard: the recomputation must still cast as the forward did
+  EXPECT_TRUE(allclose(x.grad(), gx, 0, 0));
+  EXPECT_TRUE(allclose(w.grad(), gw, 0, 0));
+}
+
+}  // namespace
+}  // namespace strand
