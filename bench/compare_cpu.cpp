@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/autocast.h"
 #include "autograd/functional.h"
 #include "kernels/profile.h"
 #include "kernels/threads.h"
@@ -297,9 +298,12 @@ int64_t status_kb(const char* key) {
 
 void usage() {
   std::cout << "usage: compare_cpu --case NAME [--threads N] [--reps R] [--warmup W] [--device cpu|cuda] [--profile]\n"
+               "                   [--bf16-mixed]\n"
                "       compare_cpu --list\n"
                "Runs one case of tools/compare_cpu.py (strand's side) and prints one JSON line.\n"
                "  --device cuda   models, inputs and leaves on the GPU (the GPU-scale cases: see --list)\n"
+               "  --bf16-mixed    run each step under bf16 autocast (autograd/autocast.h), as\n"
+               "                  trainer.precision = \"bf16-mixed\"\n"
                "  --profile       time every kernel of the timed iterations (kernels/profile.h); a table\n"
                "                  goes to stderr and \"profile\": {kernel: [calls, seconds]} into the JSON\n";
 }
@@ -309,7 +313,7 @@ void usage() {
 int main(int argc, char** argv) {
   std::string name;
   int threads = 0, reps = 5, warmup = 1;
-  bool profile = false;
+  bool profile = false, bf16_mixed = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -322,6 +326,7 @@ int main(int argc, char** argv) {
     if (a == "--case") name = next();
     else if (a == "--device") g_dev = Device::parse(next());
     else if (a == "--profile") profile = true;
+    else if (a == "--bf16-mixed") bf16_mixed = true;
     else if (a == "--threads") threads = std::atoi(next().c_str());
     else if (a == "--reps") reps = std::atoi(next().c_str());
     else if (a == "--warmup") warmup = std::atoi(next().c_str());
@@ -364,7 +369,10 @@ int main(int argc, char** argv) {
         prof::set_enabled(true);
       }
       const auto t0 = std::chrono::steady_clock::now();
-      step();
+      {
+        AutocastGuard autocast(bf16_mixed);  // as trainer.precision = "bf16-mixed"
+        step();
+      }
       if (g_dev.is_cuda()) cuda_rt::synchronize();
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (i >= warmup) times.push_back(s);
@@ -375,7 +383,8 @@ int main(int argc, char** argv) {
     js << "{\"case\": \"" << name << "\", \"times_s\": [";
     for (size_t i = 0; i < times.size(); ++i) js << (i ? ", " : "") << times[i];
     js << "], \"peak_rss_delta_bytes\": " << (hwm_kb - base_kb) * 1024 << ", \"peak_alloc_bytes\": " << peak_alloc
-       << ", \"threads\": " << num_threads() << ", \"device\": \"" << g_dev.str() << "\"";
+       << ", \"threads\": " << num_threads() << ", \"device\": \"" << g_dev.str() << "\""
+       << ", \"precision\": \"" << (bf16_mixed ? "bf16-mixed" : "fp32") << "\"";
     if (g_dev.is_cuda()) {
       const auto st = cuda_rt::allocator_stats(g_dev.index);
       js << ", \"device_peak_bytes\": " << st.peak_allocated_bytes << ", \"device_peak_above_start_bytes\": "

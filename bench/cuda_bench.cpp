@@ -95,16 +95,18 @@ BENCHMARK(BM_LayerNormBackward) STRAND_ROW_SHAPES->UseManualTime()->Unit(benchma
 BENCHMARK(BM_Softmax)->Args({24576, 1536})->Args({65536, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_SoftmaxBackward)->Args({24576, 1536})->Args({65536, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 
-// ---- GEMM: linear(x [M, K], w [N, K]); last arg 1 = TF32 (ops::set_allow_tf32) ----
+// ---- GEMM: linear(x [M, K], w [N, K]); last arg 0 = fp32, 1 = TF32 (ops::set_allow_tf32),
+// 2 = bf16 operands and result (the bf16-mixed GEMM: tensor cores, f32 accumulation) ----
 struct Tf32Scope {  // TF32 for one benchmark, restored after
   explicit Tf32Scope(bool on) { ops::set_allow_tf32(on); }
   ~Tf32Scope() { ops::set_allow_tf32(false); }
 };
 void BM_Linear(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
-  const Tf32Scope tf32(st.range(3) != 0);
+  const Tf32Scope tf32(st.range(3) == 1);
   if (!cuda_available()) return (void)time_gpu(st, {});
   Tensor x = randn_gpu({M, K}), w = randn_gpu({N, K});
+  if (st.range(3) == 2) x = ops::to(x, DType::bf16), w = ops::to(w, DType::bf16);
   if (time_gpu(st, [&] { benchmark::DoNotOptimize(ops::linear(x, w, Tensor()).raw_data()); }))
     rate(st, "FLOP/s", 2.0 * M * N * K);
 }
@@ -115,6 +117,9 @@ BENCHMARK(BM_Linear)
     ->Args({4096, 4096, 4096, 0})   // square reference
     ->Args({2048, 5632, 2048, 1})   // the same in TF32
     ->Args({4096, 4096, 4096, 1})
+    ->Args({3072, 1536, 1536, 2})   // bf16
+    ->Args({2048, 5632, 2048, 2})
+    ->Args({4096, 4096, 4096, 2})
     ->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 // ---- fused attention: q/k/v [B, H, T, D] ----

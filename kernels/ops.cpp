@@ -592,7 +592,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   Shape out_shape = batch;
   out_shape.push_back(M);
   out_shape.push_back(N);
-  const DType compute = compute_dtype(a_in);
+  const DType compute = gemm_dtype(a_in);
   Tensor a = to(a_in, compute), b = to(b_in, compute);
   Tensor out = empty(out_shape, like(a));
   if (out.numel() == 0) return to(out, a_in.dtype());
@@ -615,7 +615,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     check_same_dtype(x, bias, "linear");
     check_same_device(x, bias, "linear");
   }
-  const DType compute = compute_dtype(x);
+  const DType compute = gemm_dtype(x);
   // Rows counted explicitly: reshape cannot infer -1 when there are zero input features.
   const int64_t rows = shape_numel(Shape(x.sizes().begin(), x.sizes().end() - 1));
   Tensor x2 = to(reshape(x, {rows, x.size(-1)}), compute), wt = transpose(to(w, compute), 0, 1);

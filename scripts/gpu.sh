@@ -4,9 +4,9 @@
 # machines of this workplace it first unpacks the build dependencies that ../shared/device/prepare.sh
 # put into .devdeps/. Logs go to $OUT (or /tmp).
 #   bash scripts/gpu.sh [step ...]      steps: tests, embed, bench, compare, train   (default: tests)
-# STRAND_MODELS=1 adds the whole-model cases to compare, STRAND_PROFILE_MODELS=1 a per-kernel
-# profile of each (their PyTorch side: carry .whl from
-# tools/fetch_gpu_wheels.sh, or STRAND_REF_SITE); STRAND_BENCH_FILTER narrows the kernels.
+# STRAND_MODELS=1 adds the whole-model cases to compare (their PyTorch side: carry .whl from
+# tools/fetch_gpu_wheels.sh, or STRAND_REF_SITE), STRAND_BF16=1 runs each in bf16-mixed too,
+# STRAND_PROFILE_MODELS=1 adds a per-kernel profile of each; STRAND_BENCH_FILTER narrows the kernels.
 # Extra CMake arguments: STRAND_GPU_CMAKE="-D..." ; build dir: build-gpu.
 set -uo pipefail
 out=${OUT:-/tmp}
@@ -48,7 +48,7 @@ for step in "${steps[@]}"; do
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/refsite .whl/*.whl && export STRAND_REF_SITE=/tmp/refsite
       fi
       PYTHONUNBUFFERED=1 python3 tools/compare_gpu.py --strand build-gpu/bench/cuda_bench ${STRAND_BENCH_FILTER:+--filter=$STRAND_BENCH_FILTER} \
-        ${STRAND_MODELS:+--models} ${STRAND_PROFILE_MODELS:+--profile} --out "$out/gpu_compare.json" --md "$out/gpu_compare.md" > "$out/compare.log" 2>&1
+        ${STRAND_MODELS:+--models} ${STRAND_PROFILE_MODELS:+--profile} ${STRAND_BF16:+--bf16-mixed} --out "$out/gpu_compare.json" --md "$out/gpu_compare.md" > "$out/compare.log" 2>&1
       tail -n 50 "$out/compare.log" ;;
     train)  # the tiny recipe on the GPU: synthetic data, strand-train --device cuda, then the CPU eval
       build-gpu/strand-synth --out data/tiny --train 512 --valid 128 --test 128 --dna-length 512 --seed 1 > /dev/null

@@ -68,8 +68,10 @@ def torch_case(torch, F, name, args):
         y, g = torch.softmax(r(rows, n), -1), r(rows, n)
         return (lambda: torch._softmax_backward_data(g, y, -1, torch.float32)), "bytes/s", 3.0 * rows * n * 4
     if name == "BM_Linear":
-        M, N, K, _ = args
+        M, N, K, mode = args
         x, w = r(M, K), r(N, K)
+        if mode == 2:  # bf16 operands and result (PyTorch's default bf16 reduction setting, as cuBLAS's)
+            x, w = x.bfloat16(), w.bfloat16()
         return (lambda: F.linear(x, w)), "FLOP/s", 2.0 * M * N * K
     if name == "BM_Attention":
         B, H, T, D, bwd = args
@@ -230,6 +232,12 @@ def torch_model_main(a):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     dev = torch.device(a.device)
     step = torch_model_step(torch, a.torch_model, dev, a.small)
+    if a.bf16_mixed:  # Lightning's precision="bf16-mixed": the step under bf16 autocast
+        fp32_step = step
+
+        def step():
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                fp32_step()
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     step()  # warm-up
@@ -253,15 +261,18 @@ def run_models(a):
     def run_json(cmd, env=None):
         return run_side(cmd, env if env is not None else dict(os.environ), 1200)
     rows = []
-    for name in MODEL_CASES:
-        row = {"case": name}
-        sj = run_json([a.compare_bin, "--device", "cuda", "--case", name, "--reps", str(a.model_reps), "--warmup", "1"])
+    for name, bf16 in [(n, b) for b in ([False, True] if a.bf16_mixed else [False]) for n in MODEL_CASES]:
+        mixed = ["--bf16-mixed"] if bf16 else []
+        row = {"case": name, "precision": "bf16-mixed" if bf16 else "fp32"}
+        sj = run_json([a.compare_bin, "--device", "cuda", "--case", name, "--reps", str(a.model_reps), "--warmup", "1"]
+                      + mixed)
         if "error" in sj:
             row["strand_error"] = sj["error"]
         else:
             row.update(strand_s=statistics.median(sj["times_s"]), strand_peak_bytes=sj["device_peak_bytes"])
         if a.profile:  # a separate, slower run: where strand's step time goes, kernel by kernel
-            pj = run_json([a.compare_bin, "--device", "cuda", "--case", name, "--reps", "1", "--warmup", "1", "--profile"])
+            pj = run_json([a.compare_bin, "--device", "cuda", "--case", name, "--reps", "1", "--warmup", "1", "--profile"]
+                          + mixed)
             row["strand_profile"] = pj.get("profile", pj.get("error"))
         env = dict(os.environ)
         if name in NEEDS_REF_SITE:
@@ -272,7 +283,7 @@ def run_models(a):
                 continue
             env["PYTHONPATH"] = a.ref_site + os.pathsep + env.get("PYTHONPATH", "")
         tj = run_json([sys.executable, __file__, "--torch-model", name, "--device", "cuda",
-                       "--model-reps", str(a.model_reps)], env=env)
+                       "--model-reps", str(a.model_reps)] + mixed, env=env)
         if "error" in tj:
             row["torch_error"] = tj["error"]
         else:
@@ -302,6 +313,8 @@ def main():
     ap.add_argument("--compare-bin", default="build-gpu/bench/compare_cpu", help="strand's compare_cpu binary")
     ap.add_argument("--model-reps", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="with --models: also strand's per-kernel time of each case")
+    ap.add_argument("--bf16-mixed", action="store_true",
+                    help="with --models: also run every model case in bf16-mixed (both sides under bf16 autocast)")
     ap.add_argument("--ref-site", default=os.environ.get("STRAND_REF_SITE", ""),
                     help="a folder put first on PYTHONPATH for the ModelGenerator / enformer-pytorch cases "
                          "(transformers 4.38, tokenizers 0.15, modelgenerator, enformer-pytorch: tools/fetch_gpu_wheels.sh)")
@@ -370,7 +383,7 @@ def markdown(meta, rows, model_rows):
     def rate(v, counter):
         return f"{v / 1e12:.2f} TFLOP/s" if counter == "FLOP/s" else f"{v / 1e9:.0f} GB/s"
     lines = [f"# strand CUDA kernels vs PyTorch — {meta['gpu']}, torch {meta['torch']} (CUDA {meta['cuda']})", "",
-             "fp32, TF32 off on both sides (on for the BM_Linear and BM_Conv1d cases whose last argument is 1). Time: median per call (strand: Google Benchmark with CUDA events; "
+             "fp32, TF32 off on both sides (on for the BM_Linear and BM_Conv1d cases whose last argument is 1; BM_Linear with last argument 2 is bf16). Time: median per call (strand: Google Benchmark with CUDA events; "
              "PyTorch: CUDA events, median of reps). Ratio = PyTorch time / strand time (above 1: strand faster).",
              "", "| benchmark | strand | PyTorch | strand rate | PyTorch rate | ratio |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -381,8 +394,9 @@ def markdown(meta, rows, model_rows):
         else:
             lines.append(f"| {r['benchmark']} | {r['strand_s'] * 1e3:.3f} ms | — | | | |")
     if model_rows:
-        lines += ["", "## Whole models (fp32; strand: compare_cpu --device cuda; time per step, median)", "",
-                  "| case | strand | strand peak | PyTorch | PyTorch peak | ratio |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Whole models (strand: compare_cpu --device cuda; time per step, median)", "",
+                  "| case | precision | strand | strand peak | PyTorch | PyTorch peak | ratio |",
+                  "|---|---|---|---|---|---|---|"]
         gib = lambda b: f"{b / 2**30:.1f} GiB"
         for r in model_rows:
             st = f"{r['strand_s'] * 1e3:.0f} ms" if "strand_s" in r else "error"
@@ -390,13 +404,13 @@ def markdown(meta, rows, model_rows):
             tt = f"{r['torch_s'] * 1e3:.0f} ms" if "torch_s" in r else ("error" if "not measured" not in r.get("torch_error", "not measured") else "not measured")
             tp = gib(r["torch_peak_bytes"]) if "torch_peak_bytes" in r else ""
             ra = f"{r['ratio']:.2f}" if "ratio" in r else ""
-            lines.append(f"| {r['case']} | {st} | {sp} | {tt} | {tp} | {ra} |")
+            lines.append(f"| {r['case']} | {r.get('precision', 'fp32')} | {st} | {sp} | {tt} | {tp} | {ra} |")
         for r in model_rows:
             prof = r.get("strand_profile")
             if isinstance(prof, dict) and prof:
                 total = sum(v[1] for v in prof.values())
                 top = sorted(prof.items(), key=lambda kv: -kv[1][1])[:8]
-                lines += ["", f"strand {r['case']}, one profiled step ({total * 1e3:.0f} ms of kernels, GPU synchronised "
+                lines += ["", f"strand {r['case']} ({r.get('precision', 'fp32')}), one profiled step ({total * 1e3:.0f} ms of kernels, GPU synchronised "
                           "around each): " + ", ".join(f"{k} {v[1] * 1e3:.0f} ms ({v[0]} calls)" for k, v in top)]
     return "\n".join(lines) + "\n"
 

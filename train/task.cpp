@@ -146,7 +146,7 @@ RegressionTask::RegressionTask(const Config& cfg) : TaskModel("RegressionTask") 
 }
 
 Tensor RegressionTask::forward(const std::vector<Sample>& batch) {
-  AutocastGuard autocast(bf16_mixed_);
+  AutocastGuard autocast(bf16_mixed_ || autocast_enabled());  // an enclosing autocast stays on
   Tensor out = forward_impl(batch);
   return out.dtype() == DType::bf16 ? strand::to(out, DType::f32) : out;
 }

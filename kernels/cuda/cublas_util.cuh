@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "tensor/error.h"
+#include "tensor/half.h"
 
 namespace strand::cuda {
 
@@ -20,17 +21,30 @@ namespace strand::cuda {
 cublasHandle_t cublas_handle(int device);
 
 // Row-major C = op(A) op(B) (+ beta C) as column-major Cᵀ = op(B)ᵀ op(A)ᵀ (the usual swap).
+// f32/f64: cublasSgemm/Dgemm (f32 in TF32 when the handle's math mode says so). bf16/f16:
+// cublasGemmEx on the tensor cores with f32 accumulation, alpha and beta, C rounded once (the
+// bf16-mixed GEMM; cuBLAS's default, like PyTorch's, allows reduced-precision split-K reductions).
 template <class T>
 void gemm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc) {
-  const T one = 1;
   const auto opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  if constexpr (std::is_same_v<T, float>)
-    STRAND_CUBLAS_CHECK(cublasSgemm(h, opb, opa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
-                                    static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
-  else
-    STRAND_CUBLAS_CHECK(cublasDgemm(h, opb, opa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
-                                    static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
+  const int n = static_cast<int>(N), m = static_cast<int>(M), k = static_cast<int>(K);
+  if constexpr (std::is_same_v<T, float>) {
+    const float one = 1;
+    STRAND_CUBLAS_CHECK(cublasSgemm(h, opb, opa, n, m, k, &one, B, static_cast<int>(ldb), A, static_cast<int>(lda),
+                                    &beta, C, static_cast<int>(ldc)));
+  } else if constexpr (std::is_same_v<T, double>) {
+    const double one = 1;
+    STRAND_CUBLAS_CHECK(cublasDgemm(h, opb, opa, n, m, k, &one, B, static_cast<int>(ldb), A, static_cast<int>(lda),
+                                    &beta, C, static_cast<int>(ldc)));
+  } else {
+    static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, f16>, "gemm: f32, f64, bf16 or f16");
+    const cudaDataType_t t = std::is_same_v<T, bf16> ? CUDA_R_16BF : CUDA_R_16F;
+    const float one = 1, b = static_cast<float>(beta);
+    STRAND_CUBLAS_CHECK(cublasGemmEx(h, opb, opa, n, m, k, &one, B, t, static_cast<int>(ldb), A, t,
+                                     static_cast<int>(lda), &b, C, t, static_cast<int>(ldc), CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT));
+  }
 }
 
 }  // namespace strand::cuda

@@ -112,6 +112,30 @@ TEST(CudaNnParity, MatmulLinearAndReductions) {
   EXPECT_EQ(ops::to_vector<int64_t>(ops::sum(ops::to(ints, kGpu), {0})), (std::vector<int64_t>{5, 7, 9}));
 }
 
+// bf16/f16 GEMMs run on the tensor cores (cublasGemmEx, f32 accumulation, one rounding); the CPU
+// runs the f32 GEMM on the same values and rounds once, so the two differ by the order of the f32
+// sums: at most one ulp of the result where a sum lands near a rounding boundary.
+TEST(CudaNnParity, HalfGemmsMatchTheCpuToOneUlp) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::bf16, DType::f16}) {
+    const double ulp = dt == DType::bf16 ? 1.0 / 128 : 1.0 / 1024;
+    Tensor a = test::uniform({2, 1, 5, 7}, -1, 1, 21, dt), b = test::uniform({3, 4, 7}, -1, 1, 22, dt);
+    expect_parity([](const std::vector<Tensor>& in) { return matmul(in[0], transpose(in[1], -1, -2)); }, {a, b},
+                  {2, 3, 5, 4}, 2 * ulp);
+    Tensor x = test::uniform({3, 11, 9}, -1, 1, 23, dt), w = test::uniform({6, 9}, -1, 1, 24, dt),
+           bias = test::uniform({6}, -1, 1, 25, dt);
+    expect_parity([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, w, bias}, {3, 11, 6},
+                  2 * ulp);
+    // Tensor-core sizes: K = 512 sums of O(1) terms (results of magnitude ~10)
+    Tensor xl = test::uniform({64, 512}, -1, 1, 26, dt), wl = test::uniform({96, 512}, -1, 1, 27, dt);
+    Tensor got = ops::to(ops::linear(ops::to(xl, kGpu), ops::to(wl, kGpu), {}), Device::cpu());
+    EXPECT_EQ(got.dtype(), dt);
+    const Tensor want = ops::linear(xl, wl, {});
+    const double scale = item(ops::amax(ops::unary(UnaryOp::abs, ops::to(want, DType::f64))));
+    EXPECT_TRUE(allclose(ops::to(got, DType::f64), ops::to(want, DType::f64), ulp * scale, ulp));
+  }
+}
+
 TEST(CudaNnParity, Conv1dEveryPaddingAndKernelSize) {
   STRAND_SKIP_WITHOUT_GPU();
   for (DType dt : {DType::f32, DType::f64}) {
