@@ -396,6 +396,23 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
   }
   return o.out;
 }
+Tensor rel_attention(const Tensor& qc_in, const Tensor& qr_in, const Tensor& k_in, const Tensor& r_in,
+                     const Tensor& v_in, double dropout, Generator* g) {
+  const Tensor qc = as_bf16(qc_in), qr = as_bf16(qr_in), k = as_bf16(k_in), r = as_bf16(r_in), v = as_bf16(v_in);
+  ops::RelAttentionOut o = ops::rel_attention(qc, qr, k, r, v, dropout, g);
+  if (needs({qc, qr, k, r, v})) {
+    record("rel_attention", {qc, qr, k, r, v}, {o.out}, {qc, qr, k, r, v, o.out, o.lse},
+           [dropout, seed = o.seed, offset = o.offset](FnNode& n, const G& g) -> G {
+             ops::RelAttentionOut fwd{n.saved(5), n.saved(6), seed, offset};
+             G d = ops::rel_attention_backward(g[0], n.saved(0), n.saved(1), n.saved(2), n.saved(3), n.saved(4), fwd,
+                                               dropout);
+             for (size_t i = 0; i < d.size(); ++i)
+               if (!n.needs_grad(i)) d[i] = Tensor();
+             return d;
+           });
+  }
+  return o.out;
+}
 Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, double eps) {
   const Tensor x = as_f32(x_in), w = as_f32(w_in);
   ops::NormOut o = ops::rms_norm(x, w, eps);

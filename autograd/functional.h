@@ -122,6 +122,11 @@ Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
 // result is a [B, H, Tq, D] view of a contiguous [B, Tq, H, D] tensor. No attention dropout: the
 // models use the composed path when it is on.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionParams& p = {});
+// Enformer's attention fused (ops::rel_attention): dropout(softmax(qc kᵀ + rel_shift(qr rᵀ))) v,
+// a [B, H, T, Dv] view of a contiguous [B, T, H, Dv] tensor; dropout p (> 0 only in training)
+// draws the mask dropout() would draw for the [B, H, T, T] probabilities.
+Tensor rel_attention(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
+                     double dropout = 0, Generator* g = nullptr);
 Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_idx = -1);
 Tensor dropout(const Tensor& x, double p, bool training, Generator* g = nullptr);
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);

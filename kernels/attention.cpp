@@ -83,4 +83,78 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
   return {dq, dk, dv};
 }
 
+// ---------------- Enformer's relative-position attention ----------------
+namespace {
+struct RelOperands {
+  Tensor qc, qr, k, r, v;
+  DType ct;
+};
+RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
+                         double dropout) {
+  for (const Tensor* t : {&qc, &qr, &k, &v})
+    STRAND_CHECK(t->defined() && t->dim() == 4, "rel_attention: qc, qr, k and v must be 4-D [B, H, T, D], got ",
+                 t->defined() ? shape_str(t->sizes()) : std::string("an undefined tensor"));
+  STRAND_CHECK(r.defined() && r.dim() == 3, "rel_attention: r must be 3-D [H, 2T-1, Dk], got ",
+               r.defined() ? shape_str(r.sizes()) : std::string("an undefined tensor"));
+  const int64_t B = qc.size(0), H = qc.size(1), T = qc.size(2), Dk = qc.size(3);
+  STRAND_CHECK(qr.sizes() == qc.sizes() && k.sizes() == qc.sizes(), "rel_attention: qc ", shape_str(qc.sizes()),
+               ", qr ", shape_str(qr.sizes()), " and k ", shape_str(k.sizes()), " must have one shape");
+  STRAND_CHECK(v.size(0) == B && v.size(1) == H && v.size(2) == T, "rel_attention: v ", shape_str(v.sizes()),
+               " does not match qc ", shape_str(qc.sizes()), " in batch, heads and length");
+  STRAND_CHECK(r.size(0) == H && r.size(1) == 2 * T - 1 && r.size(2) == Dk, "rel_attention: r must be [", H, ", ",
+               2 * T - 1, ", ", Dk, "] for qc ", shape_str(qc.sizes()), ", got ", shape_str(r.sizes()));
+  STRAND_CHECK(dropout >= 0 && dropout < 1, "rel_attention: dropout must be in [0, 1), got ", dropout);
+  for (const Tensor* t : {&qr, &k, &r, &v}) {
+    check_same_dtype(qc, *t, "rel_attention");
+    check_same_device(qc, *t, "rel_attention");
+  }
+  check_floating(qc, "rel_attention");
+  STRAND_CHECK(!qc.is_cuda(), "rel_attention: no CUDA kernel yet (Enformer composes its attention on a GPU)");
+  const DType ct = compute_dtype(qc);
+  return {unit_last(to(qc, ct)), unit_last(to(qr, ct)), unit_last(to(k, ct)), contiguous(to(r, ct)),
+          unit_last(to(v, ct)), ct};
+}
+}  // namespace
+
+RelAttentionOut rel_attention(const Tensor& qc_in, const Tensor& qr_in, const Tensor& k_in, const Tensor& r_in,
+                              const Tensor& v_in, double dropout, Generator* g) {
+  const RelOperands o = rel_operands(qc_in, qr_in, k_in, r_in, v_in, dropout);
+  const int64_t B = qc_in.size(0), H = qc_in.size(1), T = qc_in.size(2), Dv = v_in.size(3);
+  RelAttentionOut res{empty_bhtd(B, H, T, Dv, o.ct, qc_in.device()), empty({B, H, T}, TensorOptions(o.ct, qc_in.device()))};
+  cpu::RelDropout d;
+  if (dropout > 0) {
+    Generator& gen = g ? *g : default_generator();
+    d = {dropout, gen.seed, gen.next_offset()};
+    res.seed = d.seed;
+    res.offset = d.offset;
+  }
+  if (res.out.numel()) cpu::rel_attention_forward(o.qc, o.qr, o.k, o.r, o.v, d, res.out, res.lse);
+  else if (res.lse.numel()) fill_(res.lse, 0.0);  // Dv = 0 (T = 0 leaves nothing)
+  if (o.ct != qc_in.dtype()) res.out = to(res.out, qc_in.dtype());
+  return res;
+}
+
+std::vector<Tensor> rel_attention_backward(const Tensor& grad, const Tensor& qc_in, const Tensor& qr_in,
+                                           const Tensor& k_in, const Tensor& r_in, const Tensor& v_in,
+                                           const RelAttentionOut& fwd, double dropout) {
+  const RelOperands o = rel_operands(qc_in, qr_in, k_in, r_in, v_in, dropout);
+  STRAND_CHECK(grad.sizes() == fwd.out.sizes(), "rel_attention_backward: grad ", shape_str(grad.sizes()),
+               " must have the output's shape ", shape_str(fwd.out.sizes()));
+  const int64_t B = qc_in.size(0), H = qc_in.size(1), T = qc_in.size(2), Dk = qc_in.size(3), Dv = v_in.size(3);
+  const Device dev = qc_in.device();
+  Tensor g = unit_last(to(grad, o.ct)), out = unit_last(to(fwd.out, o.ct)), l = contiguous(to(fwd.lse, o.ct));
+  std::vector<Tensor> d{empty_bhtd(B, H, T, Dk, o.ct, dev), empty_bhtd(B, H, T, Dk, o.ct, dev),
+                        empty_bhtd(B, H, T, Dk, o.ct, dev), empty({H, 2 * T - 1, Dk}, TensorOptions(o.ct, dev)),
+                        empty_bhtd(B, H, T, Dv, o.ct, dev)};
+  if (T > 0 && (Dk > 0 || Dv > 0)) {
+    cpu::rel_attention_backward(g, o.qc, o.qr, o.k, o.r, o.v, out, l, {dropout, fwd.seed, fwd.offset}, d[0], d[1], d[2],
+                                d[3], d[4]);
+  } else {
+    for (Tensor& t : d) fill_(t, 0.0);
+  }
+  if (o.ct != qc_in.dtype())
+    for (Tensor& t : d) t = to(t, qc_in.dtype());
+  return d;
+}
+
 }  // namespace strand::ops

@@ -161,6 +161,24 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
                                                             const Tensor& v, const Tensor& out, const Tensor& lse,
                                                       const AttentionParams& p);
 
+// ---------------- Enformer's relative-position attention, fused ----------------
+// dropout(softmax(qc kᵀ + rel_shift(qr rᵀ))) v without materialising the [B, H, T, T] logits or the
+// [B, H, T, 2T-1] position logits (kernels/cpu/rel_attention.cpp): qc = q + content bias and
+// qr = q + position bias [B, H, T, Dk] (q already scaled), k [B, H, T, Dk], r [H, 2T-1, Dk] the
+// projected relative positions (row m: distance m - (T-1)), v [B, H, T, Dv]. With dropout > 0 one
+// generator offset is taken and the kept logits are those ops::dropout_mask would keep for a
+// contiguous [B, H, T, T] tensor with that offset, so the composed computation is reproduced.
+struct RelAttentionOut {
+  Tensor out;  // [B, H, T, Dv]: a transposed view of a contiguous [B, T, H, Dv] tensor
+  Tensor lse;  // [B, H, T] logsumexp of each row (before dropout)
+  uint64_t seed = 0, offset = 0;  // the dropout mask's, for backward
+};
+RelAttentionOut rel_attention(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
+                              double dropout = 0, Generator* g = nullptr);
+// Gradients of qc, qr, k, r, v (r's contiguous [H, 2T-1, Dk], the others laid out as `out`).
+std::vector<Tensor> rel_attention_backward(const Tensor& grad, const Tensor& qc, const Tensor& qr, const Tensor& k,
+                                           const Tensor& r, const Tensor& v, const RelAttentionOut& fwd, double dropout);
+
 // ---------------- rotary position embedding ----------------
 // GPT-NeoX/ESM rotate-half RoPE on the first rd = cos.size(-1) features of x [..., T, hd]:
 // x * cos + rotate_half(x) * sin, the rest passed through; cos/sin [T, rd] of x's dtype. The result

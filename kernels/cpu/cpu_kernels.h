@@ -122,6 +122,23 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& lse, const AttentionMasks& m, double scale, const Tensor& dq, const Tensor& dk,
                         const Tensor& dv);
 
+// rel_attention.cpp — Enformer's attention fused (ops::rel_attention): logits
+// S[i, j] = qc_i · k_j + qr_i · r[T-1 + j - i] (the content term and the relative-shifted position
+// term), P = softmax(S), out = dropout(P) v. qc, qr, k [B, H, T, Dk], r [H, 2T-1, Dk],
+// v/out [B, H, T, Dv] (unit last stride, other strides read as given), lse [B, H, T] contiguous.
+// Dropout (p > 0): element (b, h, i, j) kept when philox(seed, ((b·H + h)·T + i)·T + j, offset)
+// falls below 1 - p, and scaled by 1/(1-p): the mask ops::dropout_mask draws for a contiguous
+// [B, H, T, T] tensor with that offset. dr is written whole (the sum over the batch, in order).
+struct RelDropout {
+  double p = 0;
+  uint64_t seed = 0, offset = 0;
+};
+void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
+                           const RelDropout& d, const Tensor& out, const Tensor& lse);
+void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r,
+                            const Tensor& v, const Tensor& out, const Tensor& lse, const RelDropout& d,
+                            const Tensor& dqc, const Tensor& dqr, const Tensor& dk, const Tensor& dr, const Tensor& dv);
+
 // rotary.cpp — x/out [..., T, hd] (any strides, unit last), cos/sin [T, rd] contiguous, rd <= hd
 // even; backward applies the transposed map (x is then the incoming gradient).
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);

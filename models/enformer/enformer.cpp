@@ -262,12 +262,20 @@ Tensor Enformer::attention(size_t l, const Tensor& x) {
   Tensor q = split(linear(x, b.to_q->weight), Dk) * (1.0 / std::sqrt(static_cast<double>(Dk)));
   Tensor k = split(linear(x, b.to_k->weight), Dk);
   Tensor v = split(linear(x, b.to_v->weight), Dv);
-  Tensor content = matmul(q + b.rel_content_bias, transpose(k, -1, -2));  // [B, H, T, T]
   Tensor pos = dropout(positions(T), config_.pos_dropout, is_training());
-  Tensor rk = permute(view(linear(pos, b.to_rel_k->weight), {2 * T - 1, H, Dk}), {1, 2, 0});  // [H, Dk, 2T-1]
-  Tensor rel = rel_shift(matmul(q + b.rel_pos_bias, rk));  // [B, H, T, 2T-1] -> [B, H, T, T]
-  Tensor attn = dropout(softmax(content + rel, -1), config_.attn_dropout, is_training());
-  Tensor out = reshape(permute(matmul(attn, v), {0, 2, 1, 3}), {B, T, H * Dv});
+  Tensor rk = view(linear(pos, b.to_rel_k->weight), {2 * T - 1, H, Dk});  // row m: distance m - (T-1)
+  Tensor qc = q + b.rel_content_bias, qr = q + b.rel_pos_bias;
+  Tensor o;  // [B, H, T, Dv]
+  if (!x.is_cuda()) {
+    // Fused (ops::rel_attention): the same logits, softmax and dropout mask without the
+    // [B, H, T, T] and [B, H, T, 2T-1] tensors.
+    o = rel_attention(qc, qr, k, permute(rk, {1, 0, 2}), v, is_training() ? config_.attn_dropout : 0.0);
+  } else {  // composed (no CUDA kernel of the fused op yet)
+    Tensor content = matmul(qc, transpose(k, -1, -2));                      // [B, H, T, T]
+    Tensor rel = rel_shift(matmul(qr, permute(rk, {1, 2, 0})));              // [B, H, T, 2T-1] -> [B, H, T, T]
+    o = matmul(dropout(softmax(content + rel, -1), config_.attn_dropout, is_training()), v);
+  }
+  Tensor out = reshape(permute(o, {0, 2, 1, 3}), {B, T, H * Dv});
   return linear(out, b.to_out->weight, b.to_out->bias);
 }
 
