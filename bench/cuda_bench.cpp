@@ -151,10 +151,16 @@ BENCHMARK(BM_Attention)
 void BM_Conv1d(benchmark::State& st) {
   const int64_t B = st.range(0), L = st.range(1), Cin = st.range(2), Cout = st.range(3), K = st.range(4);
   const bool bwd = st.range(5) != 0;
-  const Tf32Scope tf32(st.range(6) != 0);
+  const Tf32Scope tf32(st.range(6) == 1);  // last argument: 0 fp32, 1 TF32, 2 bf16 (operands and result)
   if (!cuda_available()) return (void)time_gpu(st, {});
-  Tensor x = randn_gpu({B, L, Cin}, bwd), w = randn_gpu({Cout, Cin, K}, bwd), b = randn_gpu({Cout}, bwd);
-  Tensor g = randn_gpu({B, L, Cout});
+  const DType dt = st.range(6) == 2 ? DType::bf16 : DType::f32;
+  auto make = [&](const Shape& s, bool grad) {
+    Tensor t = ops::to(ops::to(ops::randn(s), dt), kGpu);
+    if (grad) t.set_requires_grad(true);
+    return t;
+  };
+  Tensor x = make({B, L, Cin}, bwd), w = make({Cout, Cin, K}, bwd), b = make({Cout}, bwd);
+  Tensor g = make({B, L, Cout}, false);
   auto step = [&] {
     if (!bwd) {
       NoGradGuard ng;
@@ -171,6 +177,7 @@ BENCHMARK(BM_Conv1d)
     ->Args({2, 98304, 768, 768, 5, 0, 0})->Args({2, 98304, 768, 768, 5, 1, 0})   // Enformer first tower conv
     ->Args({2, 196608, 4, 768, 15, 0, 0})                                        // Enformer stem
     ->Args({2, 98304, 768, 768, 5, 1, 1})                                        // tower conv, TF32
+    ->Args({2, 98304, 768, 768, 5, 0, 2})->Args({2, 98304, 768, 768, 5, 1, 2})   // tower conv, bf16
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 
 // ---- batch_norm (training: batch statistics, then normalise) ----

@@ -824,7 +824,7 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padd
                  " does not match ", w.size(0), " output channels");
     check_same_dtype(x, bias, "conv1d");
   }
-  const DType cd = compute_dtype(x);
+  const DType cd = gemm_dtype(x);
   Tensor xc = contiguous(to(x, cd)), wc = contiguous(to(w, cd));
   Tensor bc = bias.defined() ? contiguous(to(bias, cd)) : Tensor();
   Tensor out = empty({x.size(0), Lout, w.size(0)}, like(xc));
@@ -834,7 +834,7 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t padd
 std::tuple<Tensor, Tensor, Tensor> conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
                                                    int64_t padding, bool need_bias) {
   if (padding < 0) padding = w.size(2) / 2;
-  const DType cd = compute_dtype(x);
+  const DType cd = gemm_dtype(x);
   Tensor g = contiguous(to(grad, cd)), xc = contiguous(to(x, cd)), wc = contiguous(to(w, cd));
   Tensor gx = empty_like(xc), gw = empty_like(wc), gb = need_bias ? empty({w.size(0)}, like(xc)) : Tensor();
   STRAND_DISPATCH(xc, conv1d_backward, g, xc, wc, padding, gx, gw, gb);

@@ -89,9 +89,11 @@ def torch_case(torch, F, name, args):
             q.grad = k.grad = v.grad = None
         return fb, "FLOP/s", 3.5 * fwd_flop
     if name == "BM_Conv1d":
-        B, L, Cin, Cout, K, bwd, _ = args
-        x, w, b = r(B, Cin, L, grad=bool(bwd)), r(Cout, Cin, K, grad=bool(bwd)), r(Cout, grad=bool(bwd))
-        g = r(B, Cout, L)
+        B, L, Cin, Cout, K, bwd, mode = args
+        half = mode == 2  # bf16 operands and result
+        rb = lambda *s, grad=False: (r(*s).bfloat16() if half else r(*s)).requires_grad_(grad)  # noqa: E731
+        x, w, b = rb(B, Cin, L, grad=bool(bwd)), rb(Cout, Cin, K, grad=bool(bwd)), rb(Cout, grad=bool(bwd))
+        g = rb(B, Cout, L)
         flop = 2.0 * B * L * Cout * Cin * K
         if not bwd:
             def f():
@@ -383,7 +385,7 @@ def markdown(meta, rows, model_rows):
     def rate(v, counter):
         return f"{v / 1e12:.2f} TFLOP/s" if counter == "FLOP/s" else f"{v / 1e9:.0f} GB/s"
     lines = [f"# strand CUDA kernels vs PyTorch — {meta['gpu']}, torch {meta['torch']} (CUDA {meta['cuda']})", "",
-             "fp32, TF32 off on both sides (on for the BM_Linear and BM_Conv1d cases whose last argument is 1; BM_Linear with last argument 2 is bf16). Time: median per call (strand: Google Benchmark with CUDA events; "
+             "fp32, TF32 off on both sides (on for the BM_Linear and BM_Conv1d cases whose last argument is 1; with last argument 2 they are bf16). Time: median per call (strand: Google Benchmark with CUDA events; "
              "PyTorch: CUDA events, median of reps). Ratio = PyTorch time / strand time (above 1: strand faster).",
              "", "| benchmark | strand | PyTorch | strand rate | PyTorch rate | ratio |", "|---|---|---|---|---|---|"]
     for r in rows:

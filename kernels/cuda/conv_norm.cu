@@ -203,7 +203,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
 void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, const Tensor& out) {
   dispatch_float(x.dtype(), "conv1d", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    {  // bf16/f16: tensor-core GEMMs; each output row block is written once (bias + product, one rounding)
       const int64_t Cout = w.size(0), K = w.size(2), KC = K * x.size(2), Lout = out.size(1);
       T* op = ptr<T>(out);
       if (bias.defined()) {
@@ -218,8 +218,6 @@ void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, c
       for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
         gemm<T>(h, false, true, rows, Cout, KC, a, KC, ptr<T>(wf), KC, T(1), op + (b * Lout + l0) * Cout, Cout);
       });
-    } else {
-      STRAND_CHECK(false, "cuda::conv1d expects f32/f64");
     }
   });
 }
@@ -228,33 +226,45 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
                      const Tensor& gw, const Tensor& gb) {
   dispatch_float(x.dtype(), "conv1d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    // The input and weight gradients are sums of several GEMMs (over taps, over row blocks): for
+    // bf16/f16 they accumulate in f32 (gemm_f32_out) and are rounded once, as the CPU does.
+    constexpr bool half = std::is_same_v<T, bf16> || std::is_same_v<T, f16>;
+    using Acc = std::conditional_t<half, float, T>;
+    auto acc_gemm = [](cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                       const T* B, int64_t ldb, Acc* C, int64_t ldc) {
+      if constexpr (half) gemm_f32_out<T>(h, ta, tb, M, N, K, A, lda, B, ldb, 1.0f, C, ldc);
+      else gemm<T>(h, ta, tb, M, N, K, A, lda, B, ldb, T(1), C, ldc);
+    };
+    const DType acc_dt = half ? DType::f32 : x.dtype();
+    {
       const int64_t B = x.size(0), L = x.size(1), Cin = x.size(2), Cout = w.size(0), K = w.size(2);
       const int64_t Lout = grad.size(1), KC = K * Cin;
       const T* gp = ptr<T>(grad);
       cublasHandle_t h = cublas_handle(x.device().index);
       if (gx.defined() && gx.numel() > 0) {
-        cudaMemsetAsync(gx.raw_data(), 0, gx.nbytes());
+        Tensor acc = half ? ops::empty(gx.sizes(), on(x, acc_dt)) : gx;
+        cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes());
         const Tensor taps = reorder<T>(w, true);
         for (int64_t b = 0; b < B; ++b)
           for (int64_t k = 0; k < K; ++k) {
             const int64_t lo = std::max<int64_t>(0, pad - k), hi = std::min<int64_t>(Lout, L + pad - k);
             if (hi <= lo || Cout == 0) continue;
-            gemm<T>(h, false, false, hi - lo, Cin, Cout, gp + (b * Lout + lo) * Cout, Cout, ptr<T>(taps) + k * Cout * Cin,
-                    Cin, T(1), ptr<T>(gx) + (b * L + lo + k - pad) * Cin, Cin);
+            acc_gemm(h, false, false, hi - lo, Cin, Cout, gp + (b * Lout + lo) * Cout, Cout, ptr<T>(taps) + k * Cout * Cin,
+                     Cin, ptr<Acc>(acc) + (b * L + lo + k - pad) * Cin, Cin);
           }
+        if (half) ops::copy_(gx, acc);
       }
       if (gw.defined() && gw.numel() > 0) {
-        Tensor gf = ops::zeros({Cout * KC}, on(x, x.dtype()));  // [Cout, K, Cin]
+        Tensor gf = ops::zeros({Cout * KC}, on(x, acc_dt));  // [Cout, K, Cin]
         for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
-          gemm<T>(h, true, false, Cout, KC, rows, gp + (b * Lout + l0) * Cout, Cout, a, KC, T(1), ptr<T>(gf), KC);
+          acc_gemm(h, true, false, Cout, KC, rows, gp + (b * Lout + l0) * Cout, Cout, a, KC, ptr<Acc>(gf), KC);
         });
-        reorder_kernel<T><<<grid_for(gw.numel()), kThreads>>>(ptr<T>(gw), ptr<T>(gf), Cout, Cin, K, false, true);
+        Tensor gwa = half ? ops::empty(gw.sizes(), on(x, acc_dt)) : gw;
+        reorder_kernel<Acc><<<grid_for(gw.numel()), kThreads>>>(ptr<Acc>(gwa), ptr<Acc>(gf), Cout, Cin, K, false, true);
         STRAND_CUDA_LAUNCH_CHECK();
+        if (half) ops::copy_(gw, gwa);
       }
       if (gb.defined()) store_sums<T>(column_sums(Value<T>{gp, Cout}, B * Lout, Cout, x), gb);
-    } else {
-      STRAND_CHECK(false, "cuda::conv1d_backward expects f32/f64");
     }
   });
 }

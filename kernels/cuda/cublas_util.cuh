@@ -47,4 +47,18 @@ void gemm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, c
   }
 }
 
+// bf16/f16 operands into an f32 C (alpha 1): for GEMMs whose results are summed over several calls
+// (conv1d's input and weight gradients), so the sum stays in f32 and is rounded once at the end.
+template <class T>
+void gemm_f32_out(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                  const T* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  static_assert(std::is_same_v<T, bf16> || std::is_same_v<T, f16>, "gemm_f32_out: bf16 or f16 operands");
+  const auto opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cudaDataType_t t = std::is_same_v<T, bf16> ? CUDA_R_16BF : CUDA_R_16F;
+  const float one = 1;
+  STRAND_CUBLAS_CHECK(cublasGemmEx(h, opb, opa, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B, t,
+                                   static_cast<int>(ldb), A, t, static_cast<int>(lda), &beta, C, CUDA_R_32F,
+                                   static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace strand::cuda

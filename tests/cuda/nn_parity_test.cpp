@@ -136,10 +136,12 @@ TEST(CudaNnParity, HalfGemmsMatchTheCpuToOneUlp) {
   }
 }
 
-TEST(CudaNnParity, Conv1dEveryPaddingAndKernelSize) {
+TEST(CudaNnParity, Conv1dEveryPaddingKernelSizeAndDtype) {
   STRAND_SKIP_WITHOUT_GPU();
-  for (DType dt : {DType::f32, DType::f64}) {
-    const double tol = dt == DType::f64 ? 1e-12 : 2e-5;
+  // bf16/f16 (bf16-mixed): tensor-core GEMMs; gradients summed over taps and row blocks in f32 and
+  // rounded once, as the CPU rounds its f32 result: two ulps of the result (values of order 1-10).
+  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
+    const double tol = dt == DType::f64 ? 1e-12 : dt == DType::f32 ? 2e-5 : dt == DType::bf16 ? 1.0 / 64 : 1.0 / 512;
     // stem-like (Cin 4, K 15, same padding), tower-like (K 5), pointwise (K 1: x is the im2col),
     // explicit padding 0 and 2 (shorter and longer outputs)
     struct Case { int64_t cin, cout, k, pad; };
