@@ -389,8 +389,10 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
   const Tensor q = as_bf16(q_in), k = as_bf16(k_in), v = as_bf16(v_in);
   ops::AttentionOut o = ops::fused_attention(q, k, v, p);
   if (needs({q, k, v})) {
-    record("attention", {q, k, v}, {o.out}, {q, k, v, o.out, o.lse}, [p](FnNode& n, const G& g) -> G {
-      auto [dq, dk, dv] = ops::fused_attention_backward(g[0], n.saved(0), n.saved(1), n.saved(2), n.saved(3), n.saved(4), p);
+    record("attention", {q, k, v}, {o.out}, {q, k, v, o.out, o.lse},
+           [p, seed = o.seed, offset = o.offset](FnNode& n, const G& g) -> G {
+      const ops::AttentionOut fwd{n.saved(3), n.saved(4), seed, offset};
+      auto [dq, dk, dv] = ops::fused_attention_backward(g[0], n.saved(0), n.saved(1), n.saved(2), fwd, p);
       return {n.needs_grad(0) ? dq : Tensor(), n.needs_grad(1) ? dk : Tensor(), n.needs_grad(2) ? dv : Tensor()};
     });
   }

@@ -23,9 +23,16 @@ Tensor mask_bytes(const Tensor& m, const Tensor& q, int64_t B, int64_t T, const 
   check_same_device(m, q, "attention");
   return contiguous(m);
 }
-cpu::AttentionMasks masks_of(const Tensor& kp, const Tensor& qp, bool zero_padded_queries) {
+cpu::AttentionMasks masks_of(const Tensor& kp, const Tensor& qp, bool zero_padded_queries, double dropout,
+                             uint64_t seed, uint64_t offset) {
   return {kp.defined() ? static_cast<const uint8_t*>(kp.raw_data()) : nullptr,
-          qp.defined() ? static_cast<const uint8_t*>(qp.raw_data()) : nullptr, zero_padded_queries};
+          qp.defined() ? static_cast<const uint8_t*>(qp.raw_data()) : nullptr, zero_padded_queries,
+          {dropout, seed, offset}};
+}
+void check_dropout(double p, const Tensor& q, const char* op) {
+  STRAND_CHECK(p >= 0 && p < 1, op, ": dropout must be in [0, 1), got ", p);
+  STRAND_CHECK(p == 0 || !q.is_cuda(), op, ": dropout inside the fused kernel is CPU-only so far (dropout ", p,
+               " on ", q.device().str(), "); compose softmax, dropout and matmul on a GPU");
 }
 void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
   for (const Tensor* t : {&q, &k, &v})
@@ -46,23 +53,32 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
 
 AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionParams& p) {
   check_qkv(q_in, k_in, v_in);
+  check_dropout(p.dropout, q_in, "attention");
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
   const DType ct = compute_dtype(q_in);
   Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
   Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");
   const Device dev = q_in.device();
   AttentionOut o{empty_bhtd(B, H, Tq, D, ct, dev), empty({B, H, Tq}, TensorOptions(ct, dev))};
+  if (p.dropout > 0) {
+    Generator& gen = p.generator ? *p.generator : default_generator();
+    o.seed = gen.seed;
+    o.offset = gen.next_offset();
+  }
   if (o.out.numel())
-    STRAND_DISPATCH(q, attention_forward, q, k, v, masks_of(kp, qp, p.zero_padded_queries), p.scale, o.out, o.lse);
+    STRAND_DISPATCH(q, attention_forward, q, k, v, masks_of(kp, qp, p.zero_padded_queries, p.dropout, o.seed, o.offset),
+                    p.scale, o.out, o.lse);
   else if (o.lse.numel()) fill_(o.lse, 0.0);
   if (ct != q_in.dtype()) o.out = to(o.out, q_in.dtype());
   return o;
 }
 
 std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, const Tensor& q_in, const Tensor& k_in,
-                                                      const Tensor& v_in, const Tensor& out_in, const Tensor& lse,
-                                                      const AttentionParams& p) {
+                                                            const Tensor& v_in, const AttentionOut& fwd,
+                                                            const AttentionParams& p) {
+  const Tensor &out_in = fwd.out, &lse = fwd.lse;
   check_qkv(q_in, k_in, v_in);
+  check_dropout(p.dropout, q_in, "attention_backward");
   STRAND_CHECK(grad.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
                "attention_backward: grad and out must have q's shape ", shape_str(q_in.sizes()));
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
@@ -77,8 +93,8 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
     fill_(dv, 0.0);
   }
   if (dq.numel() || (dk.numel() && Tq > 0))
-    STRAND_DISPATCH(q, attention_backward, g, q, k, v, out, l, masks_of(kp, qp, p.zero_padded_queries), p.scale, dq, dk,
-                    dv);
+    STRAND_DISPATCH(q, attention_backward, g, q, k, v, out, l,
+                    masks_of(kp, qp, p.zero_padded_queries, p.dropout, fwd.seed, fwd.offset), p.scale, dq, dk, dv);
   if (ct != q_in.dtype()) return {to(dq, q_in.dtype()), to(dk, q_in.dtype()), to(dv, q_in.dtype())};
   return {dq, dk, dv};
 }
@@ -103,7 +119,7 @@ RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, co
                " does not match qc ", shape_str(qc.sizes()), " in batch, heads and length");
   STRAND_CHECK(r.size(0) == H && r.size(1) == 2 * T - 1 && r.size(2) == Dk, "rel_attention: r must be [", H, ", ",
                2 * T - 1, ", ", Dk, "] for qc ", shape_str(qc.sizes()), ", got ", shape_str(r.sizes()));
-  STRAND_CHECK(dropout >= 0 && dropout < 1, "rel_attention: dropout must be in [0, 1), got ", dropout);
+  check_dropout(dropout, qc, "rel_attention");
   for (const Tensor* t : {&qr, &k, &r, &v}) {
     check_same_dtype(qc, *t, "rel_attention");
     check_same_device(qc, *t, "rel_attention");
@@ -121,7 +137,7 @@ RelAttentionOut rel_attention(const Tensor& qc_in, const Tensor& qr_in, const Te
   const RelOperands o = rel_operands(qc_in, qr_in, k_in, r_in, v_in, dropout);
   const int64_t B = qc_in.size(0), H = qc_in.size(1), T = qc_in.size(2), Dv = v_in.size(3);
   RelAttentionOut res{empty_bhtd(B, H, T, Dv, o.ct, qc_in.device()), empty({B, H, T}, TensorOptions(o.ct, qc_in.device()))};
-  cpu::RelDropout d;
+  cpu::DropoutMask d;
   if (dropout > 0) {
     Generator& gen = g ? *g : default_generator();
     d = {dropout, gen.seed, gen.next_offset()};

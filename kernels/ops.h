@@ -150,16 +150,22 @@ struct AttentionParams {
                     // output row is 0 (AIDO.RNA) or, with zero_padded_queries off, the uniform
                     // average of v (every key masked for it: ModelGenerator's cross-attention)
   bool zero_padded_queries = true;
+  // Dropout on the probabilities (CPU so far; a GPU call with dropout > 0 is an error): one
+  // generator offset is taken and the kept probabilities are those ops::dropout_mask would keep
+  // for a contiguous [B, H, Tq, Tk] tensor with that offset (the composed dropout(softmax(...))).
+  double dropout = 0;
+  Generator* generator = nullptr;  // default_generator() when null
 };
 struct AttentionOut {
   Tensor out;  // [B, H, Tq, D]: a transposed view of a contiguous [B, Tq, H, D] tensor
   Tensor lse;  // [B, H, Tq] logsumexp of each row (+inf: padded query; -inf: every key padded)
+  uint64_t seed = 0, offset = 0;  // the dropout mask's, for backward
 };
 AttentionOut fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p);
-// Gradients of q, k, v (each laid out as `out` is).
+// Gradients of q, k, v (each laid out as fwd.out is).
 std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, const Tensor& q, const Tensor& k,
-                                                            const Tensor& v, const Tensor& out, const Tensor& lse,
-                                                      const AttentionParams& p);
+                                                            const Tensor& v, const AttentionOut& fwd,
+                                                            const AttentionParams& p);
 
 // ---------------- Enformer's relative-position attention, fused ----------------
 // dropout(softmax(qc kᵀ + rel_shift(qr rᵀ))) v without materialising the [B, H, T, T] logits or the

@@ -10,11 +10,14 @@
 // padded query (AIDO.RNA's outer-product mask) gets an all-zero output row and, through
 // lse = +inf, zero gradients — or, for ModelGenerator's cross-attention, has every key masked. A
 // row with every key masked is uniform (as masked_fill then softmax gives) and, as there, passes no
-// gradient to its logits; its lse is stored as -inf to say so.
+// gradient to its logits; its lse is stored as -inf to say so. Dropout (m.dropout) multiplies each
+// probability row by its keep factors before P V, and backward regenerates them: dV takes the
+// dropped P, dP = (dO Vᵀ) ∘ keep, and dS = P ∘ (dP − rowsum(dO ∘ O)) as without dropout.
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/attention_dropout.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec.h"
@@ -58,8 +61,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
       T* op = out.data<T>();
       T* lp = lse.data<T>();
       const Rows Q{q}, K{k}, V{v}, O{out};
+      const bool drop = m.dropout.p > 0;
       parallel_for(B * H * nqb, kBlockQ * Tk * D * 4, [&](int64_t t0, int64_t t1) {
-        std::vector<T> s(static_cast<size_t>(kBlockQ * Tk));
+        std::vector<T> s(static_cast<size_t>(kBlockQ * Tk)), keep(drop ? static_cast<size_t>(Tk) : 0);
         for (int64_t task = t0; task < t1; ++task) {
           const int64_t bh = task / nqb, b = bh / H, h = bh % H, i0 = (task % nqb) * kBlockQ;
           const int64_t bq = std::min(kBlockQ, Tq - i0);
@@ -79,13 +83,17 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
             if (none || qpad) {
               std::fill(row, row + Tk, T(1) / static_cast<T>(Tk));
               l = -std::numeric_limits<T>::infinity();
-              continue;
+            } else {
+              mask_logits(row, Tk, kpad);
+              const T mx = vec::max_of(row, Tk);
+              const T sum = vec::exp_shift_sum(row, mx, row, Tk);
+              vec::scale(row, T(1) / sum, row, Tk);
+              l = mx + std::log(sum);
             }
-            mask_logits(row, Tk, kpad);
-            const T mx = vec::max_of(row, Tk);
-            const T sum = vec::exp_shift_sum(row, mx, row, Tk);
-            vec::scale(row, T(1) / sum, row, Tk);
-            l = mx + std::log(sum);
+            if (drop) {
+              keep_factors(keep.data(), Tk, (bh * Tq + i0 + r) * Tk, m.dropout);
+              for (int64_t j = 0; j < Tk; ++j) row[j] *= keep[j];
+            }
           }
           gemm<T>(false, false, bq, D, Tk, T(1), s.data(), Tk, vp + V(b, h, 0), V.ld(), T(0), op + O(b, h, i0), O.ld());
         }
@@ -114,8 +122,10 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
       T* dvp = dv.data<T>();
       const Rows Q{q}, K{k}, V{v}, O{out}, G{dout}, DQ{dq}, DK{dk}, DV{dv};
       const T sc = static_cast<T>(scale);
+      const bool drop = m.dropout.p > 0;
       parallel_for(B * H, Tq * Tk * D * 10, [&](int64_t t0, int64_t t1) {
         std::vector<T> p(static_cast<size_t>(kBlockQ * Tk)), dp(static_cast<size_t>(kBlockQ * Tk));
+        std::vector<T> keep(drop ? static_cast<size_t>(kBlockQ * Tk) : 0);
         for (int64_t bh = t0; bh < t1; ++bh) {
           const int64_t b = bh / H, h = bh % H;
           const uint8_t* kpad = m.key_pad ? m.key_pad + b * Tk : nullptr;
@@ -126,6 +136,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
             for (int64_t r = 0; r < bq; ++r) {
               T* row = p.data() + r * Tk;
               const T l = lp[bh * Tq + i0 + r];
+              if (drop) keep_factors(keep.data() + r * Tk, Tk, (bh * Tq + i0 + r) * Tk, m.dropout);
               if (std::isinf(l)) {  // a padded query: P = 0; every key padded: uniform
                 std::fill(row, row + Tk, l > 0 ? T(0) : T(1) / static_cast<T>(Tk));
                 continue;
@@ -133,10 +144,17 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
               mask_logits(row, Tk, kpad);
               vec::exp_shift_sum(row, l, row, Tk);
             }
-            // dV += Pᵀ dO
-            gemm<T>(true, false, Tk, D, bq, T(1), p.data(), Tk, gp + G(b, h, i0), G.ld(), beta, dvp + DV(b, h, 0), DV.ld());
-            // dP = dO Vᵀ;  dS = P ∘ (dP − rowsum(dO ∘ O))
+            // dV += (P ∘ keep)ᵀ dO (the dropped P in dp for the moment)
+            const T* pd = p.data();
+            if (drop) {
+              for (int64_t e = 0; e < bq * Tk; ++e) dp[e] = p[e] * keep[e];
+              pd = dp.data();
+            }
+            gemm<T>(true, false, Tk, D, bq, T(1), pd, Tk, gp + G(b, h, i0), G.ld(), beta, dvp + DV(b, h, 0), DV.ld());
+            // dP = (dO Vᵀ) ∘ keep;  dS = P ∘ (dP − rowsum(dO ∘ O))
             gemm<T>(false, true, bq, Tk, D, T(1), gp + G(b, h, i0), G.ld(), vp + V(b, h, 0), V.ld(), T(0), dp.data(), Tk);
+            if (drop)
+              for (int64_t e = 0; e < bq * Tk; ++e) dp[e] *= keep[e];
             for (int64_t r = 0; r < bq; ++r) {
               const T delta = vec::dot(gp + G(b, h, i0 + r), op + O(b, h, i0 + r), D);
               T* d = dp.data() + r * Tk;

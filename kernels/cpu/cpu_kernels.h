@@ -111,10 +111,19 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
 
 // attention.cpp — q [B, H, Tq, D], k/v [B, H, Tk, D], out/dq/dk/dv likewise (any strides with a
 // unit last one); lse [B, H, Tq] contiguous, of q's dtype. Masks: u8, contiguous, or null.
+// Dropout on attention probabilities (p > 0): probability (b, h, i, j) is kept when
+// philox(seed, ((b·H + h)·Tq + i)·Tk + j, offset) falls below 1 - p and scaled by 1/(1-p): the
+// mask ops::dropout_mask draws for a contiguous [B, H, Tq, Tk] tensor with that offset, so a fused
+// kernel reproduces the composed dropout(softmax(...)) exactly (keep_factors in attention_dropout.h).
+struct DropoutMask {
+  double p = 0;
+  uint64_t seed = 0, offset = 0;
+};
 struct AttentionMasks {
   const uint8_t* key_pad = nullptr;    // [B, Tk], 1 = padded key
   const uint8_t* query_pad = nullptr;  // [B, Tq], 1 = padded query
   bool zero_padded_queries = true;     // its output row is 0; otherwise every key is masked for it
+  DropoutMask dropout;                 // on the probabilities (CPU only so far)
 };
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMasks& m, double scale,
                        const Tensor& out, const Tensor& lse);
@@ -125,18 +134,12 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 // rel_attention.cpp — Enformer's attention fused (ops::rel_attention): logits
 // S[i, j] = qc_i · k_j + qr_i · r[T-1 + j - i] (the content term and the relative-shifted position
 // term), P = softmax(S), out = dropout(P) v. qc, qr, k [B, H, T, Dk], r [H, 2T-1, Dk],
-// v/out [B, H, T, Dv] (unit last stride, other strides read as given), lse [B, H, T] contiguous.
-// Dropout (p > 0): element (b, h, i, j) kept when philox(seed, ((b·H + h)·T + i)·T + j, offset)
-// falls below 1 - p, and scaled by 1/(1-p): the mask ops::dropout_mask draws for a contiguous
-// [B, H, T, T] tensor with that offset. dr is written whole (the sum over the batch, in order).
-struct RelDropout {
-  double p = 0;
-  uint64_t seed = 0, offset = 0;
-};
+// v/out [B, H, T, Dv] (unit last stride, other strides read as given), lse [B, H, T] contiguous;
+// dropout as DropoutMask says. dr is written whole (the sum over the batch, in order).
 void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
-                           const RelDropout& d, const Tensor& out, const Tensor& lse);
+                           const DropoutMask& d, const Tensor& out, const Tensor& lse);
 void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r,
-                            const Tensor& v, const Tensor& out, const Tensor& lse, const RelDropout& d,
+                            const Tensor& v, const Tensor& out, const Tensor& lse, const DropoutMask& d,
                             const Tensor& dqc, const Tensor& dqr, const Tensor& dk, const Tensor& dr, const Tensor& dv);
 
 // rotary.cpp — x/out [..., T, hd] (any strides, unit last), cos/sin [T, rd] contiguous, rd <= hd

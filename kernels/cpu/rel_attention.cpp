@@ -4,7 +4,7 @@
 // logits need r[T-1 + j - i] for i in the block and every j: the window r[T - i1 .. 2T - 2 - i0]
 // ([T + bq - 1, Dk]) covers them, so a second GEMM gives Z = qr_blk windowᵀ [bq, T + bq - 1] and
 // S[il, j] += Z[il, j + bq - 1 - il] (the relative shift, by index). Softmax as in attention.cpp,
-// logsumexp saved; dropout multiplies by the Philox keep mask (cpu_kernels.h) before P v.
+// logsumexp saved; dropout multiplies by the Philox keep factors (attention_dropout.h) before P v.
 // Backward (FlashAttention-2's order, one task per (batch, head) so dK, dV and the per-batch dR
 // rows have one writer): recompute S and P, dP = (dO vᵀ) ∘ mask, dS = P ∘ (dP − rowsum(dO ∘ O)),
 // then dqc = dS k, dk += dSᵀ qc, and through dZ (dS shifted back) dqr = dZ window,
@@ -12,10 +12,10 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/attention_dropout.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec.h"
-#include "tensor/philox.h"
 
 namespace strand::cpu {
 
@@ -37,17 +37,6 @@ void mul_into(T* y, const T* a, const T* b, int64_t n) {  // y = a ∘ b (y may 
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
 }
 
-// The dropout factor of logit (b, h, i, j): 0 or 1/(1-p) (as ops::dropout_mask draws it).
-template <class T>
-void keep_row(T* row, int64_t T_, int64_t base_index, const RelDropout& d) {
-  const float keep = static_cast<float>(1.0 - d.p);
-  const T scale = static_cast<T>(1.0 / (1.0 - d.p));
-  for (int64_t j = 0; j < T_; ++j) {
-    const auto u = philox::philox4x32_10(d.seed, static_cast<uint64_t>(base_index + j), d.offset);
-    row[j] = philox::uniform_f32(u.x) < keep ? scale : T(0);
-  }
-}
-
 // S = qc_blk kᵀ + shift(qr_blk windowᵀ) for queries i0 .. i0 + bq; z is [bq, T + bq - 1] scratch.
 template <class T>
 void logits(const T* qc, const T* qr, const T* k, const T* r, const Rows& QC, const Rows& QR, const Rows& K,
@@ -61,7 +50,7 @@ void logits(const T* qc, const T* qr, const T* k, const T* r, const Rows& QC, co
 }  // namespace
 
 void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
-                           const RelDropout& d, const Tensor& out, const Tensor& lse) {
+                           const DropoutMask& d, const Tensor& out, const Tensor& lse) {
   dispatch_float(qc.dtype(), "rel_attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
@@ -85,7 +74,7 @@ void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, 
             vec::scale(row, T(1) / sum, row, T_);
             lp[bh * T_ + i0 + il] = mx + std::log(sum);
             if (d.p > 0) {
-              keep_row(keep.data(), T_, (bh * T_ + i0 + il) * T_, d);
+              keep_factors(keep.data(), T_, (bh * T_ + i0 + il) * T_, d);
               mul_into(row, row, keep.data(), T_);
             }
           }
@@ -99,7 +88,7 @@ void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, 
 }
 
 void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r,
-                            const Tensor& v, const Tensor& out, const Tensor& lse, const RelDropout& d,
+                            const Tensor& v, const Tensor& out, const Tensor& lse, const DropoutMask& d,
                             const Tensor& dqc, const Tensor& dqr, const Tensor& dk, const Tensor& dr, const Tensor& dv) {
   dispatch_float(qc.dtype(), "rel_attention_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -125,7 +114,7 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
             for (int64_t il = 0; il < bq; ++il) {
               T* row = p.data() + il * T_;
               vec::exp_shift_sum(row, lp[bh * T_ + i0 + il], row, T_);  // P
-              if (d.p > 0) keep_row(keep.data() + il * T_, T_, (bh * T_ + i0 + il) * T_, d);
+              if (d.p > 0) keep_factors(keep.data() + il * T_, T_, (bh * T_ + i0 + il) * T_, d);
             }
             // dV += (P ∘ keep)ᵀ dO: the kept probabilities in dp for the moment
             const T* pd = p.data();

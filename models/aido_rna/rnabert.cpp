@@ -116,7 +116,8 @@ Tensor RNABertSelfAttention::forward(const Tensor& x, const Tensor& pad, const R
   Tensor k = apply_rotary(heads_first((*key)(x)), rope);
   Tensor v = heads_first((*value)(x));
   Tensor o;  // [B, H, T, hd]
-  if (attn_dropout > 0 && is_training()) {  // dropout on the probabilities: the composed path
+  const double drop = is_training() ? attn_dropout : 0.0;
+  if (drop > 0 && x.is_cuda()) {  // dropout on the probabilities on a GPU: the composed path
     Tensor s = matmul(q, transpose(k, -1, -2)) / std::sqrt(static_cast<double>(head_dim));
     // s + finfo.min equals finfo.min in fp32 for any finite score, so masked_fill gives the same
     // softmax: pad keys get exactly 0, fully blocked (pad query) rows are uniform, then zeroed.
@@ -128,9 +129,11 @@ Tensor RNABertSelfAttention::forward(const Tensor& x, const Tensor& pad, const R
     } else {
       p = softmax(s, -1);
     }
-    o = matmul(dropout(p, attn_dropout, true), v);
-  } else {  // the same function fused: pad keys masked, pad query rows zero
-    o = attention(q, k, v, {1.0 / std::sqrt(static_cast<double>(head_dim)), pad, pad});
+    o = matmul(dropout(p, drop, true), v);
+  } else {  // the same function fused: pad keys masked, pad query rows zero, the same dropout mask
+    ops::AttentionParams ap{1.0 / std::sqrt(static_cast<double>(head_dim)), pad, pad};
+    ap.dropout = drop;
+    o = attention(q, k, v, ap);
   }
   return reshape(transpose(o, 1, 2), {B, T, heads * head_dim});
 }

@@ -111,12 +111,15 @@ Tensor EsmSelfAttention::forward(const Tensor& x, const Tensor& key_pad, const R
   q = apply_rotary(q, rope);
   k = apply_rotary(k, rope);
   Tensor o;  // [B, H, T, hd]
-  if (attn_dropout > 0 && is_training()) {  // dropout on the probabilities: the composed path
+  const double p = is_training() ? attn_dropout : 0.0;
+  if (p > 0 && x.is_cuda()) {  // dropout on the probabilities on a GPU: the composed path
     Tensor s = matmul(q, transpose(k, -1, -2));  // [B, H, T, T]
     if (key_pad.defined()) s = masked_fill(s, key_pad, -FLT_MAX);  // HF adds finfo(float).min: the same after softmax
-    o = matmul(dropout(softmax(s, -1), attn_dropout, true), v);
-  } else {  // the same function fused (q is already scaled)
-    o = attention(q, k, v, {1.0, key_pad.defined() ? reshape(key_pad, {B, T}) : Tensor(), {}});
+    o = matmul(dropout(softmax(s, -1), p, true), v);
+  } else {  // the same function fused (q is already scaled), with the same dropout mask
+    ops::AttentionParams ap{1.0, key_pad.defined() ? reshape(key_pad, {B, T}) : Tensor(), {}};
+    ap.dropout = p;
+    o = attention(q, k, v, ap);
   }
   return reshape(transpose(o, 1, 2), {B, T, heads * head_dim});
 }

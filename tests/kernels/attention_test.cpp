@@ -67,6 +67,7 @@ Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const ops::At
   if (blocked.defined()) s = masked_fill(s, blocked, -FLT_MAX);
   Tensor pr = softmax(s, -1);
   if (p.query_pad.defined() && p.zero_padded_queries) pr = masked_fill(pr, blocked, 0.0);
+  if (p.dropout > 0) pr = dropout(pr, p.dropout, true, p.generator);
   return matmul(pr, v);
 }
 
@@ -154,6 +155,57 @@ TEST(Attention, GradientsMatchTheComposedOpsOverSeveralBlocks) {
     backward(sum(composed(c[0], c[1], c[2], p) * w));
     for (int i = 0; i < 3; ++i) EXPECT_TRUE(allclose(a[i].grad(), c[i].grad(), 1e-12, 1e-10)) << "input " << i;
   }
+}
+
+// Dropout inside the fused kernel draws the composed path's mask (dropout() on the [B, H, Tq, Tk]
+// probabilities with the same generator offset) and replays it in backward: values and gradients
+// equal the composed ones for every mask variant, over several query blocks.
+TEST(Attention, DropoutDrawsTheComposedMaskForEveryVariant) {
+  const int64_t B = 2, H = 2, T = 150, D = 8;
+  const std::vector<ops::AttentionParams> variants = {
+      {0.3, {}, {}},
+      {0.3, pad_mask(B, T, {150, 77}), {}},
+      {0.3, pad_mask(B, T, {140, 77}), pad_mask(B, T, {140, 77})},
+      {0.3, pad_mask(B, T, {140, 0}), pad_mask(B, T, {100, 150}), false}};
+  for (ops::AttentionParams p : variants) {
+    p.dropout = 0.2;
+    Generator ga, gb;
+    ga.seed = gb.seed = 77;
+    Tensor w = uniform({B, H, T, D}, -1, 1, 10);
+    std::vector<Tensor> a, c;
+    for (uint64_t i = 0; i < 3; ++i) {
+      a.push_back(param({B, H, T, D}, -1, 1, 20 + i));
+      c.push_back(param({B, H, T, D}, -1, 1, 20 + i));
+    }
+    p.generator = &ga;
+    Tensor fused = strand::attention(a[0], a[1], a[2], p);
+    p.generator = &gb;
+    Tensor comp = composed(c[0], c[1], c[2], p);
+    EXPECT_EQ(ga.offset, 1u);
+    EXPECT_EQ(gb.offset, 1u);
+    EXPECT_TRUE(allclose(fused, comp, 1e-13, 1e-12));
+    backward(sum(fused * w));
+    backward(sum(comp * w));
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(allclose(a[i].grad(), c[i].grad(), 1e-12, 1e-10)) << "input " << i;
+    p.dropout = 0;
+    EXPECT_FALSE(allclose(fused, strand::attention(a[0], a[1], a[2], p), 1e-3, 1e-3)) << "nothing was dropped";
+  }
+  // finite differences through a fixed mask
+  ops::AttentionParams p{0.7, pad_mask(2, 5, {4, 2}), pad_mask(2, 5, {4, 2})};
+  p.dropout = 0.25;
+  EXPECT_TRUE(grad_ok(
+      [&](const std::vector<Tensor>& in) {
+        Generator g;
+        ops::AttentionParams q = p;
+        q.generator = &g;
+        return strand::attention(in[0], in[1], in[2], q);
+      },
+      {param({2, 2, 5, 3}, -1, 1, 1), param({2, 2, 5, 3}, -1, 1, 2), param({2, 2, 5, 3}, -1, 1, 3)}));
+  EXPECT_TRUE(throws_with([&] {
+    ops::AttentionParams bad = p;
+    bad.dropout = 1;
+    strand::attention(param({2, 2, 5, 3}), param({2, 2, 5, 3}), param({2, 2, 5, 3}), bad);
+  }, {"dropout", "[0, 1)"}));
 }
 
 TEST(Attention, Float32GradientsAgreeWithFloat64) {

@@ -7,6 +7,9 @@
 // within twice PyTorch's own bf16 error (below).
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 #include "autograd/autocast.h"
 #include "models/esm2/esm2.h"
 #include "models/aido_rna/rnabert.h"
@@ -151,6 +154,36 @@ TEST_P(GoldenParity, Bf16MixedStaysWithinTwicePyTorchsBf16Error) {
   NoGradGuard ng;
   const Tensor h32 = b.model->forward(ids, mask).last_hidden_state;
   EXPECT_GT(test::bf16_error(h, h64).rel_l2, 100 * test::bf16_error(h32, h64).rel_l2);
+}
+
+// Attention dropout in training (on the CPU inside the fused attention, whose mask the ops-level
+// tests show equals the composed path's): one generator offset per layer, replayed exactly from
+// the same generator state, different from eval, and differentiable.
+TEST_P(GoldenParity, AttentionDropoutInTrainingReplaysFromTheGeneratorState) {
+  test::TempDir dir("attn_dropout");
+  std::filesystem::copy(fixture(GetParam() + "/model"), dir.path);
+  auto cfg = nlohmann::json::parse(read_hf_config(dir.path.string()));
+  cfg["attention_probs_dropout_prob"] = 0.2;
+  std::ofstream(dir.path / "config.json") << cfg.dump();
+  auto exp = expected(GetParam());
+  const auto& ids = exp.tensors.at("input_ids");
+  const auto& mask = exp.tensors.at("attention_mask");
+  HfBackbone b = load_hf_backbone(dir.path.string());
+  b.model->train();
+  const Generator start = default_generator();
+  Tensor a = b.model->forward(ids, mask).last_hidden_state;
+  const uint64_t used = default_generator().offset - start.offset;
+  default_generator() = start;
+  Tensor again = b.model->forward(ids, mask).last_hidden_state;
+  const int64_t layers = cfg.at("num_hidden_layers").get<int64_t>();
+  EXPECT_EQ(used, static_cast<uint64_t>(layers)) << "one dropout mask per attention layer";
+  EXPECT_TRUE(test::allclose(again, a, 0, 0));
+  b.model->eval();
+  EXPECT_FALSE(test::allclose(b.model->forward(ids, mask).last_hidden_state, a, 1e-3, 1e-3));
+  backward(sum(a));
+  for (auto& [name, p] : b.model->named_parameters())
+    if (p.requires_grad() && p.grad().defined())
+      for (double g : ops::to_vector<double>(p.grad())) ASSERT_TRUE(std::isfinite(g)) << name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenParity,
