@@ -1,6 +1,6 @@
 // strand-embed: sequence embeddings from an ESM-2 or AIDO.RNA model folder.
 //   strand-embed --model-dir DIR --input FILE --output OUT.safetensors [--batch-size N]
-//                [--max-length N] [--device cpu|cuda] [--pool none|mean] [...]
+//                [--max-length N] [--device cpu|cuda] [--precision fp32|bf16-mixed] [--pool none|mean] [...]
 // Output (safetensors, written atomically): last_hidden_state f32 [N, L, D] padded with zeros to
 // the longest tokenised sequence (or [N, D] with --pool mean: the masked mean over the tokens,
 // special tokens included, as ModelGenerator pools), and attention_mask i64 [N, L]. The rows keep
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/autocast.h"
 #include "models/enformer/enformer.h"
 #include "models/enformer/one_hot.h"
 #include "models/hf_dir.h"
@@ -38,6 +39,9 @@ Embeds protein (ESM-2), RNA (AIDO.RNA) or DNA (Enformer) sequences with a Huggin
   --max-length N       truncate to N tokens including the 2 special tokens (default 1024, as the
                        ModelGenerator recipes; 0 = no truncation)
   --device cpu|cuda    where to run (default cpu)
+  --precision P        fp32 (default) or bf16-mixed: the forward under bf16 autocast, as
+                       trainer.precision (GEMMs in bf16, norms and softmax in f32); the output
+                       is f32 either way
   --pool none|mean     none (default): per-token states; mean: masked mean, specials included
   --allow-unknown      map characters outside the alphabet to <unk>/[UNK] (default: an error
                        naming the sequence and position)
@@ -48,7 +52,7 @@ Embeds protein (ESM-2), RNA (AIDO.RNA) or DNA (Enformer) sequences with a Huggin
 )";
 
 struct Args {
-  std::string model_dir, input, output, device = "cpu", pool = "none";
+  std::string model_dir, input, output, device = "cpu", pool = "none", precision = "fp32";
   int64_t batch_size = 8, max_length = 1024;
   bool allow_unknown = false, rna_exact = false, quiet = false;
 };
@@ -88,6 +92,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--batch-size") a.batch_size = parse_int(f, value(), 1);
     else if (f == "--max-length") a.max_length = parse_int(f, value(), 0);
     else if (f == "--device") a.device = value();
+    else if (f == "--precision") a.precision = value();
     else if (f == "--pool") a.pool = value();
     else if (f == "--allow-unknown") a.allow_unknown = true;
     else if (f == "--rna-exact-input") a.rna_exact = true;
@@ -99,6 +104,8 @@ Args parse(int argc, char** argv) {
   if (a.output.empty()) fail("--output is required (see --help)");
   if (a.pool != "none" && a.pool != "mean") fail("--pool must be 'none' or 'mean', got '" + a.pool + "'");
   if (a.device != "cpu" && a.device != "cuda") fail("--device must be 'cpu' or 'cuda', got '" + a.device + "'");
+  if (a.precision != "fp32" && a.precision != "bf16-mixed")
+    fail("--precision must be 'fp32' or 'bf16-mixed', got '" + a.precision + "'");
   if (a.max_length == 1) fail("--max-length must be 0 (none) or >= 2 (it counts the 2 special tokens), got 1");
   return a;
 }
@@ -157,6 +164,7 @@ void embed_enformer(const Args& a, const Input& in, Device device) {
            std::to_string(in.seqs[static_cast<size_t>(i)].size()));
   const bool pool = a.pool == "mean";
   NoGradGuard ng;
+  AutocastGuard autocast(a.precision == "bf16-mixed");
   std::vector<Tensor> parts;
   for (int64_t s = 0; s < N; s += a.batch_size) {
     std::vector<std::string> batch(in.seqs.begin() + s, in.seqs.begin() + std::min(N, s + a.batch_size));
@@ -230,6 +238,7 @@ int main(int argc, char** argv) {
     std::vector<int64_t> mask(static_cast<size_t>(N * L), 0);
     float* op = out.data<float>();
     NoGradGuard ng;
+    AutocastGuard autocast(a.precision == "bf16-mixed");
     const bool progress = !a.quiet && N > a.batch_size;
     const auto t0 = std::chrono::steady_clock::now();
     int64_t done_tokens = 0;

@@ -66,6 +66,18 @@ void check_fixture(const std::string& name, const std::string& extra) {
   auto pooled = safetensors::load(tmp.str("pooled.safetensors"));
   EXPECT_TRUE(test::close_to_reference(pooled.tensors.at("last_hidden_state"), masked_mean(ref, ref_mask), 1e-4,
                                        name + " strand-embed --pool mean"));
+
+  // bf16-mixed: f32 output within bf16's error of the reference (the golden models' bf16 error
+  // against fp64 is 1-2% relative L2, see Bf16MixedStaysWithinTwicePyTorchsBf16Error), and not
+  // the fp32 result.
+  EmbedRun q = embed(tmp, base + " --precision bf16-mixed --quiet --output " + tmp.str("bf16.safetensors"));
+  ASSERT_EQ(q.rc, 0) << q.err;
+  const Tensor h16 = safetensors::load(tmp.str("bf16.safetensors")).tensors.at("last_hidden_state");
+  EXPECT_EQ(h16.dtype(), DType::f32);
+  const double err = test::bf16_error(h16, ops::mul(ref, keep)).rel_l2;
+  std::cout << "[bf16] " << name << " strand-embed --precision bf16-mixed: rel L2 " << err << " against fp32\n";
+  EXPECT_LT(err, 0.05);
+  EXPECT_GT(err, 1e-4);
 }
 
 TEST(StrandEmbed, EsmFolderMatchesTheReference) { check_fixture("esm2/tiny_base", ""); }
@@ -106,6 +118,7 @@ TEST(StrandEmbed, BadInputIsOneLineAndExitCode2) {
   expect_error(model + in, "--output is required");
   expect_error(model + in + out + " --batch-size 0", "--batch-size expects an integer >= 1, got '0'");
   expect_error(model + in + out + " --pool max", "--pool must be");
+  expect_error(model + in + out + " --precision fp16", "--precision must be 'fp32' or 'bf16-mixed', got 'fp16'");
   expect_error(model + in + out + " --frobnicate", "unknown argument '--frobnicate'");
   std::ofstream(tmp.str("bad.txt")) << "MKT\nMKjT\n";
   expect_error(model + " --input " + tmp.str("bad.txt") + out, "sequence 1, position 2");
