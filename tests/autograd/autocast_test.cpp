@@ -78,7 +78,14 @@ TEST(Autocast, StatisticsAndLossRunInF32) {
   AutocastGuard on(true);
   EXPECT_EQ(layer_norm(xb, w, b).dtype(), DType::f32);
   EXPECT_EQ(rms_norm(xb, w).dtype(), DType::f32);
-  EXPECT_EQ(batch_norm(xb, w, b, rm, rv, true).dtype(), DType::f32);
+  // batch_norm: bf16 in, statistics in f32, bf16 out (PyTorch's GPU batch_norm, outside the lists)
+  const Tensor bn = batch_norm(xb, w, b, rm, rv, true);
+  EXPECT_EQ(bn.dtype(), DType::bf16);
+  Tensor rm2 = ops::zeros({6}), rv2 = ops::ones({6});
+  EXPECT_TRUE(allclose(ops::to(bn, DType::f32),
+                       ops::to(ops::to(ops::batch_norm(ops::to(xb, DType::f32), w, b, rm2, rv2, true, 0.1, 1e-5).y,
+                                       DType::bf16), DType::f32), 0, 0));
+  EXPECT_TRUE(allclose(rm, rm2, 0, 0));  // running statistics updated from the f32 statistics
   EXPECT_EQ(softmax(xb).dtype(), DType::f32);
   EXPECT_EQ(log_softmax(xb).dtype(), DType::f32);
   EXPECT_EQ(mse_loss(xb, ops::zeros({4, 6})).dtype(), DType::f32);
@@ -87,6 +94,26 @@ TEST(Autocast, StatisticsAndLossRunInF32) {
   // Other ops keep their input's dtype.
   EXPECT_EQ(gelu(xb).dtype(), DType::bf16);
   EXPECT_EQ(sum(xb).dtype(), DType::bf16);
+}
+
+TEST(Autocast, BatchNormOfAHalfInputKeepsItsDtypeAndGradients) {
+  // f64 finite differences cannot see bf16; instead the bf16 path's gradients must equal the f32
+  // op's gradients on the same (bf16-exact) input, rounded for the input's gradient.
+  Tensor xb = ops::to(test::uniform({5, 3, 4}, -2, 2, 21), DType::bf16);
+  xb.set_requires_grad(true);
+  Tensor x32 = ops::to(ops::detach(xb), DType::f32);
+  x32.set_requires_grad(true);
+  Tensor w = f32_leaf({4}, 22), b = f32_leaf({4}, 23);
+  Tensor w2 = ops::clone(ops::detach(w)), b2 = ops::clone(ops::detach(b));
+  w2.set_requires_grad(true);
+  b2.set_requires_grad(true);
+  const Tensor up = ops::to(test::uniform({5, 3, 4}, -1, 1, 24), DType::bf16);
+  backward(batch_norm(xb, w, b, {}, {}, true), up);
+  backward(batch_norm(x32, w2, b2, {}, {}, true), ops::to(up, DType::f32));
+  EXPECT_EQ(xb.grad().dtype(), DType::bf16);
+  EXPECT_TRUE(allclose(ops::to(xb.grad(), DType::f32), ops::to(ops::to(x32.grad(), DType::bf16), DType::f32), 0, 0));
+  EXPECT_TRUE(allclose(w.grad(), w2.grad(), 0, 0));
+  EXPECT_TRUE(allclose(b.grad(), b2.grad(), 0, 0));
 }
 
 TEST(Autocast, F64IsNeverCast) {
