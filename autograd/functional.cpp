@@ -1,5 +1,7 @@
 #include "autograd/functional.h"
 
+#include <algorithm>
+
 #include "autograd/autocast.h"
 #include "autograd/node.h"
 
@@ -50,8 +52,9 @@ DType wider(DType a, DType b) {
   return DType::f32;
 }
 std::vector<Tensor> promoted(std::vector<Tensor> xs) {
-  if (xs.empty()) return xs;
-  DType d = xs[0].dtype();
+  auto first = std::find_if(xs.begin(), xs.end(), [](const Tensor& t) { return t.defined(); });
+  if (first == xs.end()) return xs;  // the op names the undefined operand
+  DType d = first->dtype();
   for (const Tensor& t : xs)
     if (t.defined()) d = wider(d, t.dtype());
   for (Tensor& t : xs)
@@ -221,18 +224,21 @@ Tensor mul(const Tensor& a, double s) { return unary_op(UnaryOp::mul_scalar, a, 
 Tensor div(const Tensor& a, double s) { return unary_op(UnaryOp::div_scalar, a, s); }
 Tensor rsub(double s, const Tensor& a) { return unary_op(UnaryOp::rsub_scalar, a, s); }
 Tensor neg(const Tensor& x) { return unary_op(UnaryOp::neg, x); }
-Tensor exp(const Tensor& x) { return unary_op(UnaryOp::exp, x); }
-Tensor log(const Tensor& x) { return unary_op(UnaryOp::log, x); }
+// exp, log, rsqrt, pow and softplus are on the autocast fp32 list (their bf16 results lose too much).
+Tensor exp(const Tensor& x) { return unary_op(UnaryOp::exp, as_f32(x)); }
+Tensor log(const Tensor& x) { return unary_op(UnaryOp::log, as_f32(x)); }
 Tensor sqrt(const Tensor& x) { return unary_op(UnaryOp::sqrt, x); }
-Tensor rsqrt(const Tensor& x) { return unary_op(UnaryOp::rsqrt, x); }
-Tensor pow(const Tensor& x, double e) { return unary_op(UnaryOp::pow, x, e); }
+Tensor rsqrt(const Tensor& x) { return unary_op(UnaryOp::rsqrt, as_f32(x)); }
+Tensor pow(const Tensor& x, double e) { return unary_op(UnaryOp::pow, as_f32(x), e); }
 Tensor abs(const Tensor& x) { return unary_op(UnaryOp::abs, x); }
 Tensor sign(const Tensor& x) { return unary_op(UnaryOp::sign, x); }
 Tensor clamp(const Tensor& x, double lo, double hi) { return unary_op(UnaryOp::clamp, x, lo, hi); }
 Tensor tanh(const Tensor& x) { return unary_op(UnaryOp::tanh, x); }
 Tensor sigmoid(const Tensor& x) { return unary_op(UnaryOp::sigmoid, x); }
 Tensor relu(const Tensor& x) { return unary_op(UnaryOp::relu, x); }
-Tensor softplus(const Tensor& x, double beta, double threshold) { return unary_op(UnaryOp::softplus, x, beta, threshold); }
+Tensor softplus(const Tensor& x, double beta, double threshold) {
+  return unary_op(UnaryOp::softplus, as_f32(x), beta, threshold);
+}
 Tensor silu(const Tensor& x) { return unary_op(UnaryOp::silu, x); }
 Tensor gelu(const Tensor& x) { return unary_op(UnaryOp::gelu, x); }
 Tensor gelu_sigmoid(const Tensor& x) { return unary_op(UnaryOp::gelu_sigmoid, x); }
@@ -263,7 +269,8 @@ Tensor gt(const Tensor& a, const Tensor& b) { return ops::compare(CompareOp::gt,
 Tensor ge(const Tensor& a, const Tensor& b) { return ops::compare(CompareOp::ge, a, b); }
 
 // ---------------- reductions ----------------
-Tensor sum(const Tensor& x, std::vector<int64_t> dims, bool keepdim) {
+Tensor sum(const Tensor& x_in, std::vector<int64_t> dims, bool keepdim) {
+  const Tensor x = as_f32(x_in);  // autocast: sums of bf16 values in f32 (counts above 256 stay exact)
   Tensor y = ops::sum(x, dims, keepdim);
   if (needs({x})) {
     record("sum", {x}, {y}, {}, [s = x.sizes(), k = keepdim_shape(x, dims)](FnNode&, const G& g) -> G {
@@ -475,6 +482,20 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   STRAND_CHECK(p >= 0 && p < 1, "dropout: probability must be in [0, 1), got ", p);
   if (!training || p == 0) return x;
+  if (x.dtype() == DType::bf16 || x.dtype() == DType::f16) {
+    // As PyTorch's dropout on half types: the f32 scale 1/(1-p) (not rounded to bf16), one
+    // rounding of the product, and a 1-byte keep mask saved for backward.
+    const DType xd = x.dtype();
+    Tensor mask = ops::dropout_mask(x.sizes(), p, TensorOptions(DType::f32, x.device()), gen);
+    Tensor y = ops::to(ops::mul(ops::to(x, DType::f32), mask), xd);
+    if (needs({x})) {
+      record("dropout", {x}, {y}, {ops::compare(CompareOp::ne, mask, 0.0)}, [p, xd](FnNode& n, const G& g) -> G {
+        Tensor keep = ops::to(n.saved(0), DType::f32);
+        return {ops::to(ops::mul(ops::mul(ops::to(g[0], DType::f32), keep), 1.0 / (1.0 - p)), xd)};
+      });
+    }
+    return y;
+  }
   Tensor mask = ops::dropout_mask(x.sizes(), p, TensorOptions(x.dtype(), x.device()), gen);
   Tensor y = ops::mul(x, mask);
   if (needs({x})) record("dropout", {x}, {y}, {mask}, [](FnNode& n, const G& g) -> G { return {ops::mul(g[0], n.saved(0))}; });

@@ -107,8 +107,9 @@ struct RelOperands {
 };
 RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
                          double dropout) {
-  for (const Tensor* t : {&qc, &qr, &k, &v})
-    STRAND_CHECK(t->defined() && t->dim() == 4, "rel_attention: qc, qr, k and v must be 4-D [B, H, T, D], got ",
+  const std::pair<const Tensor*, const char*> named[] = {{&qc, "qc"}, {&qr, "qr"}, {&k, "k"}, {&v, "v"}};
+  for (const auto& [t, name] : named)
+    STRAND_CHECK(t->defined() && t->dim() == 4, "rel_attention: ", name, " must be 4-D [B, H, T, D], got ",
                  t->defined() ? shape_str(t->sizes()) : std::string("an undefined tensor"));
   STRAND_CHECK(r.defined() && r.dim() == 3, "rel_attention: r must be 3-D [H, 2T-1, Dk], got ",
                r.defined() ? shape_str(r.sizes()) : std::string("an undefined tensor"));
@@ -119,13 +120,14 @@ RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, co
                " does not match qc ", shape_str(qc.sizes()), " in batch, heads and length");
   STRAND_CHECK(r.size(0) == H && r.size(1) == 2 * T - 1 && r.size(2) == Dk, "rel_attention: r must be [", H, ", ",
                2 * T - 1, ", ", Dk, "] for qc ", shape_str(qc.sizes()), ", got ", shape_str(r.sizes()));
-  check_dropout(dropout, qc, "rel_attention");
   for (const Tensor* t : {&qr, &k, &r, &v}) {
     check_same_dtype(qc, *t, "rel_attention");
     check_same_device(qc, *t, "rel_attention");
   }
   check_floating(qc, "rel_attention");
-  STRAND_CHECK(!qc.is_cuda(), "rel_attention: no CUDA kernel yet (Enformer composes its attention on a GPU)");
+  STRAND_CHECK(!qc.is_cuda(), "rel_attention: no CUDA kernel yet (operands on ", qc.device().str(),
+               "; Enformer composes its attention on a GPU)");
+  check_dropout(dropout, qc, "rel_attention");
   const DType ct = compute_dtype(qc);
   return {unit_last(to(qc, ct)), unit_last(to(qr, ct)), unit_last(to(k, ct)), contiguous(to(r, ct)),
           unit_last(to(v, ct)), ct};

@@ -27,8 +27,8 @@ namespace strand::ops {
 // The dtype kernels compute in: f64 stays f64, every other floating type goes through f32.
 inline DType compute_dtype(const Tensor& t) { return t.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 // The dtype a GEMM runs in: on a GPU, bf16 and f16 stay as they are (tensor cores, f32
-// accumulation, one rounding of the result); elsewhere as compute_dtype, with the same result up
-// to the order of the f32 sums.
+// accumulation, split-K partial sums too, one rounding of the result); elsewhere as compute_dtype:
+// the f32 GEMM on the same values, rounded once.
 inline DType gemm_dtype(const Tensor& t) {
   const bool half = t.dtype() == DType::bf16 || t.dtype() == DType::f16;
   return half && t.device().is_cuda() ? t.dtype() : compute_dtype(t);

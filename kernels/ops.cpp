@@ -870,6 +870,7 @@ Tensor embedding_backward(const Tensor& grad, const Tensor& indices, int64_t num
 }
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
   STRAND_CHECK(!xs.empty(), "concat: no tensors given");
+  for (size_t i = 0; i < xs.size(); ++i) STRAND_CHECK(xs[i].defined(), "concat: tensor ", i, " is undefined");
   const Tensor& f = xs[0];
   dim = f.wrap_dim(dim, "concat");
   Shape s = f.sizes();

@@ -70,7 +70,7 @@ def torch_case(torch, F, name, args):
     if name == "BM_Linear":
         M, N, K, mode = args
         x, w = r(M, K), r(N, K)
-        if mode == 2:  # bf16 operands and result (PyTorch's default bf16 reduction setting, as cuBLAS's)
+        if mode == 2:  # bf16 operands and result
             x, w = x.bfloat16(), w.bfloat16()
         return (lambda: F.linear(x, w)), "FLOP/s", 2.0 * M * N * K
     if name == "BM_Attention":
@@ -232,6 +232,8 @@ def torch_model_main(a):
     import torch
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    # bf16 GEMMs sum split-K partials in f32, as strand's cuBLAS handle is set to
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     dev = torch.device(a.device)
     step = torch_model_step(torch, a.torch_model, dev, a.small)
     if a.bf16_mixed:  # Lightning's precision="bf16-mixed": the step under bf16 autocast
@@ -331,6 +333,8 @@ def main():
     import torch.nn.functional as F
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    # bf16 GEMMs sum split-K partials in f32, as strand's cuBLAS handle is set to
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
     torch.manual_seed(0)
 
     if a.strand_json:

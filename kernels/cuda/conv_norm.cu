@@ -242,17 +242,21 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
       const T* gp = ptr<T>(grad);
       cublasHandle_t h = cublas_handle(x.device().index);
       if (gx.defined() && gx.numel() > 0) {
-        Tensor acc = half ? ops::empty(gx.sizes(), on(x, acc_dt)) : gx;
-        cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes());
+        // half types: one batch item's [L, Cin] f32 accumulator at a time, rounded into gx[b]
+        Tensor acc = half ? ops::empty({L, Cin}, on(x, acc_dt)) : gx;
+        if (!half) cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes());
         const Tensor taps = reorder<T>(w, true);
-        for (int64_t b = 0; b < B; ++b)
+        for (int64_t b = 0; b < B; ++b) {
+          if (half) cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes());
+          Acc* ab = ptr<Acc>(acc) + (half ? 0 : b * L * Cin);
           for (int64_t k = 0; k < K; ++k) {
             const int64_t lo = std::max<int64_t>(0, pad - k), hi = std::min<int64_t>(Lout, L + pad - k);
             if (hi <= lo || Cout == 0) continue;
             acc_gemm(h, false, false, hi - lo, Cin, Cout, gp + (b * Lout + lo) * Cout, Cout, ptr<T>(taps) + k * Cout * Cin,
-                     Cin, ptr<Acc>(acc) + (b * L + lo + k - pad) * Cin, Cin);
+                     Cin, ab + (lo + k - pad) * Cin, Cin);
           }
-        if (half) ops::copy_(gx, acc);
+          if (half) ops::copy_(ops::select(gx, 0, b), acc);
+        }
       }
       if (gw.defined() && gw.numel() > 0) {
         Tensor gf = ops::zeros({Cout * KC}, on(x, acc_dt));  // [Cout, K, Cin]

@@ -23,7 +23,8 @@ cublasHandle_t cublas_handle(int device);
 // Row-major C = op(A) op(B) (+ beta C) as column-major Cᵀ = op(B)ᵀ op(A)ᵀ (the usual swap).
 // f32/f64: cublasSgemm/Dgemm (f32 in TF32 when the handle's math mode says so). bf16/f16:
 // cublasGemmEx on the tensor cores with f32 accumulation, alpha and beta, C rounded once (the
-// bf16-mixed GEMM; cuBLAS's default, like PyTorch's, allows reduced-precision split-K reductions).
+// bf16-mixed GEMM; the handle's math mode disallows reduced-precision split-K reductions, which
+// PyTorch allows by default).
 template <class T>
 void gemm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc) {

@@ -30,7 +30,8 @@ void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, con
                        const Tensor& gw);
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
 
-// matmul_reduce.cu — cuBLAS GEMM (f32/f64) and deterministic reductions
+// matmul_reduce.cu — cuBLAS GEMM (f32/f64, TF32 on request; bf16/f16 on the tensor cores with f32
+// accumulation) and deterministic reductions
 void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, const Shape& batch, int64_t M, int64_t N,
             int64_t K, const Tensor* bias_rows);
 using cpu::RowReduce;

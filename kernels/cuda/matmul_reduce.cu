@@ -1,5 +1,5 @@
-// CUDA matmul through cuBLAS (f32/f64; one call per batch matrix, broadcast batch strides allowed;
-// TF32 only when ops::set_allow_tf32 asks, off by default as in PyTorch) and the reductions
+// CUDA matmul through cuBLAS (f32/f64, bf16/f16 with f32 accumulation; one call per batch matrix,
+// broadcast batch strides allowed; TF32 only when ops::set_allow_tf32 asks, off by default as in PyTorch) and the reductions
 // sum/mean/var over rows or over a middle block of dims, one output per thread or block,
 // accumulated in double in a fixed order (deterministic, like the CPU). Same contracts as
 // cpu::matmul, cpu::reduce_rows and cpu::reduce_middle.
@@ -32,7 +32,11 @@ cublasHandle_t cublas_handle(int device) {
   }
   const int want = ops::allow_tf32() ? 1 : 0;  // ops::set_allow_tf32; off by default, as PyTorch
   if (tf32[device] != want) {
-    STRAND_CUBLAS_CHECK(cublasSetMathMode(handles[device], want ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    // bf16/f16 GEMMs reduce split-K partial sums in f32 (no reduced-precision reductions): the
+    // result is the f32 sum rounded once, as on the CPU.
+    const int mode = (want ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) |
+                     CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
+    STRAND_CUBLAS_CHECK(cublasSetMathMode(handles[device], static_cast<cublasMath_t>(mode)));
     tf32[device] = want;
   }
   return handles[device];

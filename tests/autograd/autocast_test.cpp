@@ -91,9 +91,14 @@ TEST(Autocast, StatisticsAndLossRunInF32) {
   EXPECT_EQ(mse_loss(xb, ops::zeros({4, 6})).dtype(), DType::f32);
   // Computed from the bf16 values in f32: the same as the f32 op on the widened input.
   EXPECT_TRUE(allclose(softmax(xb), ops::softmax(ops::to(xb, DType::f32), -1), 0, 0));
+  // sums, exp, log, rsqrt, pow, softplus: f32 too (PyTorch's fp32 lists)
+  for (const Tensor& t : {sum(xb), exp(xb), log(abs(xb)), rsqrt(abs(xb)), pow(xb, 2.0), softplus(xb)})
+    EXPECT_EQ(t.dtype(), DType::f32);
+  // a count above 256 stays exact (bf16 holds integers up to 256 exactly)
+  EXPECT_EQ(item(sum(ops::ones({1535}, DType::bf16))), 1535.0);
   // Other ops keep their input's dtype.
   EXPECT_EQ(gelu(xb).dtype(), DType::bf16);
-  EXPECT_EQ(sum(xb).dtype(), DType::bf16);
+  EXPECT_EQ(mean(xb).dtype(), DType::bf16);
 }
 
 TEST(Autocast, BatchNormOfAHalfInputKeepsItsDtypeAndGradients) {
@@ -114,6 +119,28 @@ TEST(Autocast, BatchNormOfAHalfInputKeepsItsDtypeAndGradients) {
   EXPECT_TRUE(allclose(ops::to(xb.grad(), DType::f32), ops::to(ops::to(x32.grad(), DType::bf16), DType::f32), 0, 0));
   EXPECT_TRUE(allclose(w.grad(), w2.grad(), 0, 0));
   EXPECT_TRUE(allclose(b.grad(), b2.grad(), 0, 0));
+}
+
+TEST(Autocast, DropoutOnBf16ScalesInF32AndRoundsOnce) {
+  Tensor x = ops::to(test::uniform({4, 300}, -2, 2, 31), DType::bf16);
+  x.set_requires_grad(true);
+  Generator g1, g2;
+  Tensor y = dropout(x, 0.1, true, &g1);
+  EXPECT_EQ(y.dtype(), DType::bf16);
+  // the same keep pattern as an f32 mask, the product in f32 with the unrounded f32 scale
+  const Tensor mask = ops::dropout_mask({4, 300}, 0.1, TensorOptions(DType::f32), &g2);
+  const Tensor want = ops::to(ops::mul(ops::to(ops::detach(x), DType::f32), mask), DType::bf16);
+  EXPECT_TRUE(allclose(ops::to(y, DType::f32), ops::to(want, DType::f32), 0, 0));
+  const Tensor up = ops::to(test::uniform({4, 300}, -1, 1, 32), DType::bf16);
+  backward(y, up);
+  EXPECT_EQ(x.grad().dtype(), DType::bf16);
+  EXPECT_TRUE(allclose(ops::to(x.grad(), DType::f32),
+                       ops::to(ops::to(ops::mul(ops::to(up, DType::f32), mask), DType::bf16), DType::f32), 0, 0));
+}
+
+TEST(Autocast, UndefinedOperandsAreErrorsNotCrashes) {
+  EXPECT_TRUE(test::throws_with([] { add(Tensor(), ops::zeros({2})); }, {"add"}));
+  EXPECT_TRUE(test::throws_with([] { concat({Tensor(), ops::zeros({2})}, 0); }, {"concat"}));
 }
 
 TEST(Autocast, F64IsNeverCast) {

@@ -126,13 +126,32 @@ TEST(CudaNnParity, HalfGemmsMatchTheCpuToOneUlp) {
            bias = test::uniform({6}, -1, 1, 25, dt);
     expect_parity([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, w, bias}, {3, 11, 6},
                   2 * ulp);
-    // Tensor-core sizes: K = 512 sums of O(1) terms (results of magnitude ~10)
+    // Tensor-core sizes: K = 512 sums of O(1) terms (results of magnitude ~10). Both sides round an
+    // f32 sum once: one ulp of each value (rtol), plus f32 sum-order noise (atol 1e-5 of the scale).
     Tensor xl = test::uniform({64, 512}, -1, 1, 26, dt), wl = test::uniform({96, 512}, -1, 1, 27, dt);
     Tensor got = ops::to(ops::linear(ops::to(xl, kGpu), ops::to(wl, kGpu), {}), Device::cpu());
     EXPECT_EQ(got.dtype(), dt);
     const Tensor want = ops::linear(xl, wl, {});
     const double scale = item(ops::amax(ops::unary(UnaryOp::abs, ops::to(want, DType::f64))));
-    EXPECT_TRUE(allclose(ops::to(got, DType::f64), ops::to(want, DType::f64), ulp * scale, ulp));
+    EXPECT_TRUE(allclose(ops::to(got, DType::f64), ops::to(want, DType::f64), 1e-5 * scale, ulp));
+  }
+}
+
+// bf16 conv1d gradients are sums over taps and batch items: accumulated in f32 and rounded once
+// they stay within one ulp of the CPU's (f32 sum, rounded once); summed in bf16 they would not.
+TEST(CudaNnParity, Bf16Conv1dGradientsAccumulateInF32) {
+  STRAND_SKIP_WITHOUT_GPU();
+  const DType dt = DType::bf16;
+  Tensor x = test::uniform({6, 300, 32}, -1, 1, 51, dt), w = test::uniform({24, 32, 9}, -1, 1, 52, dt);
+  Tensor up = test::uniform({6, 300, 24}, -1, 1, 53, dt);
+  const auto c = run([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), -1); }, {x, w}, up,
+                     Device::cpu());
+  const auto g = run([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), -1); }, {x, w}, up, kGpu);
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_EQ(g[i].dtype(), dt);
+    const double scale = item(ops::amax(ops::unary(UnaryOp::abs, ops::to(c[i], DType::f64))));
+    EXPECT_TRUE(allclose(ops::to(g[i], DType::f64), ops::to(c[i], DType::f64), 1e-5 * scale, 1.0 / 128))
+        << (i ? "grad " : "value ") << i;
   }
 }
 

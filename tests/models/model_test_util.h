@@ -46,6 +46,8 @@ struct Bf16Error {
   double rel_l2 = 0, max_abs = 0;
 };
 inline Bf16Error bf16_error(const Tensor& got, const Tensor& ref) {
+  EXPECT_EQ(got.sizes(), ref.sizes());
+  if (got.sizes() != ref.sizes()) return {1e30, 1e30};
   auto g = ops::to_vector<double>(got), r = ops::to_vector<double>(ref);
   double num = 0, den = 0, mx = 0;
   for (size_t i = 0; i < g.size(); ++i) {
@@ -58,6 +60,7 @@ inline Bf16Error bf16_error(const Tensor& got, const Tensor& ref) {
 inline void expect_within_twice_pytorch(const Bf16Error& ours, const nlohmann::json& errors, const std::string& what,
                                  const std::string& name) {
   Bf16Error torch{1e30, 1e30};
+  EXPECT_FALSE(errors.empty()) << name << ": the fixture holds no PyTorch bf16 errors";
   for (const auto& [variant, e] : errors.items()) {
     torch.rel_l2 = std::min(torch.rel_l2, e.at(what).at("rel_l2").get<double>());
     torch.max_abs = std::min(torch.max_abs, e.at(what).at("max_abs").get<double>());

@@ -72,9 +72,10 @@ def lora_fixture(model, targets, r, alpha, input_ids, attention_mask, gen, forwa
 
 
 class CudaAutocastLists(torch.overrides.TorchFunctionMode):
-    """Applies CUDA autocast's fp32 list on the CPU. CPU autocast runs layer_norm and softmax in
-    bf16; CUDA autocast (what bf16-mixed training on a GPU uses, and what strand follows) runs them
-    in f32. Under this mode those calls get f32 operands while CPU autocast is on."""
+    """Applies (part of) CUDA autocast's fp32 list on the CPU. CPU autocast runs layer_norm and
+    softmax in bf16; CUDA autocast (what bf16-mixed training on a GPU uses, and whose lists strand
+    follows for these ops) runs them in f32. Under this mode the calls below get f32 operands while
+    CPU autocast is on."""
 
     FP32 = {torch.nn.functional.layer_norm, torch.layer_norm, torch.nn.functional.softmax, torch.softmax,
             torch.Tensor.softmax, torch.nn.functional.log_softmax, torch.log_softmax, torch.Tensor.log_softmax,

@@ -3,7 +3,7 @@
 same environment). Writes tests/fixtures/esm2/<name>/bf16.safetensors: the fp64 last_hidden_state
 and LoRA gradients of the esm2.py batch and loss, and in metadata["bf16_errors"] how far PyTorch's
 bf16 autocast lands from them (see common.bf16_fixture). strand's bf16-mixed run must stay within
-twice that error (tests/models/bf16_golden_test.cpp)."""
+twice that error (GoldenParity.Bf16MixedStaysWithinTwicePyTorchsBf16Error in tests/models/golden_test.cpp)."""
 import sys
 from pathlib import Path
 
