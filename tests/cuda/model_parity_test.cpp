@@ -1,7 +1,11 @@
 // Whole backbones on the GPU against the same weights on the CPU: tiny ESM-2 and AIDO.RNA (with a
 // padded row) and Enformer (conv tower with batch_norm in training mode, attention pooling,
 // relative-position attention), forward and the gradient of every parameter. This is what
-// `--device cuda` rests on; skipped without a usable GPU.
+// `--device cuda` rests on; skipped without a usable GPU. Also: the same under bf16 autocast, and
+// attention dropout drawing the same masks on both devices.
+#include <cmath>
+
+#include "autograd/autocast.h"
 #include "autograd/functional.h"
 #include "models/aido_rna/rnabert.h"
 #include "models/enformer/enformer.h"
@@ -31,18 +35,47 @@ void expect_grads_close(nn::Module& m, const std::vector<Tensor>& cpu_grads, dou
   }
 }
 
-// Forward + backward of sum(h * w) on the CPU, then the same model moved to the GPU.
-void expect_backbone_parity(models::Backbone& m, const Tensor& ids, const Tensor& mask) {
+// ||a - b|| / ||b|| (b on the CPU).
+double rel_l2(const Tensor& a, const Tensor& b) {
+  auto x = ops::to_vector<double>(ops::to(a, Device::cpu())), y = ops::to_vector<double>(b);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * (x[i] - y[i]), den += y[i] * y[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Forward + backward of sum(h * w) on the CPU, then the same model moved to the GPU, from the same
+// generator state (so dropout draws the same masks on both devices). bf16: both sides under bf16
+// autocast; their roundings differ where the f32 sums' orders do, so outputs and gradients are
+// compared by relative L2 (bf16 holds about 3 significant digits).
+void expect_backbone_parity(models::Backbone& m, const Tensor& ids, const Tensor& mask, bool bf16 = false) {
   const Tensor w = test::uniform({ids.size(0), ids.size(1), m.hidden_size()}, -1, 1, 5, DType::f32);
-  m.train();  // dropout is 0 in these configs; train mode exercises the training kernels
-  Tensor h = m.forward(ids, mask).last_hidden_state;
+  m.train();  // train mode exercises the training kernels (and dropout, where a config has it)
+  const Generator start = default_generator();
+  Tensor h;
+  {
+    AutocastGuard autocast(bf16);
+    h = m.forward(ids, mask).last_hidden_state;
+  }
   backward(sum(h * w));
   const std::vector<Tensor> grads = take_grads(m);
   m.to(kGpu);
-  Tensor hg = m.forward(ops::to(ids, kGpu), ops::to(mask, kGpu)).last_hidden_state;
+  default_generator() = start;
+  Tensor hg;
+  {
+    AutocastGuard autocast(bf16);
+    hg = m.forward(ops::to(ids, kGpu), ops::to(mask, kGpu)).last_hidden_state;
+  }
   backward(sum(hg * ops::to(w, kGpu)));
-  EXPECT_TRUE(test::allclose(ops::to(hg, Device::cpu()), h, 2e-5, 2e-5));
-  expect_grads_close(m, grads, 1e-4);
+  if (!bf16) {
+    EXPECT_TRUE(test::allclose(ops::to(hg, Device::cpu()), h, 2e-5, 2e-5));
+    expect_grads_close(m, grads, 1e-4);
+    return;
+  }
+  EXPECT_EQ(hg.dtype(), h.dtype());
+  EXPECT_LT(rel_l2(hg, h), 2e-2);
+  const auto params = m.parameters();
+  for (size_t i = 0; i < params.size(); ++i)
+    if (grads[i].defined()) EXPECT_LT(rel_l2(params[i].grad(), grads[i]), 3e-2) << "parameter " << i;
 }
 
 Tensor padded_mask() { return ops::from_vector<int64_t>({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {2, 10}); }
@@ -58,6 +91,48 @@ TEST(CudaModelParity, Esm2ForwardAndGradients) {
   models::Esm2Model m(c);
   Tensor ids = ops::from_vector<int64_t>({0, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 13, 14, 32, 2, 1, 1, 1, 1, 1}, {2, 10});
   expect_backbone_parity(m, ids, padded_mask());
+}
+
+// Attention dropout in training: fused on the CPU, composed on the GPU; the Philox masks are the
+// same on both devices, so the results agree to fp32 rounding.
+TEST(CudaModelParity, Esm2AttentionDropoutDrawsTheSameMasksOnBothDevices) {
+  STRAND_SKIP_WITHOUT_GPU();
+  models::Esm2Config c;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 64;
+  c.attention_probs_dropout_prob = 0.2;
+  manual_seed(1);
+  models::Esm2Model m(c);
+  Tensor ids = ops::from_vector<int64_t>({0, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 13, 14, 32, 2, 1, 1, 1, 1, 1}, {2, 10});
+  expect_backbone_parity(m, ids, padded_mask());
+}
+
+TEST(CudaModelParity, Bf16MixedBackbonesAgreeAcrossDevices) {
+  STRAND_SKIP_WITHOUT_GPU();
+  {
+    models::Esm2Config c;
+    c.hidden_size = 32;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.intermediate_size = 64;
+    manual_seed(1);
+    models::Esm2Model m(c);
+    Tensor ids = ops::from_vector<int64_t>({0, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 13, 14, 32, 2, 1, 1, 1, 1, 1}, {2, 10});
+    expect_backbone_parity(m, ids, padded_mask(), true);
+  }
+  {
+    models::RNABertConfig c;
+    c.hidden_size = 32;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.intermediate_size = 48;
+    manual_seed(2);
+    models::RNABertModel m(c);
+    Tensor ids = ops::from_vector<int64_t>({2, 5, 6, 7, 8, 5, 6, 7, 8, 3, 2, 8, 7, 6, 3, 0, 0, 0, 0, 0}, {2, 10});
+    expect_backbone_parity(m, ids, padded_mask(), true);
+  }
 }
 
 TEST(CudaModelParity, AidoRnaForwardAndGradients) {
