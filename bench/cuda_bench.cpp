@@ -1,6 +1,6 @@
 // CUDA kernel benchmarks at the models' real shapes (fp32; TF32 only in the cases marked so):
 // layer_norm, softmax, GEMM,
-// fused attention, conv1d, batch_norm, AdamW. Each iteration is timed with CUDA events around the
+// fused attention, Enformer's relative-position attention, conv1d, batch_norm, AdamW. Each iteration is timed with CUDA events around the
 // work (manual time), after one warm-up call; counters are bytes/s (the fewest bytes the op must
 // move: each input read once, each output written once) or FLOP/s. tools/compare_gpu.py runs the
 // same shapes through PyTorch on the same GPU and writes the ratios. Without a usable GPU every
@@ -145,6 +145,30 @@ void BM_Attention(benchmark::State& st) {
 BENCHMARK(BM_Attention)
     ->Args({2, 32, 1024, 64, 0})->Args({2, 32, 1024, 64, 1})   // AIDO.RNA-1.6B
     ->Args({2, 20, 1024, 32, 0})->Args({2, 20, 1024, 32, 1})   // ESM2-150M
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// ---- Enformer's relative-position attention: qc, qr, k [B, H, T, Dk], r [H, 2T-1, Dk], v [B, H, T, Dv] ----
+void BM_RelAttention(benchmark::State& st) {
+  const int64_t B = st.range(0), H = st.range(1), T = st.range(2), Dk = st.range(3), Dv = st.range(4);
+  const bool bwd = st.range(5) != 0;
+  if (!cuda_available()) return (void)time_gpu(st, {});
+  Tensor qc = randn_gpu({B, H, T, Dk}, bwd), qr = randn_gpu({B, H, T, Dk}, bwd), k = randn_gpu({B, H, T, Dk}, bwd);
+  Tensor r = randn_gpu({H, 2 * T - 1, Dk}, bwd), v = randn_gpu({B, H, T, Dv}, bwd), g = randn_gpu({B, H, T, Dv});
+  auto step = [&] {
+    if (!bwd) {
+      NoGradGuard ng;
+      benchmark::DoNotOptimize(rel_attention(qc, qr, k, r, v).raw_data());
+      return;
+    }
+    backward(rel_attention(qc, qr, k, r, v), g);
+    for (Tensor* t : {&qc, &qr, &k, &r, &v}) t->set_grad(Tensor());
+  };
+  // content and position logits (2 B H T (T + T) Dk, the window counted once per row) and P v
+  const double fwd_flop = 2.0 * B * H * T * T * (2 * Dk + Dv);
+  if (time_gpu(st, step)) rate(st, "FLOP/s", bwd ? 3.5 * fwd_flop : fwd_flop);
+}
+BENCHMARK(BM_RelAttention)
+    ->Args({2, 8, 1536, 64, 192, 0})->Args({2, 8, 1536, 64, 192, 1})  // official Enformer, 196,608 bp
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 
 // ---- conv1d (channels last) ----

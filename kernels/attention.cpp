@@ -125,9 +125,7 @@ RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, co
     check_same_device(qc, *t, "rel_attention");
   }
   check_floating(qc, "rel_attention");
-  STRAND_CHECK(!qc.is_cuda(), "rel_attention: no CUDA kernel yet (operands on ", qc.device().str(),
-               "; Enformer composes its attention on a GPU)");
-  check_dropout(dropout, qc, "rel_attention");
+  STRAND_CHECK(dropout >= 0 && dropout < 1, "rel_attention: dropout must be in [0, 1), got ", dropout);
   const DType ct = compute_dtype(qc);
   return {unit_last(to(qc, ct)), unit_last(to(qr, ct)), unit_last(to(k, ct)), contiguous(to(r, ct)),
           unit_last(to(v, ct)), ct};
@@ -146,7 +144,7 @@ RelAttentionOut rel_attention(const Tensor& qc_in, const Tensor& qr_in, const Te
     res.seed = d.seed;
     res.offset = d.offset;
   }
-  if (res.out.numel()) cpu::rel_attention_forward(o.qc, o.qr, o.k, o.r, o.v, d, res.out, res.lse);
+  if (res.out.numel()) STRAND_DISPATCH(o.qc, rel_attention_forward, o.qc, o.qr, o.k, o.r, o.v, d, res.out, res.lse);
   else if (res.lse.numel()) fill_(res.lse, 0.0);  // Dv = 0 (T = 0 leaves nothing)
   if (o.ct != qc_in.dtype()) res.out = to(res.out, qc_in.dtype());
   return res;
@@ -165,8 +163,8 @@ std::vector<Tensor> rel_attention_backward(const Tensor& grad, const Tensor& qc_
                         empty_bhtd(B, H, T, Dk, o.ct, dev), empty({H, 2 * T - 1, Dk}, TensorOptions(o.ct, dev)),
                         empty_bhtd(B, H, T, Dv, o.ct, dev)};
   if (T > 0 && (Dk > 0 || Dv > 0)) {
-    cpu::rel_attention_backward(g, o.qc, o.qr, o.k, o.r, o.v, out, l, {dropout, fwd.seed, fwd.offset}, d[0], d[1], d[2],
-                                d[3], d[4]);
+    STRAND_DISPATCH(o.qc, rel_attention_backward, g, o.qc, o.qr, o.k, o.r, o.v, out, l,
+                    cpu::DropoutMask{dropout, fwd.seed, fwd.offset}, d[0], d[1], d[2], d[3], d[4]);
   } else {
     for (Tensor& t : d) fill_(t, 0.0);
   }

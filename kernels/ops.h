@@ -169,7 +169,8 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
 
 // ---------------- Enformer's relative-position attention, fused ----------------
 // dropout(softmax(qc kᵀ + rel_shift(qr rᵀ))) v without materialising the [B, H, T, T] logits or the
-// [B, H, T, 2T-1] position logits (kernels/cpu/rel_attention.cpp): qc = q + content bias and
+// [B, H, T, 2T-1] position logits (kernels/cpu/rel_attention.cpp; on a GPU kernels/cuda/
+// rel_attention.cu, blocks of 256 queries, head dims above 0): qc = q + content bias and
 // qr = q + position bias [B, H, T, Dk] (q already scaled), k [B, H, T, Dk], r [H, 2T-1, Dk] the
 // projected relative positions (row m: distance m - (T-1)), v [B, H, T, Dv]. With dropout > 0 one
 // generator offset is taken and the kept logits are those ops::dropout_mask would keep for a

@@ -88,6 +88,31 @@ def torch_case(torch, F, name, args):
             F.scaled_dot_product_attention(q, k, v).backward(g)
             q.grad = k.grad = v.grad = None
         return fb, "FLOP/s", 3.5 * fwd_flop
+    if name == "BM_RelAttention":
+        # enformer-pytorch's composed attention on the same operands: einsum logits, the relative
+        # shift, softmax, einsum with v
+        B, H, T, Dk, Dv, bwd = args
+        qc, qr, k = (r(B, H, T, Dk, grad=bool(bwd)) for _ in range(3))
+        rk, v, g = r(H, 2 * T - 1, Dk, grad=bool(bwd)), r(B, H, T, Dv, grad=bool(bwd)), r(B, H, T, Dv)
+
+        def composed():
+            content = torch.einsum("bhid,bhjd->bhij", qc, k)
+            rel = torch.einsum("bhid,hjd->bhij", qr, rk)  # [B, H, T, 2T-1], column m <-> distance m - (T-1)
+            rel = torch.cat([torch.zeros_like(rel[..., :1]), rel], -1).reshape(B, H, 2 * T, T)[:, :, 1:]
+            rel = rel.reshape(B, H, T, 2 * T - 1)[..., :T]  # enformer-pytorch's relative_shift
+            return torch.einsum("bhij,bhjd->bhid", (content + rel).softmax(-1), v)
+        fwd_flop = 2.0 * B * H * T * T * (2 * Dk + Dv)
+        if not bwd:
+            def f():
+                with torch.no_grad():
+                    composed()
+            return f, "FLOP/s", fwd_flop
+
+        def fb():
+            composed().backward(g)
+            for t in (qc, qr, k, rk, v):
+                t.grad = None
+        return fb, "FLOP/s", 3.5 * fwd_flop
     if name == "BM_Conv1d":
         B, L, Cin, Cout, K, bwd, mode = args
         half = mode == 2  # bf16 operands and result

@@ -48,6 +48,22 @@ void gemm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, c
   }
 }
 
+// gemm over `batch` matrices at fixed strides (sa, sb, sc elements apart): cublas{S,D}gemmStridedBatched.
+template <class T>
+void gemm_batched(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                  int64_t sa, const T* B, int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm_batched: f32 or f64");
+  const auto opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const T one = 1;
+  const int n = static_cast<int>(N), m = static_cast<int>(M), k = static_cast<int>(K), bc = static_cast<int>(batch);
+  if constexpr (std::is_same_v<T, float>)
+    STRAND_CUBLAS_CHECK(cublasSgemmStridedBatched(h, opb, opa, n, m, k, &one, B, static_cast<int>(ldb), sb, A,
+                                                  static_cast<int>(lda), sa, &beta, C, static_cast<int>(ldc), sc, bc));
+  else
+    STRAND_CUBLAS_CHECK(cublasDgemmStridedBatched(h, opb, opa, n, m, k, &one, B, static_cast<int>(ldb), sb, A,
+                                                  static_cast<int>(lda), sa, &beta, C, static_cast<int>(ldc), sc, bc));
+}
+
 // bf16/f16 operands into an f32 C (alpha 1): for GEMMs whose results are summed over several calls
 // (conv1d's input and weight gradients), so the sum stays in f32 and is rounded once at the end.
 template <class T>

@@ -67,4 +67,13 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& lse, const cpu::AttentionMasks& m, double scale, const Tensor& dq, const Tensor& dk,
                         const Tensor& dv);
 
+// rel_attention.cu — the contract of cpu::rel_attention_forward / rel_attention_backward (f32/f64):
+// blocks of queries through cuBLAS GEMMs batched over heads, row kernels for the shifted add,
+// softmax, dropout and dS; memory bounded by the block, not by T².
+void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r, const Tensor& v,
+                           const cpu::DropoutMask& d, const Tensor& out, const Tensor& lse);
+void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& qr, const Tensor& k, const Tensor& r,
+                            const Tensor& v, const Tensor& out, const Tensor& lse, const cpu::DropoutMask& d,
+                            const Tensor& dqc, const Tensor& dqr, const Tensor& dk, const Tensor& dr, const Tensor& dv);
+
 }  // namespace strand::cuda

@@ -324,6 +324,32 @@ TEST(CudaNnParity, FusedAdamWMatchesTheCpu) {
 
 using test::pad_mask;  // key_pad[b][j], query_pad[b][i] (true = padding)
 
+// Enformer's relative-position attention: values and all five gradients, one block of queries and
+// several (256 per block on the GPU), Dv != Dk, transposed [B, T, H, D] views as the model passes
+// them, with and without dropout (the same Philox mask on both devices).
+TEST(CudaNnParity, RelAttentionOneAndSeveralBlocksWithDropout) {
+  STRAND_SKIP_WITHOUT_GPU();
+  struct Case {
+    int64_t B, H, T, Dk, Dv;
+    double p;
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f64 ? 1e-11 : 2e-4;
+    for (Case c : {Case{2, 3, 37, 8, 12, 0}, Case{1, 2, 300, 16, 24, 0}, Case{2, 2, 300, 16, 24, 0.1}}) {
+      Tensor qc = test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 61, dt), qr = test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 62, dt);
+      Tensor k = test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 63, dt), v = test::uniform({c.B, c.T, c.H, c.Dv}, -1, 1, 64, dt);
+      Tensor r = test::uniform({c.H, 2 * c.T - 1, c.Dk}, -1, 1, 65, dt);
+      const Generator start = default_generator();
+      auto f = [&](const std::vector<Tensor>& in) {
+        default_generator() = start;  // the same dropout mask on both devices
+        auto heads = [](const Tensor& t) { return transpose(t, 1, 2); };
+        return rel_attention(heads(in[0]), heads(in[1]), heads(in[2]), in[3], heads(in[4]), c.p);
+      };
+      expect_parity(f, {qc, qr, k, r, v}, {c.B, c.H, c.T, c.Dv}, tol);
+    }
+  }
+}
+
 TEST(CudaNnParity, FusedAttentionEveryVariant) {
   STRAND_SKIP_WITHOUT_GPU();
   struct Case {
