@@ -125,9 +125,15 @@ struct BHT {
   explicit BHT(const Tensor& x) : b(x.stride(0)), h(x.stride(1)), t(x.stride(2)) {}
 };
 
-void check_dims(const Tensor& qc, const Tensor& v, const char* op) {
+// Sizes, the query block Q and the scratch and r strides, shared by forward and backward.
+struct Geometry {
+  int64_t B, H, T, Dk, Dv, Q, zs, rs;
+};
+Geometry geometry(const Tensor& qc, const Tensor& v, const char* op) {
   STRAND_CHECK(qc.size(3) > 0 && v.size(3) > 0, op, " on a GPU needs head dims above 0, got Dk ", qc.size(3), " and Dv ",
                v.size(3));
+  const int64_t T = qc.size(2), Dk = qc.size(3), Q = std::min(kQ, T);
+  return {qc.size(0), qc.size(1), T, Dk, v.size(3), Q, Q * (T + Q - 1), (2 * T - 1) * Dk};
 }
 
 }  // namespace
@@ -137,13 +143,11 @@ void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, 
   dispatch_float(qc.dtype(), "rel_attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      check_dims(qc, v, "rel_attention");
-      const int64_t B = qc.size(0), H = qc.size(1), T_ = qc.size(2), Dk = qc.size(3), Dv = v.size(3);
-      const int64_t Q = std::min(kQ, T_), zs = Q * (T_ + Q - 1), rs = (2 * T_ - 1) * Dk;
+      const auto [B, H, T_, Dk, Dv, Q, zs, rs] = geometry(qc, v, "rel_attention");
       const BHT QC(qc), QR(qr), K(k), V(v), O(out);
       const Drop d = drop_of(dm);
-      Tensor S = ops::empty({H * Q * T_}, TensorOptions(qc.dtype(), qc.device()));
-      Tensor Z = ops::empty({H * zs}, TensorOptions(qc.dtype(), qc.device()));
+      const TensorOptions o(qc.dtype(), qc.device());
+      Tensor S = ops::empty({H * Q * T_}, o), Z = ops::empty({H * zs}, o);
       cublasHandle_t h = cublas_handle(qc.device().index);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t i0 = 0; i0 < T_; i0 += Q) {
@@ -170,9 +174,7 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
   dispatch_float(qc.dtype(), "rel_attention_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-      check_dims(qc, v, "rel_attention_backward");
-      const int64_t B = qc.size(0), H = qc.size(1), T_ = qc.size(2), Dk = qc.size(3), Dv = v.size(3);
-      const int64_t Q = std::min(kQ, T_), zs = Q * (T_ + Q - 1), rs = (2 * T_ - 1) * Dk;
+      const auto [B, H, T_, Dk, Dv, Q, zs, rs] = geometry(qc, v, "rel_attention_backward");
       const BHT QC(qc), QR(qr), K(k), V(v), O(out), G(dout), DQC(dqc), DQR(dqr), DK(dk), DV(dv);
       const Drop d = drop_of(dm);
       const TensorOptions o(qc.dtype(), qc.device());

@@ -80,73 +80,53 @@ void expect_backbone_parity(models::Backbone& m, const Tensor& ids, const Tensor
 
 Tensor padded_mask() { return ops::from_vector<int64_t>({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {2, 10}); }
 
-TEST(CudaModelParity, Esm2ForwardAndGradients) {
-  STRAND_SKIP_WITHOUT_GPU();
+// The tiny backbones and their batches (the second row padded).
+std::shared_ptr<models::Esm2Model> tiny_esm(double attention_dropout = 0) {
   models::Esm2Config c;
   c.hidden_size = 32;
   c.num_hidden_layers = 2;
   c.num_attention_heads = 4;
   c.intermediate_size = 64;
+  c.attention_probs_dropout_prob = attention_dropout;
   manual_seed(1);
-  models::Esm2Model m(c);
-  Tensor ids = ops::from_vector<int64_t>({0, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 13, 14, 32, 2, 1, 1, 1, 1, 1}, {2, 10});
-  expect_backbone_parity(m, ids, padded_mask());
+  return std::make_shared<models::Esm2Model>(c);
+}
+Tensor esm_ids() {
+  return ops::from_vector<int64_t>({0, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 13, 14, 32, 2, 1, 1, 1, 1, 1}, {2, 10});
+}
+std::shared_ptr<models::RNABertModel> tiny_aido(const std::string& norm) {
+  models::RNABertConfig c;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 48;
+  c.normalization_type = norm;
+  manual_seed(2);
+  return std::make_shared<models::RNABertModel>(c);
+}
+Tensor aido_ids() { return ops::from_vector<int64_t>({2, 5, 6, 7, 8, 5, 6, 7, 8, 3, 2, 8, 7, 6, 3, 0, 0, 0, 0, 0}, {2, 10}); }
+
+TEST(CudaModelParity, Esm2ForwardAndGradients) {
+  STRAND_SKIP_WITHOUT_GPU();
+  expect_backbone_parity(*tiny_esm(), esm_ids(), padded_mask());
 }
 
 // Attention dropout in training: fused on the CPU, composed on the GPU; the Philox masks are the
 // same on both devices, so the results agree to fp32 rounding.
 TEST(CudaModelParity, Esm2AttentionDropoutDrawsTheSameMasksOnBothDevices) {
   STRAND_SKIP_WITHOUT_GPU();
-  models::Esm2Config c;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 64;
-  c.attention_probs_dropout_prob = 0.2;
-  manual_seed(1);
-  models::Esm2Model m(c);
-  Tensor ids = ops::from_vector<int64_t>({0, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 13, 14, 32, 2, 1, 1, 1, 1, 1}, {2, 10});
-  expect_backbone_parity(m, ids, padded_mask());
+  expect_backbone_parity(*tiny_esm(0.2), esm_ids(), padded_mask());
 }
 
 TEST(CudaModelParity, Bf16MixedBackbonesAgreeAcrossDevices) {
   STRAND_SKIP_WITHOUT_GPU();
-  {
-    models::Esm2Config c;
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.intermediate_size = 64;
-    manual_seed(1);
-    models::Esm2Model m(c);
-    Tensor ids = ops::from_vector<int64_t>({0, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 13, 14, 32, 2, 1, 1, 1, 1, 1}, {2, 10});
-    expect_backbone_parity(m, ids, padded_mask(), true);
-  }
-  {
-    models::RNABertConfig c;
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.intermediate_size = 48;
-    manual_seed(2);
-    models::RNABertModel m(c);
-    Tensor ids = ops::from_vector<int64_t>({2, 5, 6, 7, 8, 5, 6, 7, 8, 3, 2, 8, 7, 6, 3, 0, 0, 0, 0, 0}, {2, 10});
-    expect_backbone_parity(m, ids, padded_mask(), true);
-  }
+  expect_backbone_parity(*tiny_esm(), esm_ids(), padded_mask(), true);
+  expect_backbone_parity(*tiny_aido("RMSNorm"), aido_ids(), padded_mask(), true);
 }
 
 TEST(CudaModelParity, AidoRnaForwardAndGradients) {
   STRAND_SKIP_WITHOUT_GPU();
-  models::RNABertConfig c;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 48;
-  c.normalization_type = "LayerNorm";
-  manual_seed(2);
-  models::RNABertModel m(c);
-  Tensor ids = ops::from_vector<int64_t>({2, 5, 6, 7, 8, 5, 6, 7, 8, 3, 2, 8, 7, 6, 3, 0, 0, 0, 0, 0}, {2, 10});
-  expect_backbone_parity(m, ids, padded_mask());
+  expect_backbone_parity(*tiny_aido("LayerNorm"), aido_ids(), padded_mask());
 }
 
 TEST(CudaModelParity, EnformerForwardGradientsAndRunningStats) {

@@ -132,6 +132,19 @@ def bf16_fixture(make_model, targets, r, alpha, exp, forward=None):
     return tensors, {"bf16_errors": json.dumps(meta), "torch": torch.__version__}
 
 
+def write_bf16_fixtures(root, configs, make_model, forward=None, extra_meta=None):
+    """bf16_fixture (LoRA r 4, alpha 8 on query/value) for each tiny config's folder under root,
+    written to <folder>/bf16.safetensors. make_model(folder, config) builds the model."""
+    from safetensors.torch import load_file, save_file
+    for name, c in configs.items():
+        folder = root / name
+        exp = load_file(str(folder / "expected.safetensors"))
+        tensors, meta = bf16_fixture(lambda: make_model(folder, c), ["query", "value"], 4, 8.0, exp, forward=forward)
+        meta.update(extra_meta or {})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "bf16.safetensors"), metadata=meta)
+        print(f"{name}: {meta['bf16_errors']}")
+
+
 class _Null:
     def __enter__(self):
         return self

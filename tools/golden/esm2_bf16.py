@@ -7,28 +7,18 @@ twice that error (GoldenParity.Bf16MixedStaysWithinTwicePyTorchsBf16Error in tes
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
 from transformers import EsmForMaskedLM, EsmModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FIXTURES, bf16_fixture  # noqa: E402
+from common import FIXTURES, write_bf16_fixtures  # noqa: E402
 from esm2 import CONFIGS, forward  # noqa: E402
 
 
-def main():
-    for name, c in CONFIGS.items():
-        folder = FIXTURES / "esm2" / name
-        exp = load_file(str(folder / "expected.safetensors"))
-
-        def make():
-            if c["mlm"]:
-                return EsmForMaskedLM.from_pretrained(folder / "model").esm.eval()
-            return EsmModel.from_pretrained(folder / "model").eval()
-
-        tensors, meta = bf16_fixture(make, ["query", "value"], 4, 8.0, exp, forward=forward)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "bf16.safetensors"), metadata=meta)
-        print(f"{name}: {meta['bf16_errors']}")
+def make(folder, c):
+    if c["mlm"]:
+        return EsmForMaskedLM.from_pretrained(folder / "model").esm.eval()
+    return EsmModel.from_pretrained(folder / "model").eval()
 
 
 if __name__ == "__main__":
-    main()
+    write_bf16_fixtures(FIXTURES / "esm2", CONFIGS, make, forward=forward)

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 import modelgenerator.huggingface_models.rnabert.modeling_rnabert as mr
-from safetensors.torch import load_file, save_file
 from modelgenerator.huggingface_models.rnabert.modeling_rnabert import RNABertForMaskedLM, RNABertModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FIXTURES, bf16_fixture  # noqa: E402
+from common import FIXTURES, write_bf16_fixtures  # noqa: E402
 from rnabert import CONFIGS  # noqa: E402
 
 
@@ -29,22 +28,14 @@ def finite_bf16_mask(original=mr.bert_extended_attention_mask):
     return lambda attention_mask: original(attention_mask).to(torch.float32) * scale
 
 
-def main():
-    mr.bert_extended_attention_mask = finite_bf16_mask()
-    for name, c in CONFIGS.items():
-        folder = FIXTURES / "aido_rna" / name
-        exp = load_file(str(folder / "expected.safetensors"))
-
-        def make():
-            if c["mlm"]:
-                return RNABertForMaskedLM.from_pretrained(folder / "model").bert.eval()
-            return RNABertModel.from_pretrained(folder / "model").eval()
-
-        tensors, meta = bf16_fixture(make, ["query", "value"], 4, 8.0, exp)
-        meta["reference_change"] = "attention mask scaled to bf16's lowest finite value (see the script)"
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "bf16.safetensors"), metadata=meta)
-        print(f"{name}: {meta['bf16_errors']}")
+def make(folder, c):
+    if c["mlm"]:
+        return RNABertForMaskedLM.from_pretrained(folder / "model").bert.eval()
+    return RNABertModel.from_pretrained(folder / "model").eval()
 
 
 if __name__ == "__main__":
-    main()
+    mr.bert_extended_attention_mask = finite_bf16_mask()
+    write_bf16_fixtures(FIXTURES / "aido_rna", CONFIGS, make,
+                        extra_meta={"reference_change": "attention mask scaled to bf16's lowest finite value "
+                                                        "(see the script)"})
