@@ -120,7 +120,7 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias = {}, int64_t
 Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
 // Fused softmax(scale · q kᵀ + masks) v (ops::fused_attention): q [B, H, Tq, D], k/v [B, H, Tk, D]; the
 // result is a [B, H, Tq, D] view of a contiguous [B, Tq, H, D] tensor. Attention dropout
-// (p.dropout, CPU only so far) draws the mask dropout() would draw for the [B, H, Tq, Tk] probabilities.
+// (p.dropout) draws the mask dropout() would draw for the [B, H, Tq, Tk] probabilities.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionParams& p = {});
 // Enformer's attention fused (ops::rel_attention): dropout(softmax(qc kᵀ + rel_shift(qr rᵀ))) v,
 // a [B, H, T, Dv] view of a contiguous [B, T, H, Dv] tensor; dropout p (> 0 only in training)

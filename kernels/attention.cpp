@@ -29,11 +29,7 @@ cpu::AttentionMasks masks_of(const Tensor& kp, const Tensor& qp, bool zero_padde
           qp.defined() ? static_cast<const uint8_t*>(qp.raw_data()) : nullptr, zero_padded_queries,
           {dropout, seed, offset}};
 }
-void check_dropout(double p, const Tensor& q, const char* op) {
-  STRAND_CHECK(p >= 0 && p < 1, op, ": dropout must be in [0, 1), got ", p);
-  STRAND_CHECK(p == 0 || !q.is_cuda(), op, ": dropout inside the fused kernel is CPU-only so far (dropout ", p,
-               " on ", q.device().str(), "); compose softmax, dropout and matmul on a GPU");
-}
+void check_dropout(double p, const char* op) { STRAND_CHECK(p >= 0 && p < 1, op, ": dropout must be in [0, 1), got ", p); }
 void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
   for (const Tensor* t : {&q, &k, &v})
     STRAND_CHECK(t->defined() && t->dim() == 4, "attention: q, k and v must be 4-D [B, H, T, D], got ",
@@ -53,7 +49,7 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
 
 AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionParams& p) {
   check_qkv(q_in, k_in, v_in);
-  check_dropout(p.dropout, q_in, "attention");
+  check_dropout(p.dropout, "attention");
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
   const DType ct = compute_dtype(q_in);
   Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
@@ -78,7 +74,7 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
                                                             const AttentionParams& p) {
   const Tensor &out_in = fwd.out, &lse = fwd.lse;
   check_qkv(q_in, k_in, v_in);
-  check_dropout(p.dropout, q_in, "attention_backward");
+  check_dropout(p.dropout, "attention_backward");
   STRAND_CHECK(grad.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
                "attention_backward: grad and out must have q's shape ", shape_str(q_in.sizes()));
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
@@ -125,7 +121,7 @@ RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, co
     check_same_device(qc, *t, "rel_attention");
   }
   check_floating(qc, "rel_attention");
-  STRAND_CHECK(dropout >= 0 && dropout < 1, "rel_attention: dropout must be in [0, 1), got ", dropout);
+  check_dropout(dropout, "rel_attention");
   const DType ct = compute_dtype(qc);
   return {unit_last(to(qc, ct)), unit_last(to(qr, ct)), unit_last(to(k, ct)), contiguous(to(r, ct)),
           unit_last(to(v, ct)), ct};

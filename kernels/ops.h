@@ -150,8 +150,7 @@ struct AttentionParams {
                     // output row is 0 (AIDO.RNA) or, with zero_padded_queries off, the uniform
                     // average of v (every key masked for it: ModelGenerator's cross-attention)
   bool zero_padded_queries = true;
-  // Dropout on the probabilities (CPU so far; a GPU call with dropout > 0 is an error): one
-  // generator offset is taken and the kept probabilities are those ops::dropout_mask would keep
+  // Dropout on the probabilities: one generator offset is taken and the kept probabilities are those ops::dropout_mask would keep
   // for a contiguous [B, H, Tq, Tk] tensor with that offset (the composed dropout(softmax(...))).
   double dropout = 0;
   Generator* generator = nullptr;  // default_generator() when null

@@ -123,7 +123,7 @@ struct AttentionMasks {
   const uint8_t* key_pad = nullptr;    // [B, Tk], 1 = padded key
   const uint8_t* query_pad = nullptr;  // [B, Tq], 1 = padded query
   bool zero_padded_queries = true;     // its output row is 0; otherwise every key is masked for it
-  DropoutMask dropout;                 // on the probabilities (CPU only so far)
+  DropoutMask dropout;                 // on the probabilities
 };
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionMasks& m, double scale,
                        const Tensor& out, const Tensor& lse);

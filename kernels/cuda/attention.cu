@@ -6,6 +6,8 @@
 //   backward: one warp per query row for dQ (and delta = rowsum(dO ∘ O)), then one warp per key row
 //             for dK and dV, each recomputing p = exp(s - lse) — no atomics, so the gradients are
 //             deterministic.
+// Dropout (m.dropout) multiplies each probability by its Philox factor where it meets V (the
+// output, dV) and dP, as the CPU kernel does; the softmax's normaliser and lse are taken before it.
 // These row kernels serve head dims over 128 (64 in f64); smaller ones take the tiled kernels below
 // (shared-memory tiles, FlashAttention-2's loop order, CUDA cores). Tensor cores (bf16) are next.
 #include <cfloat>
@@ -13,6 +15,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "tensor/philox.h"
 
 namespace strand::cuda {
 
@@ -33,7 +36,21 @@ struct Geometry {
   const uint8_t* key_pad;
   const uint8_t* query_pad;
   bool zero_padded_queries;
+  // dropout on the probabilities (cpu::DropoutMask): keep when Philox's uniform < keep, times scale
+  bool drop;
+  float keep;
+  double drop_scale;
+  uint64_t seed, offset;
 };
+
+// The dropout factor of probability (b, h, i, j): 0 or 1/(1-p), from the Philox number at its index
+// in a contiguous [B, H, Tq, Tk] tensor (as ops::dropout_mask and the CPU kernel draw it).
+template <class A>
+__device__ A drop_factor(const Geometry& g, int64_t b, int64_t h, int64_t i, int64_t j) {
+  const philox::U4 u =
+      philox::philox4x32_10(g.seed, static_cast<uint64_t>(((b * g.H + h) * g.Tq + i) * g.Tk + j), g.offset);
+  return philox::uniform_f32(u.x) < g.keep ? A(g.drop_scale) : A(0);
+}
 
 template <class A>
 __device__ A lowest() {
@@ -82,10 +99,11 @@ __global__ void attn_fwd_kernel(Geometry g, const T* q, View4 qv, const T* k, Vi
     const A mn = max(m, s);
     const A corr = exp(m - mn), p = exp(s - mn);
     l = l * corr + p;
+    const A pd = g.drop ? p * drop_factor<A>(g, b, h, i, j) : p;  // the output takes the dropped p
     const T* vr = v + vv.at(b, h, j);
     for (int c = 0; c < kMaxPerLane; ++c) {
       const int64_t f = lane + 32 * c;
-      if (f < g.D) acc[c] = acc[c] * corr + p * A(vr[f]);
+      if (f < g.D) acc[c] = acc[c] * corr + pd * A(vr[f]);
     }
     m = mn;
   }
@@ -139,7 +157,9 @@ __global__ void attn_bwd_q_kernel(Geometry g, const T* q, View4 qv, const T* k, 
       const int64_t f = lane + 32 * c;
       if (f < g.D) dp += gr[c] * A(vr[f]);
     }
-    const A ds = p * (warp_sum(dp) - dl) * A(g.scale);
+    dp = warp_sum(dp);
+    if (g.drop) dp *= drop_factor<A>(g, b, h, i, j);
+    const A ds = p * (dp - dl) * A(g.scale);
     const T* kr = k + kv.at(b, h, j);
     for (int c = 0; c < kMaxPerLane; ++c) {
       const int64_t f = lane + 32 * c;
@@ -185,11 +205,12 @@ __global__ void attn_bwd_kv_kernel(Geometry g, const T* q, View4 qv, const T* k,
     s = kpad ? lowest<A>() : warp_sum(s) * A(g.scale);
     dp = warp_sum(dp);
     const A p = prob(s, l, g.Tk);
-    const A ds = isinf(l) ? A(0) : p * (dp - A(delta[bh * g.Tq + i])) * A(g.scale);
+    const A keep = g.drop ? drop_factor<A>(g, b, h, i, j) : A(1);
+    const A ds = isinf(l) ? A(0) : p * (dp * keep - A(delta[bh * g.Tq + i])) * A(g.scale);
     for (int c = 0; c < kMaxPerLane; ++c) {
       const int64_t f = lane + 32 * c;
       if (f < g.D) {
-        av[c] += p * A(gr[f]);
+        av[c] += p * keep * A(gr[f]);
         ak[c] += ds * A(qr[f]);
       }
     }
@@ -332,7 +353,10 @@ __global__ void __launch_bounds__(kTiledThreads) attn_fwd_tiled(Geometry g, cons
       for (int j = 0; j < 4; ++j) {
         const A p = exp(s[i][j] - mn);
         rs += p;
-        Ps[(tr * 4 + i) * kPStride + tc + 16 * j] = p;
+        const int64_t c = k0 + tc + 16 * j, r = q0 + tr * 4 + i;
+        // P V takes the dropped probabilities; the normaliser l does not
+        Ps[(tr * 4 + i) * kPStride + tc + 16 * j] =
+            g.drop && c < g.Tk && r < g.Tq ? p * drop_factor<A>(g, b, h, r, c) : p;
       }
       l[i] = l[i] * corr + half_warp_sum(rs);
       m[i] = mn;
@@ -399,7 +423,8 @@ __global__ void __launch_bounds__(kTiledThreads) attn_bwd_q_tiled(Geometry g, co
         A ds = 0;
         if (c < g.Tk && !isinf(l[i])) {  // zeroed or uniform rows pass no gradient to the logits
           const A sv = g.key_pad && g.key_pad[b * g.Tk + c] ? lowest<A>() : s[i][j] * A(g.scale);
-          ds = prob(sv, l[i], g.Tk) * (dp[i][j] - dl[i]) * A(g.scale);
+          const A dpk = g.drop ? dp[i][j] * drop_factor<A>(g, b, h, q0 + tr * 4 + i, c) : dp[i][j];
+          ds = prob(sv, l[i], g.Tk) * (dpk - dl[i]) * A(g.scale);
         }
         Ss[(tr * 4 + i) * kPStride + tc + 16 * j] = ds;
       }
@@ -450,9 +475,12 @@ __global__ void __launch_bounds__(kTiledThreads) attn_bwd_kv_tiled(Geometry g, c
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         A p = 0, ds = 0;
+        const int64_t key = k0 + tr * 4 + i;
         if (!(isinf(l) && l > 0)) {  // a zeroed query row (or past the last query) has p = 0
           p = prob(kpad[i] ? lowest<A>() : st[i][j] * A(g.scale), l, g.Tk);
-          ds = isinf(l) ? A(0) : p * (dpt[i][j] - dl) * A(g.scale);
+          const A keep = g.drop && key < g.Tk ? drop_factor<A>(g, b, h, qr, key) : A(1);
+          ds = isinf(l) ? A(0) : p * (dpt[i][j] * keep - dl) * A(g.scale);
+          p *= keep;  // dV takes the dropped probabilities
         }
         Ps[(tr * 4 + i) * kPStride + tc + 16 * j] = p;
         Ss[(tr * 4 + i) * kPStride + tc + 16 * j] = ds;
@@ -511,7 +539,9 @@ dim3 tiled_grid(int64_t rows, const Geometry& g) {
 Geometry geometry(const Tensor& q, const Tensor& k, const cpu::AttentionMasks& m, double scale) {
   STRAND_CHECK(q.size(3) <= 32 * kMaxPerLane, "CUDA attention supports head dims up to ", 32 * kMaxPerLane, ", got ",
                q.size(3));
-  return {q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), scale, m.key_pad, m.query_pad, m.zero_padded_queries};
+  const cpu::DropoutMask& d = m.dropout;
+  return {q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), scale, m.key_pad, m.query_pad, m.zero_padded_queries,
+          d.p > 0, static_cast<float>(1.0 - d.p), d.p > 0 ? 1.0 / (1.0 - d.p) : 1.0, d.seed, d.offset};
 }
 unsigned blocks(int64_t rows) { return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
 

@@ -117,7 +117,9 @@ Tensor RNABertSelfAttention::forward(const Tensor& x, const Tensor& pad, const R
   Tensor v = heads_first((*value)(x));
   Tensor o;  // [B, H, T, hd]
   const double drop = is_training() ? attn_dropout : 0.0;
-  if (drop > 0 && x.is_cuda()) {  // dropout on the probabilities on a GPU: the composed path
+  // Attention dropout on a GPU: the composed path, until the CUDA kernels' dropout (written, with
+  // CudaNnParity.FusedAttentionEveryVariant covering it) has run on one.
+  if (drop > 0 && x.is_cuda()) {
     Tensor s = matmul(q, transpose(k, -1, -2)) / std::sqrt(static_cast<double>(head_dim));
     // s + finfo.min equals finfo.min in fp32 for any finite score, so masked_fill gives the same
     // softmax: pad keys get exactly 0, fully blocked (pad query) rows are uniform, then zeroed.

@@ -367,19 +367,26 @@ TEST(CudaNnParity, FusedAttentionEveryVariant) {
       {1, 2, 130, 130, 128, {0.09, pad_mask(1, 130, {100}), pad_mask(1, 130, {100})}},
       {1, 1, 70, 129, 64, {0.3, pad_mask(1, 129, {0}), pad_mask(1, 70, {10}), false}},  // every key masked
   };
-  for (DType dt : {DType::f32, DType::f64}) {
-    for (const Case& c : cases) {
-      ops::AttentionParams gp = c.p;
-      if (gp.key_pad.defined()) gp.key_pad = ops::to(gp.key_pad, kGpu);
-      if (gp.query_pad.defined()) gp.query_pad = ops::to(gp.query_pad, kGpu);
-      auto f = [&](const std::vector<Tensor>& in) {
-        return attention(in[0], in[1], in[2], in[0].is_cuda() ? gp : c.p);
-      };
-      Tensor q = test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt), k = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt),
-             v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt);
-      expect_parity(f, {q, k, v}, q.sizes(), dt == DType::f64 ? 1e-12 : 2e-5);
+  // every case also with dropout 0.15: the same Philox mask on both devices (the row and the
+  // tiled kernels both)
+  for (double dropout : {0.0, 0.15})
+    for (DType dt : {DType::f32, DType::f64}) {
+      for (const Case& c : cases) {
+        ops::AttentionParams cp = c.p;
+        cp.dropout = dropout;
+        ops::AttentionParams gp = cp;
+        if (gp.key_pad.defined()) gp.key_pad = ops::to(gp.key_pad, kGpu);
+        if (gp.query_pad.defined()) gp.query_pad = ops::to(gp.query_pad, kGpu);
+        const Generator start = default_generator();
+        auto f = [&](const std::vector<Tensor>& in) {
+          default_generator() = start;
+          return attention(in[0], in[1], in[2], in[0].is_cuda() ? gp : cp);
+        };
+        Tensor q = test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt), k = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt),
+               v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt);
+        expect_parity(f, {q, k, v}, q.sizes(), dt == DType::f64 ? 1e-12 : 2e-5);
+      }
     }
-  }
 }
 
 }  // namespace
