@@ -128,8 +128,19 @@ RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, co
 }
 }  // namespace
 
+namespace {
+// Zero head dims on a GPU (cuBLAS takes no zero leading dimension): the CPU computes, as it does
+// any size.
+bool degenerate_on_gpu(const Tensor& qc, const Tensor& v) { return qc.is_cuda() && (qc.size(3) == 0 || v.size(3) == 0); }
+Tensor on_cpu(const Tensor& t) { return to(t, Device::cpu()); }
+}  // namespace
+
 RelAttentionOut rel_attention(const Tensor& qc_in, const Tensor& qr_in, const Tensor& k_in, const Tensor& r_in,
                               const Tensor& v_in, double dropout, Generator* g) {
+  if (degenerate_on_gpu(qc_in, v_in)) {
+    RelAttentionOut c = rel_attention(on_cpu(qc_in), on_cpu(qr_in), on_cpu(k_in), on_cpu(r_in), on_cpu(v_in), dropout, g);
+    return {to(c.out, qc_in.device()), to(c.lse, qc_in.device()), c.seed, c.offset};
+  }
   const RelOperands o = rel_operands(qc_in, qr_in, k_in, r_in, v_in, dropout);
   const int64_t B = qc_in.size(0), H = qc_in.size(1), T = qc_in.size(2), Dv = v_in.size(3);
   RelAttentionOut res{empty_bhtd(B, H, T, Dv, o.ct, qc_in.device()), empty({B, H, T}, TensorOptions(o.ct, qc_in.device()))};
@@ -149,6 +160,13 @@ RelAttentionOut rel_attention(const Tensor& qc_in, const Tensor& qr_in, const Te
 std::vector<Tensor> rel_attention_backward(const Tensor& grad, const Tensor& qc_in, const Tensor& qr_in,
                                            const Tensor& k_in, const Tensor& r_in, const Tensor& v_in,
                                            const RelAttentionOut& fwd, double dropout) {
+  if (degenerate_on_gpu(qc_in, v_in)) {
+    const RelAttentionOut f{on_cpu(fwd.out), on_cpu(fwd.lse), fwd.seed, fwd.offset};
+    std::vector<Tensor> d = rel_attention_backward(on_cpu(grad), on_cpu(qc_in), on_cpu(qr_in), on_cpu(k_in),
+                                                   on_cpu(r_in), on_cpu(v_in), f, dropout);
+    for (Tensor& t : d) t = to(t, qc_in.device());
+    return d;
+  }
   const RelOperands o = rel_operands(qc_in, qr_in, k_in, r_in, v_in, dropout);
   STRAND_CHECK(grad.sizes() == fwd.out.sizes(), "rel_attention_backward: grad ", shape_str(grad.sizes()),
                " must have the output's shape ", shape_str(fwd.out.sizes()));

@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 // Internals shared by the op-layer files (kernels/*.cpp): STRAND_DISPATCH(t, fn, args...) calls
 // cuda::fn(args...) when t lives on a GPU (CUDA builds), else cpu::fn(args...), timed under fn's name
 // when the kernel profile is on (kernels/profile.h); compute_dtype and
@@ -33,7 +34,12 @@ inline DType gemm_dtype(const Tensor& t) {
   const bool half = t.dtype() == DType::bf16 || t.dtype() == DType::f16;
   return half && t.device().is_cuda() ? t.dtype() : compute_dtype(t);
 }
-// t itself when its last dim has unit stride (as the GEMM-based kernels need), else a contiguous
-// copy; the other strides are read in place.
-inline Tensor unit_last(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : contiguous(t); }
+// t itself when its rows can go to BLAS as they are — unit last stride, and a row stride of at
+// least the row length (so no expanded or overlapping rows: BLAS rejects a leading dimension below
+// the row length) — else a contiguous copy; the other strides are read in place.
+inline Tensor unit_last(const Tensor& t) {
+  const bool unit = t.size(-1) <= 1 || t.stride(-1) == 1;
+  const bool rows = t.dim() < 2 || t.stride(-2) >= std::max<int64_t>(1, t.size(-1));
+  return unit && rows ? t : contiguous(t);
+}
 }  // namespace strand::ops

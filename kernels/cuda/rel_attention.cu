@@ -130,8 +130,8 @@ struct Geometry {
   int64_t B, H, T, Dk, Dv, Q, zs, rs;
 };
 Geometry geometry(const Tensor& qc, const Tensor& v, const char* op) {
-  STRAND_CHECK(qc.size(3) > 0 && v.size(3) > 0, op, " on a GPU needs head dims above 0, got Dk ", qc.size(3), " and Dv ",
-               v.size(3));
+  STRAND_CHECK(qc.size(3) > 0 && v.size(3) > 0, op, " on a GPU needs head dims above 0 (the op layer computes zero ones"
+               " on the CPU), got Dk ", qc.size(3), " and Dv ", v.size(3));
   const int64_t T = qc.size(2), Dk = qc.size(3), Q = std::min(kQ, T);
   return {qc.size(0), qc.size(1), T, Dk, v.size(3), Q, Q * (T + Q - 1), (2 * T - 1) * Dk};
 }
@@ -179,7 +179,8 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
       const Drop d = drop_of(dm);
       const TensorOptions o(qc.dtype(), qc.device());
       Tensor S = ops::empty({H * Q * T_}, o), P2 = ops::empty({H * Q * T_}, o), Z = ops::empty({H * zs}, o);
-      cudaMemsetAsync(dr.raw_data(), 0, dr.nbytes());  // contiguous [H, 2T-1, Dk], summed over every block
+      const cudaError_t zeroed = cudaMemsetAsync(dr.raw_data(), 0, dr.nbytes());  // [H, 2T-1, Dk], summed over blocks
+      STRAND_CHECK(zeroed == cudaSuccess, "cuda::rel_attention_backward: cannot zero dr: ", cudaGetErrorString(zeroed));
       cublasHandle_t h = cublas_handle(qc.device().index);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t i0 = 0; i0 < T_; i0 += Q) {

@@ -335,7 +335,8 @@ TEST(CudaNnParity, RelAttentionOneAndSeveralBlocksWithDropout) {
   };
   for (DType dt : {DType::f32, DType::f64}) {
     const double tol = dt == DType::f64 ? 1e-11 : 2e-4;
-    for (Case c : {Case{2, 3, 37, 8, 12, 0}, Case{1, 2, 300, 16, 24, 0}, Case{2, 2, 300, 16, 24, 0.1}}) {
+    for (Case c : {Case{2, 3, 37, 8, 12, 0}, Case{2, 2, 300, 16, 24, 0}, Case{2, 2, 300, 16, 24, 0.1},
+                   Case{1, 2, 9, 0, 4, 0}}) {  // Dk = 0: computed on the CPU for a GPU call
       Tensor qc = test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 61, dt), qr = test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 62, dt);
       Tensor k = test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 63, dt), v = test::uniform({c.B, c.T, c.H, c.Dv}, -1, 1, 64, dt);
       Tensor r = test::uniform({c.H, 2 * c.T - 1, c.Dk}, -1, 1, 65, dt);
@@ -346,6 +347,13 @@ TEST(CudaNnParity, RelAttentionOneAndSeveralBlocksWithDropout) {
         return rel_attention(heads(in[0]), heads(in[1]), heads(in[2]), in[3], heads(in[4]), c.p);
       };
       expect_parity(f, {qc, qr, k, r, v}, {c.B, c.H, c.T, c.Dv}, tol);
+      // contiguous [B, H, T, D] operands, and an expanded upstream gradient (a sum over T: row stride 0)
+      auto g2 = [&](const std::vector<Tensor>& in) {
+        default_generator() = start;
+        auto heads = [](const Tensor& t) { return contiguous(transpose(t, 1, 2)); };
+        return sum(rel_attention(heads(in[0]), heads(in[1]), heads(in[2]), in[3], heads(in[4]), c.p), {2});
+      };
+      expect_parity(g2, {qc, qr, k, r, v}, {c.B, c.H, c.Dv}, tol);
     }
   }
 }
@@ -366,6 +374,7 @@ TEST(CudaNnParity, FusedAttentionEveryVariant) {
       {2, 2, 150, 131, 32, {0.17, pad_mask(2, 131, {131, 77}), {}}},
       {1, 2, 130, 130, 128, {0.09, pad_mask(1, 130, {100}), pad_mask(1, 130, {100})}},
       {1, 1, 70, 129, 64, {0.3, pad_mask(1, 129, {0}), pad_mask(1, 70, {10}), false}},  // every key masked
+      {1, 1, 20, 9, 200, {0.3, pad_mask(1, 9, {0}), pad_mask(1, 20, {5}), false}},  // the same, row kernels
   };
   // every case also with dropout 0.15: the same Philox mask on both devices (the row and the
   // tiled kernels both)
