@@ -15,7 +15,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
-#include "tensor/philox.h"
+#include "kernels/cuda/dropout.cuh"
 
 namespace strand::cuda {
 
@@ -24,32 +24,19 @@ namespace {
 constexpr int kMaxPerLane = 8;  // head dim up to 256
 constexpr int kWarpsPerBlock = 8;
 
-struct View4 {  // element strides of a [B, H, T, D] tensor (unit last stride)
-  int64_t b, h, t;
-  __device__ int64_t at(int64_t bi, int64_t hi, int64_t ti) const { return bi * b + hi * h + ti * t; }
-};
-View4 view_of(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
-
 struct Geometry {
   int64_t B, H, Tq, Tk, D;
   double scale;
   const uint8_t* key_pad;
   const uint8_t* query_pad;
   bool zero_padded_queries;
-  // dropout on the probabilities (cpu::DropoutMask): keep when Philox's uniform < keep, times scale
-  bool drop;
-  float keep;
-  double drop_scale;
-  uint64_t seed, offset;
+  DropFactor drop;  // dropout on the probabilities
 };
 
-// The dropout factor of probability (b, h, i, j): 0 or 1/(1-p), from the Philox number at its index
-// in a contiguous [B, H, Tq, Tk] tensor (as ops::dropout_mask and the CPU kernel draw it).
+// The dropout factor of probability (b, h, i, j), at its index in a contiguous [B, H, Tq, Tk] tensor.
 template <class A>
 __device__ A drop_factor(const Geometry& g, int64_t b, int64_t h, int64_t i, int64_t j) {
-  const philox::U4 u =
-      philox::philox4x32_10(g.seed, static_cast<uint64_t>(((b * g.H + h) * g.Tq + i) * g.Tk + j), g.offset);
-  return philox::uniform_f32(u.x) < g.keep ? A(g.drop_scale) : A(0);
+  return A(g.drop(((b * g.H + h) * g.Tq + i) * g.Tk + j));
 }
 
 template <class A>
@@ -99,7 +86,7 @@ __global__ void attn_fwd_kernel(Geometry g, const T* q, View4 qv, const T* k, Vi
     const A mn = max(m, s);
     const A corr = exp(m - mn), p = exp(s - mn);
     l = l * corr + p;
-    const A pd = g.drop ? p * drop_factor<A>(g, b, h, i, j) : p;  // the output takes the dropped p
+    const A pd = g.drop.on ? p * drop_factor<A>(g, b, h, i, j) : p;  // the output takes the dropped p
     const T* vr = v + vv.at(b, h, j);
     for (int c = 0; c < kMaxPerLane; ++c) {
       const int64_t f = lane + 32 * c;
@@ -158,7 +145,7 @@ __global__ void attn_bwd_q_kernel(Geometry g, const T* q, View4 qv, const T* k, 
       if (f < g.D) dp += gr[c] * A(vr[f]);
     }
     dp = warp_sum(dp);
-    if (g.drop) dp *= drop_factor<A>(g, b, h, i, j);
+    if (g.drop.on) dp *= drop_factor<A>(g, b, h, i, j);
     const A ds = p * (dp - dl) * A(g.scale);
     const T* kr = k + kv.at(b, h, j);
     for (int c = 0; c < kMaxPerLane; ++c) {
@@ -205,7 +192,7 @@ __global__ void attn_bwd_kv_kernel(Geometry g, const T* q, View4 qv, const T* k,
     s = kpad ? lowest<A>() : warp_sum(s) * A(g.scale);
     dp = warp_sum(dp);
     const A p = prob(s, l, g.Tk);
-    const A keep = g.drop ? drop_factor<A>(g, b, h, i, j) : A(1);
+    const A keep = g.drop.on ? drop_factor<A>(g, b, h, i, j) : A(1);
     const A ds = isinf(l) ? A(0) : p * (dp * keep - A(delta[bh * g.Tq + i])) * A(g.scale);
     for (int c = 0; c < kMaxPerLane; ++c) {
       const int64_t f = lane + 32 * c;
@@ -356,7 +343,7 @@ __global__ void __launch_bounds__(kTiledThreads) attn_fwd_tiled(Geometry g, cons
         const int64_t c = k0 + tc + 16 * j, r = q0 + tr * 4 + i;
         // P V takes the dropped probabilities; the normaliser l does not
         Ps[(tr * 4 + i) * kPStride + tc + 16 * j] =
-            g.drop && c < g.Tk && r < g.Tq ? p * drop_factor<A>(g, b, h, r, c) : p;
+            g.drop.on && c < g.Tk && r < g.Tq ? p * drop_factor<A>(g, b, h, r, c) : p;
       }
       l[i] = l[i] * corr + half_warp_sum(rs);
       m[i] = mn;
@@ -423,7 +410,7 @@ __global__ void __launch_bounds__(kTiledThreads) attn_bwd_q_tiled(Geometry g, co
         A ds = 0;
         if (c < g.Tk && !isinf(l[i])) {  // zeroed or uniform rows pass no gradient to the logits
           const A sv = g.key_pad && g.key_pad[b * g.Tk + c] ? lowest<A>() : s[i][j] * A(g.scale);
-          const A dpk = g.drop ? dp[i][j] * drop_factor<A>(g, b, h, q0 + tr * 4 + i, c) : dp[i][j];
+          const A dpk = g.drop.on ? dp[i][j] * drop_factor<A>(g, b, h, q0 + tr * 4 + i, c) : dp[i][j];
           ds = prob(sv, l[i], g.Tk) * (dpk - dl[i]) * A(g.scale);
         }
         Ss[(tr * 4 + i) * kPStride + tc + 16 * j] = ds;
@@ -478,7 +465,7 @@ __global__ void __launch_bounds__(kTiledThreads) attn_bwd_kv_tiled(Geometry g, c
         const int64_t key = k0 + tr * 4 + i;
         if (!(isinf(l) && l > 0)) {  // a zeroed query row (or past the last query) has p = 0
           p = prob(kpad[i] ? lowest<A>() : st[i][j] * A(g.scale), l, g.Tk);
-          const A keep = g.drop && key < g.Tk ? drop_factor<A>(g, b, h, qr, key) : A(1);
+          const A keep = g.drop.on && key < g.Tk ? drop_factor<A>(g, b, h, qr, key) : A(1);
           ds = isinf(l) ? A(0) : p * (dpt[i][j] * keep - dl) * A(g.scale);
           p *= keep;  // dV takes the dropped probabilities
         }
@@ -539,9 +526,8 @@ dim3 tiled_grid(int64_t rows, const Geometry& g) {
 Geometry geometry(const Tensor& q, const Tensor& k, const cpu::AttentionMasks& m, double scale) {
   STRAND_CHECK(q.size(3) <= 32 * kMaxPerLane, "CUDA attention supports head dims up to ", 32 * kMaxPerLane, ", got ",
                q.size(3));
-  const cpu::DropoutMask& d = m.dropout;
   return {q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), scale, m.key_pad, m.query_pad, m.zero_padded_queries,
-          d.p > 0, static_cast<float>(1.0 - d.p), d.p > 0 ? 1.0 / (1.0 - d.p) : 1.0, d.seed, d.offset};
+          DropFactor::of(m.dropout)};
 }
 unsigned blocks(int64_t rows) { return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
 

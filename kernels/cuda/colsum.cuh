@@ -59,6 +59,23 @@ struct SquaredDeviation {  // (x[r, c] - mean[c])^2 in double
     return d * d;
   }
 };
+// g[r, c] (x[r, c] - mean) rstd in double: the terms of a normalisation's weight gradient. The
+// statistics are per row (layer_norm, rms_norm: kPerColumn false) or per column (batch_norm);
+// kNoMean: RMS norm, mean unused (may be null).
+template <class T, bool kPerColumn, bool kNoMean = false>
+struct GradTimesXhat {
+  const T* g;
+  const T* x;
+  const acc_t<T>* mean;
+  const acc_t<T>* rstd;
+  int64_t C;
+  __device__ double operator()(int64_t r, int64_t c) const {
+    const int64_t s = kPerColumn ? c : r;
+    return double(acc_t<T>(g[r * C + c])) * (double(acc_t<T>(x[r * C + c])) - (kNoMean ? 0.0 : double(mean[s]))) *
+           double(rstd[s]);
+  }
+};
+
 // dst[c] = T(acc_t<T>(sums[c])): the CPU's rounding of a double sum into a T result.
 template <class T>
 __global__ void store_sums_kernel(const double* sums, T* dst, int64_t C) {

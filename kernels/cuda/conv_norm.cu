@@ -25,18 +25,6 @@ namespace {
 
 constexpr int64_t kColElems = int64_t{1} << 26;  // im2col block cap: 256 MiB of f32
 
-template <class T>
-struct GradTimesXhat {  // g (x - mean) rstd, the weight gradient's terms
-  const T* g;
-  const T* x;
-  const acc_t<T>* mean;
-  const acc_t<T>* rstd;
-  int64_t C;
-  __device__ double operator()(int64_t r, int64_t c) const {
-    return double(acc_t<T>(g[r * C + c])) * (double(acc_t<T>(x[r * C + c])) - double(mean[c])) * double(rstd[c]);
-  }
-};
-
 // Host values (already rounded as the CPU rounds them) into a device tensor of dtype dt.
 Tensor device_values(const std::vector<double>& v, DType dt, const Tensor& like) {
   Tensor h = ops::to(ops::from_vector<double>(v, {static_cast<int64_t>(v.size())}), dt);
@@ -177,7 +165,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
     const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
     std::vector<double> sg = ops::to_vector<double>(column_sums(Value<T>{ptr<T>(grad), C}, N, C, x));
     std::vector<double> sgx = ops::to_vector<double>(
-        column_sums(GradTimesXhat<T>{ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd), C}, N, C, x));
+        column_sums(GradTimesXhat<T, true>{ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd), C}, N, C, x));
     if (gw.defined()) ops::copy_(gw, device_values(rounded<A>(sgx), gw.dtype(), x));
     if (gb.defined()) ops::copy_(gb, device_values(rounded<A>(sg), gb.dtype(), x));
     if (!gx.defined()) return;

@@ -1,6 +1,6 @@
 #pragma once
-// Shared pieces of the CUDA kernel files: the launch check, typed pointers, and block-wide sums
-// and maxima (warp shuffles, then one value per warp through shared memory).
+// Shared pieces of the CUDA kernel files: the launch check, typed pointers, [B, H, T, D] strides,
+// and block-wide sums and maxima (warp shuffles, then one value per warp through shared memory).
 #include <cuda_runtime.h>
 
 #include "tensor/tensor.h"
@@ -27,6 +27,12 @@ inline int grid_for(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
   return static_cast<int>(b < 65535 * 8 ? (b > 0 ? b : 1) : 65535 * 8);
 }
+
+struct View4 {  // element strides of a [B, H, T, D] tensor (unit last stride)
+  int64_t b, h, t;
+  __device__ int64_t at(int64_t bi, int64_t hi, int64_t ti) const { return bi * b + hi * h + ti * t; }
+};
+inline View4 view_of(const Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
 
 template <class A>
 __device__ A warp_sum(A v) {

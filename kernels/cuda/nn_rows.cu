@@ -164,20 +164,6 @@ __global__ void norm_bwd_kernel(const T* g, const T* x, const T* w, const acc_t<
     }
   }
 }
-// The weight gradient's terms g (x - mean_r) rstd_r (rms: no mean), summed per column by column_sums.
-template <class T, bool kRms>
-struct NormGradXhat {
-  const T* g;
-  const T* x;
-  const acc_t<T>* mean;
-  const acc_t<T>* rstd;
-  int64_t n;
-  __device__ double operator()(int64_t r, int64_t j) const {
-    return double(acc_t<T>(g[r * n + j])) * (double(acc_t<T>(x[r * n + j])) - (kRms ? 0.0 : double(mean[r]))) *
-           double(rstd[r]);
-  }
-};
-
 // ---------------- rotary ----------------
 constexpr int kMaxDims = 8;
 struct RowGeometry {  // leading dims of x/out (all but the last), to map a row to offsets
@@ -262,8 +248,10 @@ void norm_bwd(const char* name, const Tensor& grad, const Tensor& x, const Tenso
           ptr<T>(grad), ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr, mp, ptr<A>(rstd), ptr<T>(gx), rows, n);
       STRAND_CUDA_LAUNCH_CHECK();
     }
-    if (gw.defined())
-      store_sums<T>(column_sums(NormGradXhat<T, kRms>{ptr<T>(grad), ptr<T>(x), mp, ptr<A>(rstd), n}, rows, n, x), gw);
+    if (gw.defined()) {
+      const GradTimesXhat<T, false, kRms> terms{ptr<T>(grad), ptr<T>(x), mp, ptr<A>(rstd), n};  // row statistics
+      store_sums<T>(column_sums(terms, rows, n, x), gw);
+    }
     if (gb.defined()) store_sums<T>(column_sums(Value<T>{ptr<T>(grad), n}, rows, n, x), gb);
   });
 }

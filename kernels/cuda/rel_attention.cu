@@ -13,30 +13,14 @@
 #include "kernels/cuda/cublas_util.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/dropout.cuh"
 #include "kernels/ops.h"
-#include "tensor/philox.h"
 
 namespace strand::cuda {
 
 namespace {
 
 constexpr int64_t kQ = 256;  // queries per block
-
-struct Drop {
-  float keep = 1;
-  double scale = 1;
-  uint64_t seed = 0, offset = 0;
-  bool on = false;
-  __device__ double factor(int64_t index) const {
-    const philox::U4 u = philox::philox4x32_10(seed, static_cast<uint64_t>(index), offset);
-    return philox::uniform_f32(u.x) < keep ? scale : 0.0;
-  }
-};
-Drop drop_of(const cpu::DropoutMask& d) {
-  Drop r;
-  if (d.p > 0) r = {static_cast<float>(1.0 - d.p), 1.0 / (1.0 - d.p), d.seed, d.offset, true};
-  return r;
-}
 
 // Row (il, h) of the block: s[j] += z[j + bq - 1 - il] for j < T. s rows are T apart (heads Q·T),
 // z rows W = T + bq - 1 apart (heads zs).
@@ -48,7 +32,7 @@ __device__ void add_shifted(T* s, const T* z, int64_t T_, int64_t bq, int64_t il
 // Forward: logits -> P∘keep in place, lse saved. grid (bq, H).
 template <class T>
 __global__ void fwd_rows_kernel(T* S, const T* Z, T* lse, int64_t T_, int64_t bq, int64_t Q, int64_t zs, int64_t b,
-                                int64_t H, int64_t i0, Drop d) {
+                                int64_t H, int64_t i0, DropFactor d) {
   __shared__ T sh[32];
   const int64_t il = blockIdx.x, h = blockIdx.y, i = i0 + il;
   T* s = S + (h * Q + il) * T_;
@@ -63,7 +47,7 @@ __global__ void fwd_rows_kernel(T* S, const T* Z, T* lse, int64_t T_, int64_t bq
   const int64_t base = ((b * H + h) * T_ + i) * T_;
   for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) {
     T p = exp(s[j] - l);
-    if (d.on) p = static_cast<T>(p * static_cast<T>(d.factor(base + j)));
+    if (d.on) p = static_cast<T>(p * static_cast<T>(d(base + j)));
     s[j] = p;
   }
   if (threadIdx.x == 0) lse[(b * H + h) * T_ + i] = l;
@@ -72,7 +56,7 @@ __global__ void fwd_rows_kernel(T* S, const T* Z, T* lse, int64_t T_, int64_t bq
 // Backward, step 1: logits -> P in S and P∘keep in P2. grid (bq, H).
 template <class T>
 __global__ void bwd_probs_kernel(T* S, T* P2, const T* Z, const T* lse, int64_t T_, int64_t bq, int64_t Q, int64_t zs,
-                                 int64_t b, int64_t H, int64_t i0, Drop d) {
+                                 int64_t b, int64_t H, int64_t i0, DropFactor d) {
   const int64_t il = blockIdx.x, h = blockIdx.y, i = i0 + il;
   T* s = S + (h * Q + il) * T_;
   T* p2 = P2 + (h * Q + il) * T_;
@@ -82,14 +66,15 @@ __global__ void bwd_probs_kernel(T* S, T* P2, const T* Z, const T* lse, int64_t 
   for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) {
     const T p = exp(s[j] + z[j + bq - 1 - il] - l);
     s[j] = p;
-    p2[j] = d.on ? static_cast<T>(p * static_cast<T>(d.factor(base + j))) : p;
+    p2[j] = d.on ? static_cast<T>(p * static_cast<T>(d(base + j))) : p;
   }
 }
 
 // Backward, step 2: P2 holds dO vᵀ; becomes dS = P ∘ (dP∘keep − rowsum(dO ∘ O)). grid (bq, H).
 template <class T>
 __global__ void bwd_ds_kernel(const T* S, T* P2, const T* dout, const T* out, int64_t g_h, int64_t g_t, int64_t o_h,
-                              int64_t o_t, int64_t Dv, int64_t T_, int64_t Q, int64_t b, int64_t H, int64_t i0, Drop d) {
+                              int64_t o_t, int64_t Dv, int64_t T_, int64_t Q, int64_t b, int64_t H, int64_t i0,
+                              DropFactor d) {
   __shared__ T sh[32];
   const int64_t il = blockIdx.x, h = blockIdx.y, i = i0 + il;
   const T* gr = dout + h * g_h + i * g_t;
@@ -102,7 +87,7 @@ __global__ void bwd_ds_kernel(const T* S, T* P2, const T* dout, const T* out, in
   const int64_t base = ((b * H + h) * T_ + i) * T_;
   for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) {
     T dp = p2[j];
-    if (d.on) dp = static_cast<T>(dp * static_cast<T>(d.factor(base + j)));
+    if (d.on) dp = static_cast<T>(dp * static_cast<T>(d(base + j)));
     p2[j] = s[j] * (dp - delta);
   }
 }
@@ -118,12 +103,6 @@ __global__ void bwd_scatter_kernel(const T* P2, T* Z, int64_t T_, int64_t bq, in
     z[c] = j >= 0 && j < T_ ? ds[j] : T(0);
   }
 }
-
-// Strides of a [B, H, T, D]-indexed operand (unit last stride).
-struct BHT {
-  int64_t b, h, t;
-  explicit BHT(const Tensor& x) : b(x.stride(0)), h(x.stride(1)), t(x.stride(2)) {}
-};
 
 // Sizes, the query block Q and the scratch and r strides, shared by forward and backward.
 struct Geometry {
@@ -144,8 +123,8 @@ void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, 
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       const auto [B, H, T_, Dk, Dv, Q, zs, rs] = geometry(qc, v, "rel_attention");
-      const BHT QC(qc), QR(qr), K(k), V(v), O(out);
-      const Drop d = drop_of(dm);
+      const View4 QC = view_of(qc), QR = view_of(qr), K = view_of(k), V = view_of(v), O = view_of(out);
+      const DropFactor d = DropFactor::of(dm);
       const TensorOptions o(qc.dtype(), qc.device());
       Tensor S = ops::empty({H * Q * T_}, o), Z = ops::empty({H * zs}, o);
       cublasHandle_t h = cublas_handle(qc.device().index);
@@ -175,8 +154,9 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       const auto [B, H, T_, Dk, Dv, Q, zs, rs] = geometry(qc, v, "rel_attention_backward");
-      const BHT QC(qc), QR(qr), K(k), V(v), O(out), G(dout), DQC(dqc), DQR(dqr), DK(dk), DV(dv);
-      const Drop d = drop_of(dm);
+      const View4 QC = view_of(qc), QR = view_of(qr), K = view_of(k), V = view_of(v), O = view_of(out);
+      const View4 G = view_of(dout), DQC = view_of(dqc), DQR = view_of(dqr), DK = view_of(dk), DV = view_of(dv);
+      const DropFactor d = DropFactor::of(dm);
       const TensorOptions o(qc.dtype(), qc.device());
       Tensor S = ops::empty({H * Q * T_}, o), P2 = ops::empty({H * Q * T_}, o), Z = ops::empty({H * zs}, o);
       const cudaError_t zeroed = cudaMemsetAsync(dr.raw_data(), 0, dr.nbytes());  // [H, 2T-1, Dk], summed over blocks
