@@ -17,7 +17,7 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/cpu/attention_dropout.h"
+#include "kernels/cpu/attention_common.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec.h"
@@ -26,13 +26,6 @@ namespace strand::cpu {
 
 namespace {
 constexpr int64_t kBlockQ = 64;
-
-// Element offsets of row t of (b, h) in a [B, H, T, D]-indexed tensor with unit last stride.
-struct Rows {
-  const Tensor& t;
-  int64_t operator()(int64_t b, int64_t h, int64_t i) const { return b * t.stride(0) + h * t.stride(1) + i * t.stride(2); }
-  int64_t ld() const { return t.stride(2); }
-};
 
 template <class T>
 void mask_logits(T* s, int64_t Tk, const uint8_t* key_pad) {
@@ -92,7 +85,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
             }
             if (drop) {
               keep_factors(keep.data(), Tk, (bh * Tq + i0 + r) * Tk, m.dropout);
-              for (int64_t j = 0; j < Tk; ++j) row[j] *= keep[j];
+              times_keep(row, row, keep.data(), Tk);
             }
           }
           gemm<T>(false, false, bq, D, Tk, T(1), s.data(), Tk, vp + V(b, h, 0), V.ld(), T(0), op + O(b, h, i0), O.ld());
@@ -147,14 +140,14 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
             // dV += (P ∘ keep)ᵀ dO (the dropped P in dp for the moment)
             const T* pd = p.data();
             if (drop) {
-              for (int64_t e = 0; e < bq * Tk; ++e) dp[e] = p[e] * keep[e];
+              times_keep(dp.data(), p.data(), keep.data(), bq * Tk);
               pd = dp.data();
             }
             gemm<T>(true, false, Tk, D, bq, T(1), pd, Tk, gp + G(b, h, i0), G.ld(), beta, dvp + DV(b, h, 0), DV.ld());
             // dP = (dO Vᵀ) ∘ keep;  dS = P ∘ (dP − rowsum(dO ∘ O))
             gemm<T>(false, true, bq, Tk, D, T(1), gp + G(b, h, i0), G.ld(), vp + V(b, h, 0), V.ld(), T(0), dp.data(), Tk);
             if (drop)
-              for (int64_t e = 0; e < bq * Tk; ++e) dp[e] *= keep[e];
+              times_keep(dp.data(), dp.data(), keep.data(), bq * Tk);
             for (int64_t r = 0; r < bq; ++r) {
               const T delta = vec::dot(gp + G(b, h, i0 + r), op + O(b, h, i0 + r), D);
               T* d = dp.data() + r * Tk;

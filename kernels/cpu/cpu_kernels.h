@@ -114,7 +114,7 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
 // Dropout on attention probabilities (p > 0): probability (b, h, i, j) is kept when
 // philox(seed, ((b·H + h)·Tq + i)·Tk + j, offset) falls below 1 - p and scaled by 1/(1-p): the
 // mask ops::dropout_mask draws for a contiguous [B, H, Tq, Tk] tensor with that offset, so a fused
-// kernel reproduces the composed dropout(softmax(...)) exactly (keep_factors in attention_dropout.h).
+// kernel reproduces the composed dropout(softmax(...)) exactly (keep_factors in attention_common.h).
 struct DropoutMask {
   double p = 0;
   uint64_t seed = 0, offset = 0;

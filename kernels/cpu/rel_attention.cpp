@@ -4,7 +4,7 @@
 // logits need r[T-1 + j - i] for i in the block and every j: the window r[T - i1 .. 2T - 2 - i0]
 // ([T + bq - 1, Dk]) covers them, so a second GEMM gives Z = qr_blk windowᵀ [bq, T + bq - 1] and
 // S[il, j] += Z[il, j + bq - 1 - il] (the relative shift, by index). Softmax as in attention.cpp,
-// logsumexp saved; dropout multiplies by the Philox keep factors (attention_dropout.h) before P v.
+// logsumexp saved; dropout multiplies by the Philox keep factors (attention_common.h) before P v.
 // Backward (FlashAttention-2's order, one task per (batch, head) so dK, dV and the per-batch dR
 // rows have one writer): recompute S and P, dP = (dO vᵀ) ∘ mask, dS = P ∘ (dP − rowsum(dO ∘ O)),
 // then dqc = dS k, dk += dSᵀ qc, and through dZ (dS shifted back) dqr = dZ window,
@@ -12,7 +12,7 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/cpu/attention_dropout.h"
+#include "kernels/cpu/attention_common.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/vec.h"
@@ -22,19 +22,9 @@ namespace strand::cpu {
 namespace {
 constexpr int64_t kBlockQ = 64;
 
-struct Rows {  // element offset of row i of (b, h) in a [B, H, T, D]-indexed tensor
-  const Tensor& t;
-  int64_t operator()(int64_t b, int64_t h, int64_t i) const { return b * t.stride(0) + h * t.stride(1) + i * t.stride(2); }
-  int64_t ld() const { return t.stride(2); }
-};
-
 template <class T>
 void add_into(T* y, const T* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
-}
-template <class T>
-void mul_into(T* y, const T* a, const T* b, int64_t n) {  // y = a ∘ b (y may be a)
-  for (int64_t i = 0; i < n; ++i) y[i] = a[i] * b[i];
 }
 
 // S = qc_blk kᵀ + shift(qr_blk windowᵀ) for queries i0 .. i0 + bq; z is [bq, T + bq - 1] scratch.
@@ -75,7 +65,7 @@ void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, 
             lp[bh * T_ + i0 + il] = mx + std::log(sum);
             if (d.p > 0) {
               keep_factors(keep.data(), T_, (bh * T_ + i0 + il) * T_, d);
-              mul_into(row, row, keep.data(), T_);
+              times_keep(row, row, keep.data(), T_);
             }
           }
           gemm<T>(false, false, bq, Dv, T_, T(1), s.data(), T_, vp + V(b, h, 0), V.ld(), T(0), op + O(b, h, i0), O.ld());
@@ -119,13 +109,13 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
             // dV += (P ∘ keep)ᵀ dO: the kept probabilities in dp for the moment
             const T* pd = p.data();
             if (d.p > 0) {
-              mul_into(dp.data(), p.data(), keep.data(), bq * T_);
+              times_keep(dp.data(), p.data(), keep.data(), bq * T_);
               pd = dp.data();
             }
             gemm<T>(true, false, T_, Dv, bq, T(1), pd, T_, gp + G(b, h, i0), G.ld(), beta, dvp + DV(b, h, 0), DV.ld());
             // dP = (dO vᵀ) ∘ keep;  dS = P ∘ (dP − rowsum(dO ∘ O))
             gemm<T>(false, true, bq, T_, Dv, T(1), gp + G(b, h, i0), G.ld(), vp + V(b, h, 0), V.ld(), T(0), dp.data(), T_);
-            if (d.p > 0) mul_into(dp.data(), dp.data(), keep.data(), bq * T_);
+            if (d.p > 0) times_keep(dp.data(), dp.data(), keep.data(), bq * T_);
             for (int64_t il = 0; il < bq; ++il) {
               const T delta = vec::dot(gp + G(b, h, i0 + il), op + O(b, h, i0 + il), Dv);
               T* dd = dp.data() + il * T_;
