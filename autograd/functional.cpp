@@ -62,8 +62,11 @@ std::vector<Tensor> promoted(std::vector<Tensor> xs) {
   return xs;
 }
 std::pair<Tensor, Tensor> promoted(const Tensor& a, const Tensor& b) {
-  auto v = promoted(std::vector<Tensor>{a, b});
-  return {v[0], v[1]};
+  // every elementwise op comes here: operands of one dtype (almost always) need nothing
+  if (!a.defined() || !b.defined() || a.dtype() == b.dtype()) return {a, b};
+  const DType d = wider(a.dtype(), b.dtype());
+  if (!castable_dtype(d)) return {a, b};
+  return {castable(a) ? to(a, d) : a, castable(b) ? to(b, d) : b};
 }
 }  // namespace
 
