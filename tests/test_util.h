@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -65,6 +66,24 @@ struct TempDir {
     return c;
   }
 };
+
+// How far `got` lies from `ref` (any devices), as ||got - ref|| / ||ref|| and max |got - ref|: the
+// measure of bf16 results (against fp64, or the same computation on another device).
+struct Bf16Error {
+  double rel_l2 = 0, max_abs = 0;
+};
+inline Bf16Error bf16_error(const Tensor& got, const Tensor& ref) {
+  EXPECT_EQ(got.sizes(), ref.sizes());
+  if (got.sizes() != ref.sizes()) return {1e30, 1e30};
+  auto g = ops::to_vector<double>(got), r = ops::to_vector<double>(ref);
+  double num = 0, den = 0, mx = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    num += (g[i] - r[i]) * (g[i] - r[i]);
+    den += r[i] * r[i];
+    mx = std::max(mx, std::abs(g[i] - r[i]));
+  }
+  return {std::sqrt(num / den), mx};
+}
 
 }  // namespace strand::test
 

@@ -3,8 +3,6 @@
 // relative-position attention), forward and the gradient of every parameter. This is what
 // `--device cuda` rests on; skipped without a usable GPU. Also: the same under bf16 autocast, and
 // attention dropout drawing the same masks on both devices.
-#include <cmath>
-
 #include "autograd/autocast.h"
 #include "autograd/functional.h"
 #include "models/aido_rna/rnabert.h"
@@ -33,14 +31,6 @@ void expect_grads_close(nn::Module& m, const std::vector<Tensor>& cpu_grads, dou
     if (!cpu_grads[i].defined()) continue;
     EXPECT_TRUE(test::allclose(ops::to(params[i].grad(), Device::cpu()), cpu_grads[i], tol, tol)) << "parameter " << i;
   }
-}
-
-// ||a - b|| / ||b|| (b on the CPU).
-double rel_l2(const Tensor& a, const Tensor& b) {
-  auto x = ops::to_vector<double>(ops::to(a, Device::cpu())), y = ops::to_vector<double>(b);
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * (x[i] - y[i]), den += y[i] * y[i];
-  return std::sqrt(num / std::max(den, 1e-300));
 }
 
 // Forward + backward of sum(h * w) on the CPU, then the same model moved to the GPU, from the same
@@ -72,10 +62,11 @@ void expect_backbone_parity(models::Backbone& m, const Tensor& ids, const Tensor
     return;
   }
   EXPECT_EQ(hg.dtype(), h.dtype());
-  EXPECT_LT(rel_l2(hg, h), 2e-2);
+  EXPECT_LT(test::bf16_error(hg, h).rel_l2, 2e-2);
   const auto params = m.parameters();
   for (size_t i = 0; i < params.size(); ++i)
-    if (grads[i].defined()) EXPECT_LT(rel_l2(params[i].grad(), grads[i]), 3e-2) << "parameter " << i;
+    if (grads[i].defined())
+      EXPECT_LT(test::bf16_error(params[i].grad(), grads[i]).rel_l2, 3e-2) << "parameter " << i;
 }
 
 Tensor padded_mask() { return ops::from_vector<int64_t>({1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0}, {2, 10}); }

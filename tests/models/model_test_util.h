@@ -40,23 +40,8 @@ inline ::testing::AssertionResult close_to_reference(const Tensor& got, const Te
   return allclose(got, ref, tol, tol);
 }
 
-// bf16-mixed against PyTorch's bf16 autocast (tools/golden/*_bf16.py): both errors are measured
-// against the fp64 computation, as a relative L2 norm and a max abs.
-struct Bf16Error {
-  double rel_l2 = 0, max_abs = 0;
-};
-inline Bf16Error bf16_error(const Tensor& got, const Tensor& ref) {
-  EXPECT_EQ(got.sizes(), ref.sizes());
-  if (got.sizes() != ref.sizes()) return {1e30, 1e30};
-  auto g = ops::to_vector<double>(got), r = ops::to_vector<double>(ref);
-  double num = 0, den = 0, mx = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    num += (g[i] - r[i]) * (g[i] - r[i]);
-    den += r[i] * r[i];
-    mx = std::max(mx, std::abs(g[i] - r[i]));
-  }
-  return {std::sqrt(num / den), mx};
-}
+// bf16-mixed against PyTorch's bf16 autocast (tools/golden/*_bf16.py): both errors (test::bf16_error)
+// are measured against the fp64 computation.
 inline void expect_within_twice_pytorch(const Bf16Error& ours, const nlohmann::json& errors, const std::string& what,
                                  const std::string& name) {
   Bf16Error torch{1e30, 1e30};

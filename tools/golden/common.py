@@ -1,5 +1,6 @@
 """Helpers shared by the golden-fixture scripts (not a model script itself: make_golden.py runs
 every tools/golden/*.py, and this one does nothing when run)."""
+import contextlib
 import json
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def bf16_fixture(make_model, targets, r, alpha, exp, forward=None):
                     p.copy_(exp["lora." + name])
         model = model.to(dtype)
         w = exp["lora_loss_weight"].to(dtype)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), (mode or _Null()):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), (mode or contextlib.nullcontext()):
             h = forward(model, ids, mask) if forward else model(input_ids=ids, attention_mask=mask).last_hidden_state
         loss = (masked_mean(h.to(dtype), mask) * w).sum()
         loss.backward()
@@ -143,14 +144,6 @@ def write_bf16_fixtures(root, configs, make_model, forward=None, extra_meta=None
         meta.update(extra_meta or {})
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "bf16.safetensors"), metadata=meta)
         print(f"{name}: {meta['bf16_errors']}")
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def write_meta(path: Path, meta: dict):

@@ -6,6 +6,7 @@ tests/fixtures/enformer/<name>/bf16.safetensors: the fp64 output and every trunk
 metadata["bf16_errors"] how far PyTorch's bf16 autocast lands from them (relative L2 and max abs;
 plain CPU autocast and CPU autocast with CUDA's fp32 list, see common.CudaAutocastLists). strand's
 bf16-mixed step must stay within twice that error (tests/models/enformer_test.cpp)."""
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -29,12 +30,8 @@ def step(spec, seqs, dtype, autocast, mode):
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     x = str_to_one_hot(seqs).to(dtype)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        if mode is not None:
-            with mode:
-                y = model(x, return_only_embeddings=True)
-        else:
-            y = model(x, return_only_embeddings=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), (mode or contextlib.nullcontext()):
+        y = model(x, return_only_embeddings=True)
     loss = loss_of(y.to(dtype)) if dtype != torch.float64 else loss_of_f64(y)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()
