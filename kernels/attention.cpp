@@ -30,6 +30,12 @@ cpu::AttentionMasks masks_of(const Tensor& kp, const Tensor& qp, bool zero_padde
           {dropout, seed, offset}};
 }
 void check_dropout(double p, const char* op) { STRAND_CHECK(p >= 0 && p < 1, op, ": dropout must be in [0, 1), got ", p); }
+// The mask of a dropout p: one generator offset (none when p = 0), as ops::dropout_mask takes one.
+cpu::DropoutMask draw_dropout(double p, Generator* g) {
+  if (p <= 0) return {};
+  Generator& gen = g ? *g : default_generator();
+  return {p, gen.seed, gen.next_offset()};
+}
 void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
   for (const Tensor* t : {&q, &k, &v})
     STRAND_CHECK(t->defined() && t->dim() == 4, "attention: q, k and v must be 4-D [B, H, T, D], got ",
@@ -56,11 +62,9 @@ AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tenso
   Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");
   const Device dev = q_in.device();
   AttentionOut o{empty_bhtd(B, H, Tq, D, ct, dev), empty({B, H, Tq}, TensorOptions(ct, dev))};
-  if (p.dropout > 0) {
-    Generator& gen = p.generator ? *p.generator : default_generator();
-    o.seed = gen.seed;
-    o.offset = gen.next_offset();
-  }
+  const cpu::DropoutMask d = draw_dropout(p.dropout, p.generator);
+  o.seed = d.seed;
+  o.offset = d.offset;
   if (o.out.numel())
     STRAND_DISPATCH(q, attention_forward, q, k, v, masks_of(kp, qp, p.zero_padded_queries, p.dropout, o.seed, o.offset),
                     p.scale, o.out, o.lse);
@@ -126,9 +130,7 @@ RelOperands rel_operands(const Tensor& qc, const Tensor& qr, const Tensor& k, co
   return {unit_last(to(qc, ct)), unit_last(to(qr, ct)), unit_last(to(k, ct)), contiguous(to(r, ct)),
           unit_last(to(v, ct)), ct};
 }
-}  // namespace
 
-namespace {
 // Zero head dims on a GPU (cuBLAS takes no zero leading dimension): the CPU computes, as it does
 // any size.
 bool degenerate_on_gpu(const Tensor& qc, const Tensor& v) { return qc.is_cuda() && (qc.size(3) == 0 || v.size(3) == 0); }
@@ -144,13 +146,9 @@ RelAttentionOut rel_attention(const Tensor& qc_in, const Tensor& qr_in, const Te
   const RelOperands o = rel_operands(qc_in, qr_in, k_in, r_in, v_in, dropout);
   const int64_t B = qc_in.size(0), H = qc_in.size(1), T = qc_in.size(2), Dv = v_in.size(3);
   RelAttentionOut res{empty_bhtd(B, H, T, Dv, o.ct, qc_in.device()), empty({B, H, T}, TensorOptions(o.ct, qc_in.device()))};
-  cpu::DropoutMask d;
-  if (dropout > 0) {
-    Generator& gen = g ? *g : default_generator();
-    d = {dropout, gen.seed, gen.next_offset()};
-    res.seed = d.seed;
-    res.offset = d.offset;
-  }
+  const cpu::DropoutMask d = draw_dropout(dropout, g);
+  res.seed = d.seed;
+  res.offset = d.offset;
   if (res.out.numel()) STRAND_DISPATCH(o.qc, rel_attention_forward, o.qc, o.qr, o.k, o.r, o.v, d, res.out, res.lse);
   else if (res.lse.numel()) fill_(res.lse, 0.0);  // Dv = 0 (T = 0 leaves nothing)
   if (o.ct != qc_in.dtype()) res.out = to(res.out, qc_in.dtype());
