@@ -161,8 +161,7 @@ Step task_step(const std::string& config, int64_t n, int64_t dna, int64_t rna, i
     opt->zero_grad();
     Tensor pred = task->forward(batch);
     backward(mse_loss(pred, labels));
-    nn::clip_grad_norm_(params, cfg.trainer.grad_clip);
-    opt->step();
+    opt->step(nn::clip_coefficient(nn::grad_norm(params), cfg.trainer.grad_clip));  // as the trainer does
   };
 }
 

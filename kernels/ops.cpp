@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "kernels/dispatch.h"
@@ -632,16 +633,70 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 }
 
 // ---------------- optimizer ----------------
-bool adamw_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s) {
+namespace {
+bool adamw_qualifies(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v) {
   for (const Tensor* t : {&g, &m, &v})
     if (t->sizes() != p.sizes() || t->dtype() != p.dtype() || t->device() != p.device() || !t->is_contiguous())
       return false;
-  if (!p.is_contiguous() || !is_floating(p.dtype())) return false;
+  return p.is_contiguous() && is_floating(p.dtype());
+}
+void bump_adamw(const AdamWParam& e) {
+  e.p.bump_version();
+  e.m.bump_version();
+  e.v.bump_version();
+  if (e.s.grad_scale != 1) e.g.bump_version();
+}
+}  // namespace
+
+bool adamw_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s) {
+  if (!adamw_qualifies(p, g, m, v)) return false;
   if (p.numel()) STRAND_DISPATCH(p, adamw, p, g, m, v, s);
-  p.bump_version();
-  m.bump_version();
-  v.bump_version();
+  bump_adamw({p, g, m, v, s});
   return true;
+}
+
+bool adamw_multi_(const std::vector<AdamWParam>& params) {
+  for (const AdamWParam& e : params)
+    if (!adamw_qualifies(e.p, e.g, e.m, e.v)) return false;
+#ifdef STRAND_WITH_CUDA
+  const bool one_gpu = !params.empty() && params.front().p.is_cuda() &&
+                       std::all_of(params.begin(), params.end(),
+                                   [&](const AdamWParam& e) { return e.p.device() == params.front().p.device(); });
+  if (one_gpu) {
+    const prof::Scope scope("adamw_multi", true);
+    cuda::adamw_multi(params);
+    for (const AdamWParam& e : params) bump_adamw(e);
+    return true;
+  }
+#endif
+  for (const AdamWParam& e : params) adamw_(e.p, e.g, e.m, e.v, e.s);
+  return true;
+}
+
+std::vector<double> sum_squares(const std::vector<Tensor>& xs) {
+  std::vector<double> out(xs.size(), 0.0);
+  for (const Tensor& x : xs) {
+    STRAND_CHECK(x.defined(), "sum_squares: undefined tensor");
+    check_floating(x, "sum_squares");
+  }
+#ifdef STRAND_WITH_CUDA
+  std::map<int, std::vector<size_t>> by_gpu;  // CUDA tensors by device index
+  for (size_t i = 0; i < xs.size(); ++i)
+    if (xs[i].is_cuda()) by_gpu[xs[i].device().index].push_back(i);
+  for (const auto& [device, idx] : by_gpu) {
+    const prof::Scope scope("sum_squares", true);
+    std::vector<Tensor> group;
+    for (size_t i : idx) group.push_back(contiguous(xs[i]));
+    const std::vector<double> sums = cuda::sum_squares(group);
+    for (size_t k = 0; k < idx.size(); ++k) out[idx[k]] = sums[k];
+  }
+#endif
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (xs[i].is_cuda() || xs[i].numel() == 0) continue;
+    const Tensor x64 = to(xs[i], DType::f64);
+    out[i] = item(sum(mul(x64, x64)));
+  }
+  return out;
 }
 
 // ---------------- softmax / norms ----------------

@@ -223,10 +223,18 @@ enum class Reduction { none, mean, sum };
 Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction r = Reduction::mean);
 
 // ---------------- optimizer ----------------
-// One fused AdamW step, in place on p, m, v (their versions are bumped). All four tensors must be
-// contiguous, of one shape, dtype and device; false (nothing done) when they are not, so the
-// caller can fall back to the unfused ops.
+// One fused AdamW step, in place on p, m, v (and g when s.grad_scale != 1; their versions are
+// bumped). All four tensors must be contiguous, of one shape, dtype and device; false (nothing
+// done) when they are not, so the caller can fall back to the unfused ops.
 bool adamw_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s);
+// adamw_ on every entry, with the same numbers. When every entry qualifies and all are on one GPU,
+// the step is a few multi-tensor launches (up to 36 tensors or 320 chunks of 64Ki elements each)
+// instead of one launch per parameter. False, changing nothing, when any entry does not qualify.
+bool adamw_multi_(const std::vector<AdamWParam>& params);
+// Σ x² of each tensor, in double: CPU tensors one by one (a sum over an f64 copy), and the CUDA
+// tensors of one device in one multi-tensor pass per dtype (per-chunk partials summed on the host in
+// a fixed order). Deterministic on both; the two can differ in the last bits (summation order).
+std::vector<double> sum_squares(const std::vector<Tensor>& xs);
 
 // ---------------- checks shared by the layers above ----------------
 void check_same_device(const Tensor& a, const Tensor& b, const char* op);

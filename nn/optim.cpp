@@ -75,7 +75,9 @@ int64_t Optimizer::step_count(size_t i) const {
   return state_[i].step;
 }
 
-void Optimizer::step() {
+void Optimizer::step(double grad_scale) {
+  STRAND_CHECK(!(grad_scale < 0) && !std::isinf(grad_scale), name(), ": grad_scale must be finite and >= 0, got ",
+               grad_scale);  // NaN passes: a NaN clipping coefficient poisons the step visibly, as in PyTorch
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
     const Tensor g = p.grad();
@@ -92,9 +94,18 @@ void Optimizer::step() {
                    "; create the optimizer (or load its state) after moving the model");
   }
   NoGradGuard no_grad;
+  std::vector<Pending> todo;
   for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor g = params_[i].grad();
-    if (g.defined()) update(params_[i], g, state_[i]);
+    Tensor g = params_[i].grad();
+    if (g.defined()) todo.push_back({params_[i], std::move(g), &state_[i]});
+  }
+  update_all(todo, grad_scale);
+}
+
+void Optimizer::update_all(const std::vector<Pending>& todo, double grad_scale) {
+  for (const Pending& u : todo) {
+    if (grad_scale != 1) scale_(u.grad, grad_scale);
+    update(u.param, u.grad, *u.state);
   }
 }
 
@@ -212,32 +223,44 @@ void AdamW::set_hyperparameters(const std::map<std::string, double>& h) {
   beta1_ = b1, beta2_ = b2, eps_ = eps, weight_decay_ = wd;
 }
 
-void AdamW::update(const Tensor& p, const Tensor& g, ParamState& st) {
-  if (!st.initialized) {
-    st.buffers["exp_avg"] = ops::zeros_like(p);
-    st.buffers["exp_avg_sq"] = ops::zeros_like(p);
-    st.initialized = true;
+void AdamW::update(const Tensor& p, const Tensor& g, ParamState& st) { update_all({{p, g, &st}}, 1.0); }
+
+void AdamW::update_all(const std::vector<Pending>& todo, double grad_scale) {
+  std::vector<AdamWParam> fused;
+  fused.reserve(todo.size());
+  for (const Pending& u : todo) {
+    ParamState& st = *u.state;
+    if (!st.initialized) {
+      st.buffers["exp_avg"] = ops::zeros_like(u.param);
+      st.buffers["exp_avg_sq"] = ops::zeros_like(u.param);
+      st.initialized = true;
+    }
+    st.step += 1;
+    // Every expression below follows torch.optim.adam._single_tensor_adam term by term (scalars in
+    // double, cast to the tensor's compute type by the op, as PyTorch's CPU kernels do), so the
+    // rounding is the same: lerp_ is m + w*(g - m) for w < 0.5, addcdiv_ is p + value*(m/denom).
+    const double t = static_cast<double>(st.step);
+    const double bias_correction1 = 1 - std::pow(beta1_, t);
+    const double bias_correction2 = 1 - std::pow(beta2_, t);
+    fused.push_back({u.param, u.grad, st.buffers.at("exp_avg"), st.buffers.at("exp_avg_sq"),
+                     {lr_, beta1_, beta2_, eps_, weight_decay_, lr_ / bias_correction1,
+                      std::pow(bias_correction2, 0.5), grad_scale}});
   }
-  const Tensor& m = st.buffers.at("exp_avg");
-  const Tensor& v = st.buffers.at("exp_avg_sq");
-  st.step += 1;
-  // Every expression below follows torch.optim.adam._single_tensor_adam term by term (scalars in
-  // double, cast to the tensor's compute type by the op, as PyTorch's CPU kernels do), so the
-  // rounding is the same: lerp_ is m + w*(g - m) for w < 0.5, addcdiv_ is p + value*(m/denom).
-  const double t = static_cast<double>(st.step);
-  const double bias_correction1 = 1 - std::pow(beta1_, t);
-  const double bias_correction2 = 1 - std::pow(beta2_, t);
-  const double step_size = lr_ / bias_correction1;
-  const double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
-  // One fused pass when the tensors allow it (contiguous, one dtype and device), with the same
-  // rounding as the op sequence below, which remains for the rest.
-  if (ops::adamw_(p, g, m, v, {lr_, beta1_, beta2_, eps_, weight_decay_, step_size, bias_correction2_sqrt})) return;
-  if (weight_decay_ != 0) scale_(p, 1 - lr_ * weight_decay_);
-  ops::add_(m, ops::sub(g, m), 1 - beta1_);
-  scale_(v, beta2_);
-  ops::add_(v, ops::mul(g, g), 1 - beta2_);
-  const Tensor denom = ops::add(ops::unary(UnaryOp::div_scalar, ops::sqrt(v), bias_correction2_sqrt), eps_);
-  ops::add_(p, ops::div(m, denom), -step_size);
+  // One fused pass when the tensors allow it (contiguous, one dtype and device; on a GPU a few
+  // multi-tensor launches for all parameters), with the same rounding as the op sequence below,
+  // which remains for the rest.
+  if (ops::adamw_multi_(fused)) return;
+  for (AdamWParam& e : fused) {
+    if (grad_scale != 1) scale_(e.g, grad_scale);
+    e.s.grad_scale = 1;
+    if (ops::adamw_(e.p, e.g, e.m, e.v, e.s)) continue;
+    if (weight_decay_ != 0) scale_(e.p, 1 - lr_ * weight_decay_);
+    ops::add_(e.m, ops::sub(e.g, e.m), 1 - beta1_);
+    scale_(e.v, beta2_);
+    ops::add_(e.v, ops::mul(e.g, e.g), 1 - beta2_);
+    const Tensor denom = ops::add(ops::unary(UnaryOp::div_scalar, ops::sqrt(e.v), e.s.bias_correction2_sqrt), eps_);
+    ops::add_(e.p, ops::div(e.m, denom), -e.s.step_size);
+  }
 }
 
 // ---------------- SGD ----------------

@@ -27,7 +27,10 @@ class Optimizer {
   // entirely, as in PyTorch: its state is neither created nor advanced (its step count included),
   // which is what frozen-but-trainable heads (Enformer's unused output heads) rely on.
   // All gradients are checked (shape, dtype, device) before any parameter changes.
-  void step();
+  // grad_scale != 1 first scales every gradient in place by it (rounded to the gradient's dtype),
+  // which is what clip_grad_norm_ does with its coefficient (nn::clip_coefficient): the trainer's
+  // clipping, fused into AdamW's pass instead of a pass of its own.
+  void step(double grad_scale = 1.0);
   // set_to_none drops the gradients (the default, as PyTorch >= 2.0); otherwise zeroes them in place.
   void zero_grad(bool set_to_none = true);
 
@@ -57,6 +60,13 @@ class Optimizer {
   };
   // One parameter's update, called under NoGradGuard with a validated gradient.
   virtual void update(const Tensor& param, const Tensor& grad, ParamState& state) = 0;
+  struct Pending {
+    Tensor param, grad;
+    ParamState* state;
+  };
+  // The whole step over the parameters that have a gradient, in order. By default: the gradients
+  // scaled (when grad_scale != 1), then update() on each; AdamW overrides it with one multi-tensor pass.
+  virtual void update_all(const std::vector<Pending>& todo, double grad_scale);
   // Buffer names an initialised state holds, and whether it counts steps.
   virtual std::vector<std::string> buffer_names() const = 0;
   virtual bool counts_steps() const = 0;
@@ -86,6 +96,7 @@ class AdamW : public Optimizer {
 
  protected:
   void update(const Tensor& param, const Tensor& grad, ParamState& state) override;
+  void update_all(const std::vector<Pending>& todo, double grad_scale) override;
   std::vector<std::string> buffer_names() const override { return {"exp_avg", "exp_avg_sq"}; }
   bool counts_steps() const override { return true; }
   std::vector<std::pair<std::string, double>> hyperparameters() const override;

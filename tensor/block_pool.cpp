@@ -10,36 +10,38 @@ namespace {
 size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 }  // namespace
 
-BlockPool::BlockPool(std::string name, RawAlloc alloc, RawFree free)
-    : name_(std::move(name)), raw_alloc_(std::move(alloc)), raw_free_(std::move(free)) {}
+BlockPool::BlockPool(std::string name, RawAlloc alloc, RawFree free, Events events)
+    : name_(std::move(name)), raw_alloc_(std::move(alloc)), raw_free_(std::move(free)), events_(std::move(events)) {}
 
 BlockPool::~BlockPool() {
   // Segments still holding live blocks belong to tensors that outlive the pool (process exit):
   // only fully free segments are returned; the rest go with the process.
   std::lock_guard<std::mutex> lock(mu_);
+  process_events(/*wait=*/true);
   release_free_segments();
   for (auto& [p, b] : blocks_) delete b;
 }
 
-BlockPool::Block* BlockPool::take_free(size_t size, bool small) {
+BlockPool::Block* BlockPool::take_free(size_t size, bool small, StreamId stream) {
   FreeSet& fs = pool(small);
-  auto it = fs.lower_bound({size, nullptr});
-  if (it == fs.end()) return nullptr;
-  Block* b = blocks_.at(it->second);
+  auto it = fs.lower_bound({stream, size, nullptr});
+  if (it == fs.end() || std::get<0>(*it) != stream) return nullptr;
+  Block* b = blocks_.at(std::get<2>(*it));
   fs.erase(it);
   return b;
 }
 
-BlockPool::Block* BlockPool::new_segment(size_t size, bool small) {
+BlockPool::Block* BlockPool::new_segment(size_t size, bool small, StreamId stream) {
   const size_t seg = small ? kSmallSegment : size < kLargeLimit ? kMidSegment : round_up(size, kSmallSegment);
   void* p = raw_alloc_(seg);
   if (!p) {
     ++stats_.num_oom_retries;
+    process_events(/*wait=*/true);  // blocks held back by other streams count as cache too
     release_free_segments();
     p = raw_alloc_(seg);
   }
   if (!p) return nullptr;
-  auto* b = new Block{static_cast<char*>(p), seg, small};
+  auto* b = new Block{static_cast<char*>(p), seg, small, stream};
   blocks_[b->ptr] = b;
   stats_.reserved_bytes += static_cast<int64_t>(seg);
   stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
@@ -47,25 +49,26 @@ BlockPool::Block* BlockPool::new_segment(size_t size, bool small) {
   return b;
 }
 
-void* BlockPool::allocate(size_t nbytes) {
+void* BlockPool::allocate(size_t nbytes, StreamId stream) {
   const size_t size = round_up(std::max<size_t>(nbytes, 1), kRound);
   const bool small = size <= kSmall;
   std::lock_guard<std::mutex> lock(mu_);
-  Block* b = take_free(size, small);
-  if (!b) b = new_segment(size, small);
+  if (!pending_.empty()) process_events(/*wait=*/false);
+  Block* b = take_free(size, small, stream);
+  if (!b) b = new_segment(size, small, stream);
   STRAND_CHECK(b != nullptr, "out of memory on ", name_, " allocating ", nbytes, " bytes (allocated ",
                stats_.allocated_bytes, ", reserved ", stats_.reserved_bytes, ", peak allocated ",
                stats_.peak_allocated_bytes, " bytes; the cache was emptied and the request retried)");
   // Split off the remainder when it can serve another request of this pool.
   if (b->size - size >= (small ? kRound : kSmall + 1)) {
-    auto* rest = new Block{b->ptr + size, b->size - size, small};
+    auto* rest = new Block{b->ptr + size, b->size - size, small, stream};
     rest->prev = b;
     rest->next = b->next;
     if (b->next) b->next->prev = rest;
     b->next = rest;
     b->size = size;
     blocks_[rest->ptr] = rest;
-    pool(small).insert({rest->size, rest->ptr});
+    pool(small).insert(key(rest));
   }
   b->allocated = true;
   stats_.allocated_bytes += static_cast<int64_t>(b->size);
@@ -74,19 +77,64 @@ void* BlockPool::allocate(size_t nbytes) {
   return b->ptr;
 }
 
+BlockPool::Block* BlockPool::live_block(void* p, const char* what) {
+  auto it = blocks_.find(static_cast<char*>(p));
+  STRAND_ASSERT(it != blocks_.end() && it->second->allocated && it->second->pending_events == 0, "BlockPool::", what,
+                " of a pointer that is not a live allocation of ", name_);
+  return it->second;
+}
+
+void BlockPool::record_stream(void* p, StreamId stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Block* b = live_block(p, "record_stream");
+  if (stream == b->stream || std::find(b->uses.begin(), b->uses.end(), stream) != b->uses.end()) return;
+  STRAND_CHECK(events_.record != nullptr, "record_stream on ", name_, ", whose backend has no events");
+  b->uses.push_back(stream);
+}
+
 void BlockPool::free(void* p) {
   if (!p) return;
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = blocks_.find(static_cast<char*>(p));
-  STRAND_ASSERT(it != blocks_.end() && it->second->allocated, "BlockPool::free of a pointer it did not allocate");
-  Block* b = it->second;
+  Block* b = live_block(p, "free");
+  if (b->uses.empty()) {
+    return_block(b);
+    return;
+  }
+  // Work queued on the other streams may still read or write it: hold it back until an event
+  // recorded now on each of them has completed.
+  for (StreamId s : b->uses) {
+    pending_.emplace_back(events_.record(s), b);
+    ++b->pending_events;
+  }
+  b->uses.clear();
+  ++stats_.pending_frees;
+}
+
+void BlockPool::process_events(bool wait) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    auto [ev, b] = *it;
+    if (wait) events_.synchronize(ev);
+    else if (!events_.done(ev)) {
+      ++it;
+      continue;
+    }
+    events_.destroy(ev);
+    it = pending_.erase(it);
+    if (--b->pending_events == 0) {
+      --stats_.pending_frees;
+      return_block(b);
+    }
+  }
+}
+
+void BlockPool::return_block(Block* b) {
   b->allocated = false;
   stats_.allocated_bytes -= static_cast<int64_t>(b->size);
   FreeSet& fs = pool(b->small);
-  // Merge with free neighbours (same segment by construction).
+  // Merge with free neighbours (same segment, hence same stream, by construction).
   if (b->next && !b->next->allocated) {
     Block* n = b->next;
-    fs.erase({n->size, n->ptr});
+    fs.erase(key(n));
     b->size += n->size;
     b->next = n->next;
     if (n->next) n->next->prev = b;
@@ -95,7 +143,7 @@ void BlockPool::free(void* p) {
   }
   if (b->prev && !b->prev->allocated) {
     Block* pv = b->prev;
-    fs.erase({pv->size, pv->ptr});
+    fs.erase(key(pv));
     pv->size += b->size;
     pv->next = b->next;
     if (b->next) b->next->prev = pv;
@@ -103,13 +151,13 @@ void BlockPool::free(void* p) {
     delete b;
     b = pv;
   }
-  fs.insert({b->size, b->ptr});
+  fs.insert(key(b));
 }
 
 void BlockPool::release_free_segments() {
   for (FreeSet* fs : {&free_small_, &free_large_}) {
     for (auto it = fs->begin(); it != fs->end();) {
-      Block* b = blocks_.at(it->second);
+      Block* b = blocks_.at(std::get<2>(*it));
       if (b->prev || b->next) {  // part of a segment still in use
         ++it;
         continue;
@@ -126,6 +174,7 @@ void BlockPool::release_free_segments() {
 
 void BlockPool::empty_cache() {
   std::lock_guard<std::mutex> lock(mu_);
+  process_events(/*wait=*/true);
   release_free_segments();
 }
 

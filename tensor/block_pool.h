@@ -5,17 +5,26 @@
 // from segments rounded to 2 MiB ("large" pool); a request takes the best-fitting free block of its
 // pool and splits off the rest; freed blocks merge with free neighbours of the same segment; when
 // the backend is out of memory, every fully free segment is released and the request retried, and
-// if that fails too the error names the request and the statistics. One stream (the default) for
-// now: blocks are reused in stream order, which is safe on a single stream.
+// if that fails too the error names the request and the statistics.
+//
+// Streams, as in PyTorch: every segment, and every block cut from it, belongs to the stream it was
+// allocated for, and a free block is only reused by requests on that stream, so reuse follows
+// that stream's order without synchronisation. A block also used on other streams
+// (record_stream) is not reusable when freed: an event is recorded on each of those streams, and
+// the block returns to its pool only once they have all completed (checked at each allocation;
+// waited for on out-of-memory and by empty_cache).
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 namespace strand {
 
@@ -27,21 +36,35 @@ struct BlockPoolStats {
   int64_t num_allocs = 0;
   int64_t num_segments = 0;
   int64_t num_oom_retries = 0;  // backend failures answered by releasing the cache
+  int64_t pending_frees = 0;    // freed blocks waiting for events on the other streams they served
 };
 
 class BlockPool {
  public:
+  using StreamId = uintptr_t;  // a backend stream handle; 0 is the default stream
   using RawAlloc = std::function<void*(size_t)>;  // nullptr when out of memory
   using RawFree = std::function<void(void*)>;
+  // Events for blocks used on several streams; only needed once record_stream is called.
+  struct Events {
+    std::function<void*(StreamId)> record;   // records an event on the stream, returns its handle
+    std::function<bool(void*)> done;         // whether the event has completed (non-blocking)
+    std::function<void(void*)> synchronize;  // blocks until it has completed
+    std::function<void(void*)> destroy;
+  };
   // name appears in errors ("cuda:0").
-  BlockPool(std::string name, RawAlloc alloc, RawFree free);
+  BlockPool(std::string name, RawAlloc alloc, RawFree free, Events events = {});
   ~BlockPool();
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
 
-  void* allocate(size_t nbytes);  // strand::Error when the backend cannot provide it
-  void free(void* p);             // p from allocate (nullptr is ignored)
-  void empty_cache();             // releases every fully free segment
+  // strand::Error when the backend cannot provide it. The block belongs to `stream`.
+  void* allocate(size_t nbytes, StreamId stream = 0);
+  // p from allocate (nullptr is ignored). Reusable at once by its own stream; after the events of
+  // record_stream's streams otherwise.
+  void free(void* p);
+  // p (live, from allocate) is also used by work queued on `stream`; its own stream is ignored.
+  void record_stream(void* p, StreamId stream);
+  void empty_cache();  // waits for pending frees, then releases every fully free segment
   BlockPoolStats stats() const;
   void reset_peaks();
 
@@ -52,21 +75,33 @@ class BlockPool {
   struct Block {
     char* ptr;
     size_t size;
-    bool small, allocated = false;
-    Block *prev = nullptr, *next = nullptr;  // neighbours in the same segment
+    bool small;
+    StreamId stream;
+    bool allocated = false;                  // live, or freed but waiting for events
+    Block *prev = nullptr, *next = nullptr;  // neighbours in the same segment (same stream)
+    std::vector<StreamId> uses;              // other streams it served (record_stream)
+    int pending_events = 0;
   };
-  using FreeSet = std::set<std::pair<size_t, char*>>;  // (size, ptr): lower_bound is the best fit
+  // (stream, size, ptr): lower_bound is the best fit within a stream.
+  using FreeKey = std::tuple<StreamId, size_t, char*>;
+  using FreeSet = std::set<FreeKey>;
   FreeSet& pool(bool small) { return small ? free_small_ : free_large_; }
-  Block* take_free(size_t size, bool small);
-  Block* new_segment(size_t size, bool small);
+  static FreeKey key(const Block* b) { return {b->stream, b->size, b->ptr}; }
+  Block* take_free(size_t size, bool small, StreamId stream);
+  Block* new_segment(size_t size, bool small, StreamId stream);
   void release_free_segments();
+  void return_block(Block* b);                   // to its free pool, merging with free neighbours
+  void process_events(bool wait);                // frees blocks whose events have completed
+  Block* live_block(void* p, const char* what);  // the allocated block starting at p
 
   std::string name_;
   RawAlloc raw_alloc_;
   RawFree raw_free_;
+  Events events_;
   mutable std::mutex mu_;
   FreeSet free_small_, free_large_;
   std::unordered_map<char*, Block*> blocks_;  // every block (free or not) by its start
+  std::deque<std::pair<void*, Block*>> pending_;  // (event, block) in the order they were recorded
   BlockPoolStats stats_;
 };
 

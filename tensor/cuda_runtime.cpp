@@ -1,12 +1,18 @@
 // The only place tensor/ touches the CUDA runtime: allocation (through a caching BlockPool per
-// device, tensor/block_pool.h, over cudaMalloc/cudaFree) and copies.
+// device, tensor/block_pool.h, over cudaMalloc/cudaFree, with CUDA events for cross-stream frees),
+// copies, and streams and events (tensor/stream.h).
+#include <array>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "tensor/block_pool.h"
 #include "tensor/error.h"
 #include "tensor/storage.h"
+#include "tensor/stream.h"
+#include "tensor/tensor.h"
 
 #ifdef STRAND_WITH_CUDA
 #include <cuda_runtime.h>
@@ -56,9 +62,66 @@ BlockPool& device_pool(int device) {
         [device](void* q) {
           cudaSetDevice(device);
           cudaFree(q);
-        });
+        },
+        BlockPool::Events{[](BlockPool::StreamId s) -> void* {
+                            cudaEvent_t e = nullptr;
+                            STRAND_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+                            STRAND_CUDA_CHECK(cudaEventRecord(e, reinterpret_cast<cudaStream_t>(s)));
+                            return e;
+                          },
+                          [](void* e) {
+                            const cudaError_t r = cudaEventQuery(static_cast<cudaEvent_t>(e));
+                            if (r == cudaErrorNotReady) {
+                              (void)cudaGetLastError();
+                              return false;
+                            }
+                            STRAND_CUDA_CHECK(r);
+                            return true;
+                          },
+                          [](void* e) { STRAND_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e))); },
+                          [](void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); }});
   }
   return *p;
+}
+
+constexpr int kMaxDevices = 64;
+// The calling thread's current stream of each device (0: the legacy default stream).
+thread_local std::array<StreamId, kMaxDevices> t_current{};
+
+int checked_index(Device d, const char* what) {
+  STRAND_CHECK(d.is_cuda(), what, " needs a CUDA device, got ", d.str());
+  STRAND_CHECK(d.index >= 0 && d.index < kMaxDevices && d.index < cuda_device_count(), what, ": no usable GPU ",
+               d.str(), " (", cuda_device_count(), " visible)");
+  return d.index;
+}
+
+int current_device() {
+  int d = 0;
+  STRAND_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+cudaStream_t current_cuda_stream() { return reinterpret_cast<cudaStream_t>(t_current[current_device()]); }
+
+// A device's side streams: created on first use with the device current, never destroyed.
+StreamId pooled_stream(int device, bool high_priority) {
+  struct Pool {
+    std::once_flag once;
+    std::array<cudaStream_t, kStreamPoolSize> streams{};
+    std::atomic<unsigned> next{0};
+  };
+  static std::array<Pool, kMaxDevices> low, high;
+  Pool& pool = (high_priority ? high : low)[device];
+  std::call_once(pool.once, [&] {
+    int prev = current_device();
+    STRAND_CUDA_CHECK(cudaSetDevice(device));
+    int least = 0, greatest = 0;
+    STRAND_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    for (cudaStream_t& s : pool.streams)
+      STRAND_CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, high_priority ? greatest : least));
+    STRAND_CUDA_CHECK(cudaSetDevice(prev));
+  });
+  return reinterpret_cast<StreamId>(pool.streams[pool.next.fetch_add(1) % kStreamPoolSize]);
 }
 }  // namespace
 
@@ -66,11 +129,15 @@ void* malloc(size_t nbytes, int device) {
   STRAND_CHECK(cuda_available(), "a CUDA tensor was requested but no usable GPU was found");
   if (nbytes == 0) return nullptr;
   STRAND_CUDA_CHECK(cudaSetDevice(device));
-  return device_pool(device).allocate(nbytes);
+  return device_pool(device).allocate(nbytes, t_current[device]);
 }
 void free(void* p, int device) noexcept {
   if (p) device_pool(device).free(p);
 }
+void record_stream(void* p, int device, uintptr_t stream) {
+  if (p) device_pool(device).record_stream(p, stream);
+}
+StreamId current_stream_id(int device) { return t_current[device]; }
 BlockPoolStats allocator_stats(int device) { return device_pool(device).stats(); }
 void empty_cache(int device) { device_pool(device).empty_cache(); }
 void reset_peak_stats(int device) { device_pool(device).reset_peaks(); }
@@ -79,10 +146,12 @@ void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
                      : kind == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
                                                       : cudaMemcpyDeviceToDevice;
-  STRAND_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, k));
+  cudaStream_t s = current_cuda_stream();
+  STRAND_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, k, s));
+  if (kind != CopyKind::DeviceToDevice) STRAND_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 void memset_zero(void* dst, size_t nbytes) {
-  if (nbytes) STRAND_CUDA_CHECK(cudaMemset(dst, 0, nbytes));
+  if (nbytes) STRAND_CUDA_CHECK(cudaMemsetAsync(dst, 0, nbytes, current_cuda_stream()));
 }
 void synchronize() { STRAND_CUDA_CHECK(cudaDeviceSynchronize()); }
 #else
@@ -95,6 +164,8 @@ namespace {
 }  // namespace
 void* malloc(size_t, int) { no_cuda(); }
 void free(void*, int) noexcept {}
+void record_stream(void*, int, uintptr_t) {}
+StreamId current_stream_id(int) { return 0; }
 BlockPoolStats allocator_stats(int) { return {}; }
 void empty_cache(int) {}
 void reset_peak_stats(int) {}
@@ -103,5 +174,128 @@ void memset_zero(void*, size_t) { no_cuda(); }
 void synchronize() {}
 #endif
 }  // namespace cuda_rt
+
+// ---------------- streams and events ----------------
+#ifdef STRAND_WITH_CUDA
+namespace {
+cudaStream_t raw(const Stream& s) { return reinterpret_cast<cudaStream_t>(s.id()); }
+}  // namespace
+
+Stream default_stream(Device device) { return Stream(device, 0); }
+Stream current_stream(Device device) {
+  if (device.is_cpu()) return Stream();
+  return Stream(device, cuda_rt::t_current[cuda_rt::checked_index(device, "current_stream")]);
+}
+Stream stream_from_pool(Device device, bool high_priority) {
+  return Stream(device, cuda_rt::pooled_stream(cuda_rt::checked_index(device, "stream_from_pool"), high_priority));
+}
+void set_current_stream(const Stream& s) {
+  if (s.device().is_cpu()) return;
+  cuda_rt::t_current[cuda_rt::checked_index(s.device(), "set_current_stream")] = s.id();
+}
+void Stream::synchronize() const {
+  if (device_.is_cuda()) STRAND_CUDA_CHECK(cudaStreamSynchronize(raw(*this)));
+}
+bool Stream::query() const {
+  if (device_.is_cpu()) return true;
+  const cudaError_t r = cudaStreamQuery(raw(*this));
+  if (r == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  STRAND_CUDA_CHECK(r);
+  return true;
+}
+void Stream::wait(const Event& e) const { e.wait(*this); }
+
+Event::~Event() {
+  if (ev_) cudaEventDestroy(static_cast<cudaEvent_t>(ev_));
+}
+Event::Event(Event&& o) noexcept : ev_(std::exchange(o.ev_, nullptr)), device_(o.device_), timing_(o.timing_) {}
+Event& Event::operator=(Event&& o) noexcept {
+  if (this != &o) {
+    if (ev_) cudaEventDestroy(static_cast<cudaEvent_t>(ev_));
+    ev_ = std::exchange(o.ev_, nullptr);
+    device_ = o.device_;
+    timing_ = o.timing_;
+  }
+  return *this;
+}
+void Event::record(const Stream& s) {
+  STRAND_CHECK(s.device().is_cuda(), "Event::record needs a CUDA stream, got one on ", s.device().str());
+  STRAND_CHECK(!ev_ || device_ == s.device(), "Event::record: the event belongs to ", device_.str(),
+               ", the stream to ", s.device().str());
+  if (!ev_) {
+    cudaEvent_t e = nullptr;
+    STRAND_CUDA_CHECK(cudaEventCreateWithFlags(&e, timing_ ? cudaEventDefault : cudaEventDisableTiming));
+    ev_ = e;
+    device_ = s.device();
+  }
+  STRAND_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(ev_), raw(s)));
+}
+void Event::wait(const Stream& s) const {
+  if (!ev_ || s.device().is_cpu()) return;
+  STRAND_CUDA_CHECK(cudaStreamWaitEvent(raw(s), static_cast<cudaEvent_t>(ev_), 0));
+}
+void Event::synchronize() const {
+  if (ev_) STRAND_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(ev_)));
+}
+bool Event::query() const {
+  if (!ev_) return true;
+  const cudaError_t r = cudaEventQuery(static_cast<cudaEvent_t>(ev_));
+  if (r == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  STRAND_CUDA_CHECK(r);
+  return true;
+}
+double Event::elapsed_ms(const Event& end) const {
+  STRAND_CHECK(timing_ && end.timing_, "Event::elapsed_ms needs two events created with timing = true");
+  STRAND_CHECK(ev_ && end.ev_, "Event::elapsed_ms: both events must have been recorded");
+  float ms = 0;
+  STRAND_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(ev_), static_cast<cudaEvent_t>(end.ev_)));
+  return ms;
+}
+#else
+namespace {
+[[noreturn]] void no_cuda_streams(const char* what) {
+  STRAND_CHECK(false, what, " needs CUDA, but strand was built without it (reconfigure with -DSTRAND_CUDA=ON)");
+  throw;  // unreachable
+}
+}  // namespace
+Stream default_stream(Device device) { return device.is_cpu() ? Stream() : Stream(device, 0); }
+Stream current_stream(Device device) { return default_stream(device); }
+Stream stream_from_pool(Device, bool) { no_cuda_streams("stream_from_pool"); }
+void set_current_stream(const Stream& s) {
+  if (s.device().is_cuda() && s.id() != 0) no_cuda_streams("set_current_stream");
+}
+void Stream::synchronize() const {}
+bool Stream::query() const { return true; }
+void Stream::wait(const Event&) const {}
+Event::~Event() = default;
+Event::Event(Event&& o) noexcept : ev_(nullptr), device_(o.device_), timing_(o.timing_) {}
+Event& Event::operator=(Event&& o) noexcept {
+  device_ = o.device_;
+  timing_ = o.timing_;
+  return *this;
+}
+void Event::record(const Stream& s) {
+  STRAND_CHECK(s.device().is_cuda(), "Event::record needs a CUDA stream, got one on ", s.device().str());
+  no_cuda_streams("Event::record");
+}
+void Event::wait(const Stream&) const {}
+void Event::synchronize() const {}
+bool Event::query() const { return true; }
+double Event::elapsed_ms(const Event&) const { no_cuda_streams("Event::elapsed_ms"); }
+#endif
+
+void record_stream(const Tensor& t, const Stream& s) {
+  if (!t.defined() || !t.is_cuda() || !s.device().is_cuda()) return;
+  STRAND_CHECK(s.device() == t.device(), "record_stream: the tensor is on ", t.device().str(), ", the stream on ",
+               s.device().str());
+  const auto& st = t.storage();
+  if (st && st->owns_memory()) cuda_rt::record_stream(st->data(), t.device().index, s.id());
+}
 
 }  // namespace strand

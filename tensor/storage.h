@@ -24,6 +24,7 @@ class Storage {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  bool owns_memory() const { return owner_ == nullptr; }  // from strand's allocator, not wrapped
   uint64_t version() const { return version_; }
   void bump_version() { ++version_; }
 
@@ -54,15 +55,19 @@ void empty_cpu_cache();
 namespace cuda_rt {
 // Through the device's caching allocator (tensor/block_pool.h); an out-of-memory error names the
 // request and the pool's statistics.
+// The block belongs to the device's current stream (tensor/stream.h).
 void* malloc(size_t nbytes, int device);
 void free(void* p, int device) noexcept;
+void record_stream(void* p, int device, uintptr_t stream);  // p from malloc; see strand::record_stream
 BlockPoolStats allocator_stats(int device);  // zeros without CUDA
 void empty_cache(int device);                // returns fully free segments to the driver
 void reset_peak_stats(int device);           // peaks restart from what is allocated now
+// Copies and fills are queued on the current device's current stream; a copy that reads or writes
+// host memory returns once that stream has run it.
 enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind);
 void memset_zero(void* dst, size_t nbytes);
-void synchronize();
+void synchronize();  // the whole current device, every stream
 }  // namespace cuda_rt
 
 }  // namespace strand

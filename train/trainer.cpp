@@ -267,8 +267,10 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
       Tensor loss = mse_loss(pred, ops::to(ops::to(labels_tensor(samples, train_.num_labels()), pred.dtype()), pred.device()));
       backward(loss);
       if (ddp) ddp->finish();  // clipping and the optimizer see the same averaged gradients on every rank
-      if (cfg_.trainer.grad_clip > 0) nn::clip_grad_norm_(trainable, cfg_.trainer.grad_clip);
-      opt.step();
+      // Clipping as clip_grad_norm_ + step(), with the gradient scaling fused into AdamW's pass.
+      const double grad_scale =
+          cfg_.trainer.grad_clip > 0 ? nn::clip_coefficient(nn::grad_norm(trainable), cfg_.trainer.grad_clip) : 1.0;
+      opt.step(grad_scale);
       opt.zero_grad();
       scheduler.step();
       ++step;

@@ -546,14 +546,14 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
           constexpr int DM = decltype(c)::value;
           const size_t bytes = tiled_smem<T, DM>(3, 1);
           allow_smem(attn_fwd_tiled<T, DM>, bytes);
-          attn_fwd_tiled<T, DM><<<tiled_grid(g.Tq, g), kTiledThreads, bytes>>>(
+          attn_fwd_tiled<T, DM><<<tiled_grid(g.Tq, g), kTiledThreads, bytes, stream()>>>(
               g, ptr<T>(q), view_of(q), ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(out), view_of(out),
               ptr<T>(lse));
         });
         STRAND_CUDA_LAUNCH_CHECK();
         return;
       }
-      attn_fwd_kernel<T><<<blocks(rows), 32 * kWarpsPerBlock>>>(g, ptr<T>(q), view_of(q), ptr<T>(k), view_of(k),
+      attn_fwd_kernel<T><<<blocks(rows), 32 * kWarpsPerBlock, 0, stream()>>>(g, ptr<T>(q), view_of(q), ptr<T>(k), view_of(k),
                                                                   ptr<T>(v), view_of(v), ptr<T>(out), view_of(out),
                                                                   ptr<T>(lse));
       STRAND_CUDA_LAUNCH_CHECK();
@@ -578,11 +578,11 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
           const size_t qbytes = tiled_smem<T, DM>(4, 1), kbytes = tiled_smem<T, DM>(4, 2);
           allow_smem(attn_bwd_q_tiled<T, DM>, qbytes);
           allow_smem(attn_bwd_kv_tiled<T, DM>, kbytes);
-          attn_bwd_q_tiled<T, DM><<<tiled_grid(g.Tq, g), kTiledThreads, qbytes>>>(
+          attn_bwd_q_tiled<T, DM><<<tiled_grid(g.Tq, g), kTiledThreads, qbytes, stream()>>>(
               g, ptr<T>(q), view_of(q), ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(out), view_of(out),
               ptr<T>(dout), view_of(dout), ptr<T>(lse), ptr<T>(delta), ptr<T>(dq), view_of(dq));
           STRAND_CUDA_LAUNCH_CHECK();
-          attn_bwd_kv_tiled<T, DM><<<tiled_grid(g.Tk, g), kTiledThreads, kbytes>>>(
+          attn_bwd_kv_tiled<T, DM><<<tiled_grid(g.Tk, g), kTiledThreads, kbytes, stream()>>>(
               g, ptr<T>(q), view_of(q), ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(dout), view_of(dout),
               ptr<T>(lse), ptr<T>(delta), ptr<T>(dk), view_of(dk), ptr<T>(dv), view_of(dv));
           STRAND_CUDA_LAUNCH_CHECK();
@@ -590,13 +590,13 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
         return;
       }
       if (qrows > 0) {
-        attn_bwd_q_kernel<T><<<blocks(qrows), 32 * kWarpsPerBlock>>>(
+        attn_bwd_q_kernel<T><<<blocks(qrows), 32 * kWarpsPerBlock, 0, stream()>>>(
             g, ptr<T>(q), view_of(q), ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(out), view_of(out),
             ptr<T>(dout), view_of(dout), ptr<T>(lse), ptr<T>(delta), ptr<T>(dq), view_of(dq));
         STRAND_CUDA_LAUNCH_CHECK();
       }
       if (krows > 0) {
-        attn_bwd_kv_kernel<T><<<blocks(krows), 32 * kWarpsPerBlock>>>(
+        attn_bwd_kv_kernel<T><<<blocks(krows), 32 * kWarpsPerBlock, 0, stream()>>>(
             g, ptr<T>(q), view_of(q), ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(dout), view_of(dout),
             ptr<T>(lse), ptr<T>(delta), ptr<T>(dk), view_of(dk), ptr<T>(dv), view_of(dv));
         STRAND_CUDA_LAUNCH_CHECK();

@@ -88,7 +88,7 @@ __global__ void reorder_kernel(T* w, T* r, int64_t Cout, int64_t Cin, int64_t K,
 template <class T>
 Tensor reorder(const Tensor& w, bool taps) {
   Tensor r = ops::empty({w.numel()}, on(w, w.dtype()));
-  reorder_kernel<T><<<grid_for(w.numel()), kThreads>>>(ptr<T>(w), ptr<T>(r), w.size(0), w.size(1), w.size(2), taps, false);
+  reorder_kernel<T><<<grid_for(w.numel()), kThreads, 0, stream()>>>(ptr<T>(w), ptr<T>(r), w.size(0), w.size(1), w.size(2), taps, false);
   STRAND_CUDA_LAUNCH_CHECK();
   return r;
 }
@@ -113,7 +113,7 @@ void for_each_col_block(const Tensor& x, int64_t K, int64_t pad, int64_t Lout, F
       const int64_t rows = std::min(R, Lout - l0);
       const T* a = xp + (b * L + l0) * Cin;
       if (!direct) {
-        im2col_kernel<T><<<grid_for(rows * KC), kThreads>>>(xp + b * L * Cin, L, Cin, K, pad, l0, rows, ptr<T>(col));
+        im2col_kernel<T><<<grid_for(rows * KC), kThreads, 0, stream()>>>(xp + b * L * Cin, L, Cin, K, pad, l0, rows, ptr<T>(col));
         STRAND_CUDA_LAUNCH_CHECK();
         a = ptr<T>(col);
       }
@@ -149,7 +149,7 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
   dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    bn_apply_kernel<T><<<grid_for(x.numel()), kThreads>>>(ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr,
+    bn_apply_kernel<T><<<grid_for(x.numel()), kThreads, 0, stream()>>>(ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr,
                                                           b.defined() ? ptr<T>(b) : nullptr, ptr<A>(mean), ptr<A>(rstd),
                                                           ptr<T>(y), x.numel(), x.size(-1));
     STRAND_CUDA_LAUNCH_CHECK();
@@ -181,7 +181,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
     }
     const DType ad = mean.dtype();
     Tensor kd = device_values(k, ad, x), mgd = device_values(mg, ad, x), mgxd = device_values(mgx, ad, x);
-    bn_grad_input_kernel<T><<<grid_for(x.numel()), kThreads>>>(ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd),
+    bn_grad_input_kernel<T><<<grid_for(x.numel()), kThreads, 0, stream()>>>(ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd),
                                                                ptr<A>(kd), ptr<A>(mgd), ptr<A>(mgxd), training,
                                                                ptr<T>(gx), x.numel(), C);
     STRAND_CUDA_LAUNCH_CHECK();
@@ -195,10 +195,10 @@ void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, c
       const int64_t Cout = w.size(0), K = w.size(2), KC = K * x.size(2), Lout = out.size(1);
       T* op = ptr<T>(out);
       if (bias.defined()) {
-        fill_rows_kernel<T><<<grid_for(out.numel()), kThreads>>>(op, ptr<T>(bias), out.numel(), Cout);
+        fill_rows_kernel<T><<<grid_for(out.numel()), kThreads, 0, stream()>>>(op, ptr<T>(bias), out.numel(), Cout);
         STRAND_CUDA_LAUNCH_CHECK();
       } else {
-        cudaMemsetAsync(op, 0, out.nbytes());
+        cudaMemsetAsync(op, 0, out.nbytes(), stream());
       }
       if (KC == 0 || Cout == 0) return;  // no input channels: the bias rows are the output
       const Tensor wf = reorder<T>(w, false);
@@ -232,10 +232,10 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
       if (gx.defined() && gx.numel() > 0) {
         // half types: one batch item's [L, Cin] f32 accumulator at a time, rounded into gx[b]
         Tensor acc = half ? ops::empty({L, Cin}, on(x, acc_dt)) : gx;
-        if (!half) cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes());
+        if (!half) cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes(), stream());
         const Tensor taps = reorder<T>(w, true);
         for (int64_t b = 0; b < B; ++b) {
-          if (half) cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes());
+          if (half) cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes(), stream());
           Acc* ab = ptr<Acc>(acc) + (half ? 0 : b * L * Cin);
           for (int64_t k = 0; k < K; ++k) {
             const int64_t lo = std::max<int64_t>(0, pad - k), hi = std::min<int64_t>(Lout, L + pad - k);
@@ -252,7 +252,7 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
           acc_gemm(h, true, false, Cout, KC, rows, gp + (b * Lout + l0) * Cout, Cout, a, KC, ptr<Acc>(gf), KC);
         });
         Tensor gwa = half ? ops::empty(gw.sizes(), on(x, acc_dt)) : gw;
-        reorder_kernel<Acc><<<grid_for(gw.numel()), kThreads>>>(ptr<Acc>(gwa), ptr<Acc>(gf), Cout, Cin, K, false, true);
+        reorder_kernel<Acc><<<grid_for(gw.numel()), kThreads, 0, stream()>>>(ptr<Acc>(gwa), ptr<Acc>(gf), Cout, Cin, K, false, true);
         STRAND_CUDA_LAUNCH_CHECK();
         if (half) ops::copy_(gw, gwa);
       }

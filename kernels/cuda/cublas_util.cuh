@@ -17,7 +17,8 @@ namespace strand::cuda {
                  #stmt, " at ", __FILE__, ":", __LINE__);                                                  \
   } while (0)
 
-// The device's handle, created on first use (default math: no TF32 unless asked).
+// The handle for the device's current stream (tensor/stream.h), created on first use (default
+// math: no TF32 unless asked).
 cublasHandle_t cublas_handle(int device);
 
 // Row-major C = op(A) op(B) (+ beta C) as column-major Cᵀ = op(B)ᵀ op(A)ᵀ (the usual swap).

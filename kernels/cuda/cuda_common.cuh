@@ -3,9 +3,18 @@
 // and block-wide sums and maxima (warp shuffles, then one value per warp through shared memory).
 #include <cuda_runtime.h>
 
+#include "tensor/stream.h"
 #include "tensor/tensor.h"
 
 namespace strand::cuda {
+
+// The current stream of the current device (tensor/stream.h): every launch, cuBLAS call and
+// memset of the kernels is queued on it.
+inline cudaStream_t stream() {
+  int device = 0;
+  cudaGetDevice(&device);
+  return reinterpret_cast<cudaStream_t>(cuda_rt::current_stream_id(device));
+}
 
 #define STRAND_CUDA_LAUNCH_CHECK()                                                                  \
   do {                                                                                              \

@@ -56,8 +56,11 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
                          bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb,
                          const cpu::StatsReducer* reduce);
 
-// optim.cu — fused AdamW (cpu::adamw's contract)
+// optim.cu — fused AdamW (cpu::adamw's contract), as multi-tensor launches; Σ x² of each
+// (contiguous, floating) tensor in double, in one pass per dtype
 void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s);
+void adamw_multi(const std::vector<AdamWParam>& params);
+std::vector<double> sum_squares(const std::vector<Tensor>& xs);
 
 // attention.cu — the contract of cpu::attention_forward / attention_backward (f32/f64, head dim
 // up to 256; masks are device pointers)

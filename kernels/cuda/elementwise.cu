@@ -174,7 +174,7 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
     dispatch_unary(op, [&](auto c) {
       const int64_t n = out.numel();
       auto o = make_offsets<2>(out.sizes(), {out.strides(), broadcast_strides(x, out.sizes())});
-      unary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(x),
+      unary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<T>(x),
                                                                        acc_t<T>(a), acc_t<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
     });
@@ -187,7 +187,7 @@ void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& v, const Tenso
     dispatch_unary(op, [&](auto c) {
       const int64_t n = out.numel();
       auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(grad, out.sizes()), broadcast_strides(v, out.sizes())});
-      unary_bwd_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(grad),
+      unary_bwd_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<T>(grad),
                                                                            ptr<T>(v), acc_t<T>(a), acc_t<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
     });
@@ -203,7 +203,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
       dispatch_binary(op, [&](auto c) {
         const int64_t n = out.numel();
         auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
-        binary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<T>(a), ptr<T>(b));
+        binary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<T>(a), ptr<T>(b));
         STRAND_CUDA_LAUNCH_CHECK();
       });
     }
@@ -216,7 +216,7 @@ void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
     dispatch_compare(op, [&](auto c) {
       const int64_t n = out.numel();
       auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
-      compare_kernel<decltype(c)::value, T><<<grid_for(n), kThreads>>>(o, n, ptr<bool>(out), ptr<T>(a), ptr<T>(b));
+      compare_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<bool>(out), ptr<T>(a), ptr<T>(b));
       STRAND_CUDA_LAUNCH_CHECK();
     });
   });
@@ -228,7 +228,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
     const int64_t n = out.numel();
     const Shape& s = out.sizes();
     auto o = make_offsets<4>(s, {out.strides(), broadcast_strides(cond, s), broadcast_strides(a, s), broadcast_strides(b, s)});
-    where_kernel<T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(out), ptr<bool>(cond), ptr<T>(a), ptr<T>(b));
+    where_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<bool>(cond), ptr<T>(a), ptr<T>(b));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -240,7 +240,7 @@ void copy(const Tensor& src, const Tensor& dst) {
       using S = typename decltype(stag)::type;
       const int64_t n = dst.numel();
       auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
-      copy_kernel<D, S><<<grid_for(n), kThreads>>>(o, n, ptr<D>(dst), ptr<S>(src));
+      copy_kernel<D, S><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<D>(dst), ptr<S>(src));
       STRAND_CUDA_LAUNCH_CHECK();
     });
   });
@@ -251,7 +251,7 @@ void fill(const Tensor& dst, double value) {
     using T = typename decltype(tag)::type;
     const int64_t n = dst.numel();
     auto o = make_offsets<1>(dst.sizes(), {dst.strides()});
-    fill_kernel<T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(dst), T(static_cast<acc_t<T>>(value)));
+    fill_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(dst), T(static_cast<acc_t<T>>(value)));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -264,7 +264,7 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
     } else {
       const int64_t n = dst.numel();
       auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
-      add_inplace_kernel<T><<<grid_for(n), kThreads>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
+      add_inplace_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
       STRAND_CUDA_LAUNCH_CHECK();
     }
   });
@@ -275,7 +275,7 @@ void rand_uniform(const Tensor& out, uint64_t seed, uint64_t offset) {
     using T = typename decltype(tag)::type;
     const int64_t n = out.numel();
     if (n == 0) return;
-    rand_kernel<T><<<grid_for(n), kThreads>>>(n, ptr<T>(out), seed, offset);
+    rand_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(n, ptr<T>(out), seed, offset);
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -285,7 +285,7 @@ void bernoulli(const Tensor& out, double p, double value, uint64_t seed, uint64_
     using T = typename decltype(tag)::type;
     const int64_t n = out.numel();
     if (n == 0) return;
-    bernoulli_kernel<T><<<grid_for(n), kThreads>>>(n, ptr<T>(out), static_cast<float>(p),
+    bernoulli_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(n, ptr<T>(out), static_cast<float>(p),
                                                      T(static_cast<acc_t<T>>(value)), seed, offset);
     STRAND_CUDA_LAUNCH_CHECK();
   });

@@ -102,7 +102,7 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
   const int64_t* ip = ptr<int64_t>(index);
   by_element_size(x.element_size(), [&](auto zero) {
     using U = decltype(zero);
-    select_kernel<U><<<grid_for(total), kThreads>>>(ptr<U>(x), ip, ptr<U>(out), outer, n, m, inner);
+    select_kernel<U><<<grid_for(total), kThreads, 0, stream()>>>(ptr<U>(x), ip, ptr<U>(out), outer, n, m, inner);
   });
   STRAND_CUDA_LAUNCH_CHECK();
 }
@@ -113,7 +113,7 @@ void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor
     int64_t outer, inner;
     split(out, dim, outer, inner);
     const int64_t n = out.size(dim), m = index.numel();
-    add_kernel<T><<<grid_for(outer * n * inner), kThreads>>>(ptr<T>(out), ptr<int64_t>(index), ptr<T>(src), outer, n,
+    add_kernel<T><<<grid_for(outer * n * inner), kThreads, 0, stream()>>>(ptr<T>(out), ptr<int64_t>(index), ptr<T>(src), outer, n,
                                                                   m, inner);
     STRAND_CUDA_LAUNCH_CHECK();
   });
@@ -123,7 +123,7 @@ void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out
   const IndexGeometry g = geometry(index, x, dim);
   by_element_size(x.element_size(), [&](auto zero) {
     using U = decltype(zero);
-    gather_kernel<U><<<grid_for(out.numel()), kThreads>>>(g, ptr<U>(x), ptr<int64_t>(index), ptr<U>(out), out.numel());
+    gather_kernel<U><<<grid_for(out.numel()), kThreads, 0, stream()>>>(g, ptr<U>(x), ptr<int64_t>(index), ptr<U>(out), out.numel());
   });
   STRAND_CUDA_LAUNCH_CHECK();
 }
@@ -134,7 +134,7 @@ void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tens
     const IndexGeometry g = geometry(index, out, dim);
     const int64_t n = index.size(dim) ? index.numel() / index.size(dim) * out.size(dim) : 0;
     if (n == 0) return;
-    scatter_add_kernel<T><<<grid_for(n), kThreads>>>(g, out.size(dim), ptr<T>(out), ptr<int64_t>(index), ptr<T>(src), n);
+    scatter_add_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(g, out.size(dim), ptr<T>(out), ptr<int64_t>(index), ptr<T>(src), n);
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }

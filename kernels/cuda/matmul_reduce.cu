@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -18,28 +19,35 @@
 namespace strand::cuda {
 
 cublasHandle_t cublas_handle(int device) {
+  // One handle per (device, stream), as PyTorch keeps one per thread and stream: a handle's
+  // default workspace is then never shared by GEMMs running concurrently on two streams.
+  struct Entry {
+    cublasHandle_t h = nullptr;
+    int tf32 = -1;  // the math mode it is in: -1 unset, 0 default, 1 TF32
+  };
   static std::mutex mu;
-  static std::vector<cublasHandle_t> handles;
-  static std::vector<int> tf32;  // the math mode each handle is in: -1 unset, 0 default, 1 TF32
+  static std::map<std::pair<int, StreamId>, Entry> handles;
+  const StreamId stream = cuda_rt::current_stream_id(device);
   std::lock_guard<std::mutex> lock(mu);
-  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr), tf32.resize(device + 1, -1);
-  if (!handles[device]) {
+  Entry& e = handles[{device, stream}];
+  if (!e.h) {
     int prev = 0;
     cudaGetDevice(&prev);
     cudaSetDevice(device);
-    STRAND_CUBLAS_CHECK(cublasCreate(&handles[device]));
+    STRAND_CUBLAS_CHECK(cublasCreate(&e.h));
+    STRAND_CUBLAS_CHECK(cublasSetStream(e.h, reinterpret_cast<cudaStream_t>(stream)));
     cudaSetDevice(prev);
   }
   const int want = ops::allow_tf32() ? 1 : 0;  // ops::set_allow_tf32; off by default, as PyTorch
-  if (tf32[device] != want) {
+  if (e.tf32 != want) {
     // bf16/f16 GEMMs reduce split-K partial sums in f32 (no reduced-precision reductions): the
     // result is the f32 sum rounded once, as on the CPU.
     const int mode = (want ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) |
                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION;
-    STRAND_CUBLAS_CHECK(cublasSetMathMode(handles[device], static_cast<cublasMath_t>(mode)));
-    tf32[device] = want;
+    STRAND_CUBLAS_CHECK(cublasSetMathMode(e.h, static_cast<cublasMath_t>(mode)));
+    e.tf32 = want;
   }
-  return handles[device];
+  return e.h;
 }
 
 namespace {
@@ -161,12 +169,12 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
         T* c = op + static_cast<int64_t>(bi) * M * N;
         T beta = 0;
         if (bias_rows) {
-          bias_rows_kernel<T><<<grid_for(M * N), kThreads>>>(c, ptr<T>(*bias_rows), M, N);
+          bias_rows_kernel<T><<<grid_for(M * N), kThreads, 0, stream()>>>(c, ptr<T>(*bias_rows), M, N);
           STRAND_CUDA_LAUNCH_CHECK();
           beta = 1;
         }
         if (K == 0) {
-          if (!bias_rows) cudaMemsetAsync(c, 0, static_cast<size_t>(M * N) * sizeof(T));
+          if (!bias_rows) cudaMemsetAsync(c, 0, static_cast<size_t>(M * N) * sizeof(T), stream());
         } else {
           gemm<T>(h, ta, tb, M, N, K, ap + oa, lda, bp + ob, ldb, beta, c, N);
         }
@@ -197,7 +205,7 @@ void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64
         return;
       }
     }
-    reduce_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
+    reduce_kernel<T><<<grid_for(outer * inner), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -207,7 +215,7 @@ void max_rows(const Tensor& x, int64_t rows, int64_t n, const Tensor& values, co
     using T = typename decltype(tag)::type;
     if (rows == 0) return;
     const int threads = n >= kThreads ? kThreads : 32;
-    max_rows_kernel<T><<<grid_for(rows * kThreads), threads>>>(ptr<T>(x), rows, n, ptr<T>(values), ptr<int64_t>(indices));
+    max_rows_kernel<T><<<grid_for(rows * kThreads), threads, 0, stream()>>>(ptr<T>(x), rows, n, ptr<T>(values), ptr<int64_t>(indices));
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }

@@ -201,10 +201,10 @@ void softmax(const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool 
     using T = typename decltype(tag)::type;
     const int64_t outer = n > 0 && inner > 0 ? x.numel() / (n * inner) : 0;
     if (inner == 1 && n <= kThreads * kCached)
-      softmax_rows_cached_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
+      softmax_rows_cached_kernel<T><<<grid_for(outer * kThreads), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
     else if (inner == 1)
-      softmax_rows_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
-    else softmax_cols_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, log);
+      softmax_rows_kernel<T><<<grid_for(outer * kThreads), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(out), outer, n, log);
+    else softmax_cols_kernel<T><<<grid_for(outer * inner), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, log);
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -214,9 +214,9 @@ void softmax_backward(const Tensor& grad, const Tensor& y, const Tensor& out, in
     using T = typename decltype(tag)::type;
     const int64_t outer = n > 0 && inner > 0 ? y.numel() / (n * inner) : 0;
     if (inner == 1)
-      softmax_bwd_rows_kernel<T><<<grid_for(outer * kThreads), kThreads>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, log);
+      softmax_bwd_rows_kernel<T><<<grid_for(outer * kThreads), kThreads, 0, stream()>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, log);
     else
-      softmax_bwd_cols_kernel<T><<<grid_for(outer * inner), kThreads>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, inner, log);
+      softmax_bwd_cols_kernel<T><<<grid_for(outer * inner), kThreads, 0, stream()>>>(ptr<T>(grad), ptr<T>(y), ptr<T>(out), outer, n, inner, log);
     STRAND_CUDA_LAUNCH_CHECK();
   });
 }
@@ -229,7 +229,7 @@ void norm_fwd(const char* name, const Tensor& x, const Tensor& w, const Tensor& 
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
-    norm_kernel<T, kRms><<<grid_for(rows * kThreads), kThreads>>>(
+    norm_kernel<T, kRms><<<grid_for(rows * kThreads), kThreads, 0, stream()>>>(
         ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr, b.defined() ? ptr<T>(b) : nullptr, ptr<T>(y),
         kRms ? nullptr : ptr<A>(mean), ptr<A>(rstd), rows, n, eps);
     STRAND_CUDA_LAUNCH_CHECK();
@@ -244,7 +244,7 @@ void norm_bwd(const char* name, const Tensor& grad, const Tensor& x, const Tenso
     const int64_t n = x.size(-1), rows = n ? x.numel() / n : 0;
     const A* mp = kRms ? nullptr : ptr<A>(mean);
     if (gx.defined()) {
-      norm_bwd_kernel<T, kRms><<<grid_for(rows * kThreads), kThreads>>>(
+      norm_bwd_kernel<T, kRms><<<grid_for(rows * kThreads), kThreads, 0, stream()>>>(
           ptr<T>(grad), ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr, mp, ptr<A>(rstd), ptr<T>(gx), rows, n);
       STRAND_CUDA_LAUNCH_CHECK();
     }
@@ -289,7 +289,7 @@ void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor&
       geo.xs[d] = x.stride(d);
       geo.os[d] = out.stride(d);
     }
-    rotary_kernel<T><<<grid_for(rows * hd), kThreads>>>(geo, ptr<T>(x), ptr<T>(cos), ptr<T>(sin),
+    rotary_kernel<T><<<grid_for(rows * hd), kThreads, 0, stream()>>>(geo, ptr<T>(x), ptr<T>(cos), ptr<T>(sin),
                                                                            ptr<T>(out), rows, hd, cos.size(-1), backward);
     STRAND_CUDA_LAUNCH_CHECK();
   });

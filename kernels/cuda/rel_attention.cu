@@ -135,7 +135,7 @@ void rel_attention_forward(const Tensor& qc, const Tensor& qr, const Tensor& k, 
                           K.t, K.h, T(0), ptr<T>(S), T_, Q * T_, H);
           gemm_batched<T>(h, false, true, bq, W, Dk, ptr<T>(qr) + b * QR.b + i0 * QR.t, QR.t, QR.h, ptr<T>(r) + m0 * Dk,
                           Dk, rs, T(0), ptr<T>(Z), W, zs, H);
-          fwd_rows_kernel<T><<<dim3(static_cast<unsigned>(bq), static_cast<unsigned>(H)), kThreads>>>(
+          fwd_rows_kernel<T><<<dim3(static_cast<unsigned>(bq), static_cast<unsigned>(H)), kThreads, 0, stream()>>>(
               ptr<T>(S), ptr<T>(Z), ptr<T>(lse), T_, bq, Q, zs, b, H, i0, d);
           STRAND_CUDA_LAUNCH_CHECK();
           gemm_batched<T>(h, false, false, bq, Dv, T_, ptr<T>(S), T_, Q * T_, ptr<T>(v) + b * V.b, V.t, V.h, T(0),
@@ -159,7 +159,7 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
       const DropFactor d = DropFactor::of(dm);
       const TensorOptions o(qc.dtype(), qc.device());
       Tensor S = ops::empty({H * Q * T_}, o), P2 = ops::empty({H * Q * T_}, o), Z = ops::empty({H * zs}, o);
-      const cudaError_t zeroed = cudaMemsetAsync(dr.raw_data(), 0, dr.nbytes());  // [H, 2T-1, Dk], summed over blocks
+      const cudaError_t zeroed = cudaMemsetAsync(dr.raw_data(), 0, dr.nbytes(), stream());  // [H, 2T-1, Dk], summed over blocks
       STRAND_CHECK(zeroed == cudaSuccess, "cuda::rel_attention_backward: cannot zero dr: ", cudaGetErrorString(zeroed));
       cublasHandle_t h = cublas_handle(qc.device().index);
       for (int64_t b = 0; b < B; ++b)
@@ -176,14 +176,14 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
           // P (S) and P∘keep (P2)
           gemm_batched<T>(h, false, true, bq, T_, Dk, qc_blk, QC.t, QC.h, k_b, K.t, K.h, T(0), ptr<T>(S), T_, Q * T_, H);
           gemm_batched<T>(h, false, true, bq, W, Dk, qr_blk, QR.t, QR.h, r_win, Dk, rs, T(0), ptr<T>(Z), W, zs, H);
-          bwd_probs_kernel<T><<<rows, kThreads>>>(ptr<T>(S), ptr<T>(P2), ptr<T>(Z), ptr<T>(lse), T_, bq, Q, zs, b, H, i0, d);
+          bwd_probs_kernel<T><<<rows, kThreads, 0, stream()>>>(ptr<T>(S), ptr<T>(P2), ptr<T>(Z), ptr<T>(lse), T_, bq, Q, zs, b, H, i0, d);
           STRAND_CUDA_LAUNCH_CHECK();
           // dv += (P∘keep)ᵀ dO
           gemm_batched<T>(h, true, false, T_, Dv, bq, ptr<T>(P2), T_, Q * T_, g_blk, G.t, G.h, beta,
                           ptr<T>(dv) + b * DV.b, DV.t, DV.h, H);
           // dP = dO vᵀ -> dS
           gemm_batched<T>(h, false, true, bq, T_, Dv, g_blk, G.t, G.h, v_b, V.t, V.h, T(0), ptr<T>(P2), T_, Q * T_, H);
-          bwd_ds_kernel<T><<<rows, kThreads>>>(ptr<T>(S), ptr<T>(P2), ptr<T>(dout) + b * G.b, ptr<T>(out) + b * O.b, G.h,
+          bwd_ds_kernel<T><<<rows, kThreads, 0, stream()>>>(ptr<T>(S), ptr<T>(P2), ptr<T>(dout) + b * G.b, ptr<T>(out) + b * O.b, G.h,
                                                G.t, O.h, O.t, Dv, T_, Q, b, H, i0, d);
           STRAND_CUDA_LAUNCH_CHECK();
           // content: dqc = dS k; dk += dSᵀ qc
@@ -192,7 +192,7 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
           gemm_batched<T>(h, true, false, T_, Dk, bq, ptr<T>(P2), T_, Q * T_, qc_blk, QC.t, QC.h, beta,
                           ptr<T>(dk) + b * DK.b, DK.t, DK.h, H);
           // position: dZ, dqr = dZ window, dr[window] += dZᵀ qr_blk
-          bwd_scatter_kernel<T><<<rows, kThreads>>>(ptr<T>(P2), ptr<T>(Z), T_, bq, Q, zs);
+          bwd_scatter_kernel<T><<<rows, kThreads, 0, stream()>>>(ptr<T>(P2), ptr<T>(Z), T_, bq, Q, zs);
           STRAND_CUDA_LAUNCH_CHECK();
           gemm_batched<T>(h, false, false, bq, Dk, W, ptr<T>(Z), W, zs, r_win, Dk, rs, T(0),
                           ptr<T>(dqr) + b * DQR.b + i0 * DQR.t, DQR.t, DQR.h, H);

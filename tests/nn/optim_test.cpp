@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -654,6 +655,85 @@ TEST(ClipGradNorm, ScalesByMaxOverTotalAndReturnsTheNormBeforeClipping) {
   Tensor e = leaf(ops::zeros({0}, DType::f64));
   e.set_grad(ops::zeros({0}, DType::f64));
   EXPECT_EQ(nn::grad_norm({e}, nn::kInfNorm), 0.0);
+}
+
+// The trainer's clipping: step(clip_coefficient(grad_norm)) is clip_grad_norm_ followed by step(),
+// bit for bit, for AdamW (the fused kernel, and the op sequence for a non-contiguous gradient) and
+// for SGD (the base class's scaling), gradients included.
+TEST(ClipGradNorm, FusedIntoTheStepEqualsClippingThenStepping) {
+  for (DType dt : {DType::f64, DType::f32, DType::bf16}) {
+    for (int kind = 0; kind < 3; ++kind) {  // 0: AdamW fused, 1: AdamW op sequence, 2: SGD
+      auto make = [&](std::vector<Tensor>& ps) -> std::unique_ptr<nn::Optimizer> {
+        ps = {ops::to(test::uniform({7, 3}, -1, 1, 81), dt), ops::to(test::uniform({5}, -1, 1, 82), dt),
+              ops::to(test::uniform({2, 2}, -1, 1, 83), dt)};
+        for (Tensor& p : ps) p.set_requires_grad(true);
+        if (kind == 2) return std::make_unique<SGD>(ps, 0.1, 0.9, 0.01);
+        return std::make_unique<AdamW>(ps, 0.01, std::pair<double, double>{0.9, 0.99}, 1e-8, 0.05);
+      };
+      std::vector<Tensor> pa, pb;
+      auto oa = make(pa), ob = make(pb);
+      for (int step = 0; step < 4; ++step) {
+        for (size_t i = 0; i < pa.size(); ++i) {
+          if (i == 1 && step == 2) {  // a parameter without a gradient this step
+            pa[i].set_grad(Tensor());
+            pb[i].set_grad(Tensor());
+            continue;
+          }
+          const Tensor g = ops::to(test::uniform(pa[i].sizes(), -3, 3, 90 + 10 * step + static_cast<int>(i)), dt);
+          if (kind == 1 && pa[i].dim() == 2) {  // the same values as a non-contiguous view
+            pa[i].set_grad(ops::transpose(ops::contiguous(ops::transpose(g, 0, 1)), 0, 1));
+            pb[i].set_grad(ops::transpose(ops::contiguous(ops::transpose(g, 0, 1)), 0, 1));
+            ASSERT_FALSE(pa[i].grad().is_contiguous());
+          } else {
+            pa[i].set_grad(ops::clone(g));
+            pb[i].set_grad(ops::clone(g));
+          }
+        }
+        const double max_norm = step == 3 ? 1e3 : 0.5;  // the last step is under the limit: scale 1
+        const double total = nn::clip_grad_norm_(pa, max_norm);
+        oa->step();
+        const double coef = nn::clip_coefficient(nn::grad_norm(pb), max_norm);
+        EXPECT_EQ(coef, std::min(1.0, max_norm / (total + 1e-6)));
+        ob->step(coef);
+        for (size_t i = 0; i < pa.size(); ++i) {
+          EXPECT_EQ(ops::to_vector<double>(pa[i]), ops::to_vector<double>(pb[i]))
+              << dtype_name(dt) << " kind " << kind << " step " << step << " param " << i;
+          if (pa[i].grad().defined())
+            EXPECT_EQ(ops::to_vector<double>(pa[i].grad()), ops::to_vector<double>(pb[i].grad()))
+                << "the scaled gradients, " << dtype_name(dt) << " kind " << kind;
+        }
+      }
+    }
+  }
+  Tensor a = leaf(vec({1, 2}));
+  a.set_grad(vec({1, 1}));
+  AdamW opt({a});
+  EXPECT_TRUE(throws_with([&] { opt.step(-1); }, {"grad_scale", "-1"}));
+  EXPECT_TRUE(throws_with([&] { opt.step(INFINITY); }, {"grad_scale", "inf"}));
+  EXPECT_EQ(ops::to_vector<double>(a), (std::vector<double>{1, 2}));
+}
+
+TEST(AdamW, MultiTensorOpIsAllOrNothing) {
+  std::vector<AdamWParam> ps;
+  for (int i = 0; i < 3; ++i)
+    ps.push_back({test::uniform({4}, -1, 1, 100 + i, DType::f32), test::uniform({4}, -1, 1, 110 + i, DType::f32), ops::zeros({4}),
+                  ops::zeros({4}), {0.1, 0.9, 0.99, 1e-8, 0.01, 0.1 / 0.1, std::sqrt(1 - 0.99), 0.5}});
+  const std::vector<double> p0 = ops::to_vector<double>(ps[0].p);
+  ps[2].v = ops::zeros({4}, DType::f64);  // a dtype mismatch: nothing may change
+  EXPECT_FALSE(ops::adamw_multi_(ps));
+  EXPECT_EQ(ops::to_vector<double>(ps[0].p), p0);
+  ps[2].v = ops::zeros({4});
+  std::vector<AdamWParam> one_by_one;
+  for (const AdamWParam& e : ps)
+    one_by_one.push_back({ops::clone(e.p), ops::clone(e.g), ops::clone(e.m), ops::clone(e.v), e.s});
+  EXPECT_TRUE(ops::adamw_multi_(ps));
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const AdamWParam& e = one_by_one[i];
+    ASSERT_TRUE(ops::adamw_(e.p, e.g, e.m, e.v, e.s));
+    for (auto [x, y] : {std::pair{ps[i].p, e.p}, {ps[i].g, e.g}, {ps[i].m, e.m}, {ps[i].v, e.v}})
+      EXPECT_EQ(ops::to_vector<double>(x), ops::to_vector<double>(y));
+  }
+  EXPECT_NE(ops::to_vector<double>(ps[0].p), p0);
 }
 
 TEST(ClipGradNorm, NonFiniteNormsAndBadArguments) {

@@ -1,12 +1,14 @@
 // The caching allocator behind CUDA storage (tensor/block_pool.h), driven here by a fake backend
 // of fixed capacity so its policy is tested without a GPU: reuse, splitting, best fit, merging,
-// release-and-retry on out-of-memory, the error, and the statistics.
+// release-and-retry on out-of-memory, the error, and the statistics; and streams: per-stream
+// reuse, and blocks used on other streams held back until those streams' events complete.
 #include "tensor/block_pool.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <set>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -15,12 +17,41 @@ namespace {
 
 constexpr size_t MiB = size_t{1} << 20;
 
-// A device with `capacity` bytes; counts the backend calls.
+// A device with `capacity` bytes; counts the backend calls. Its events complete when the test
+// says their stream has finished (finish) or when the pool waits for them (synchronize).
 struct FakeDevice {
   size_t capacity, used = 0;
-  int allocs = 0, frees = 0;
+  int allocs = 0, frees = 0, syncs = 0;
   std::map<void*, size_t> live;
-  BlockPool pool{"fake:0", [this](size_t n) { return raw_alloc(n); }, [this](void* p) { raw_free(p); }};
+  struct FakeEvent {
+    BlockPool::StreamId stream;
+    bool done = false;
+  };
+  std::vector<FakeEvent*> events;  // every event recorded (destroyed ones are nullptr)
+  BlockPool pool{"fake:0", [this](size_t n) { return raw_alloc(n); }, [this](void* p) { raw_free(p); },
+                 BlockPool::Events{[this](BlockPool::StreamId s) -> void* {
+                                     events.push_back(new FakeEvent{s});
+                                     return events.back();
+                                   },
+                                   [](void* e) { return static_cast<FakeEvent*>(e)->done; },
+                                   [this](void* e) {
+                                     ++syncs;
+                                     static_cast<FakeEvent*>(e)->done = true;
+                                   },
+                                   [this](void* e) {
+                                     for (FakeEvent*& f : events)
+                                       if (f == e) f = nullptr;
+                                     delete static_cast<FakeEvent*>(e);
+                                   }}};
+  void finish(BlockPool::StreamId s) {  // the stream's queued work has all run
+    for (FakeEvent* e : events)
+      if (e && e->stream == s) e->done = true;
+  }
+  int live_events() const {
+    int n = 0;
+    for (FakeEvent* e : events) n += e != nullptr;
+    return n;
+  }
   explicit FakeDevice(size_t cap) : capacity(cap) {}
   void* raw_alloc(size_t n) {
     if (used + n > capacity) return nullptr;
@@ -126,6 +157,142 @@ TEST(BlockPool, RandomTrafficKeepsBlocksDisjointAndReturnsEverything) {
   d.pool.empty_cache();
   EXPECT_EQ(d.used, 0u);
   EXPECT_EQ(d.allocs, d.frees);
+}
+
+constexpr BlockPool::StreamId kS1 = 11, kS2 = 22;
+
+TEST(BlockPool, FreeBlocksAreReusedOnlyByTheirOwnStream) {
+  FakeDevice d(64 * MiB);
+  void* a = d.pool.allocate(4096, kS1);
+  d.pool.free(a);
+  void* b = d.pool.allocate(4096, kS2);  // another stream: a new segment, never a's block
+  EXPECT_NE(b, a);
+  EXPECT_EQ(d.allocs, 2);
+  void* c = d.pool.allocate(4096);  // the default stream: a third segment
+  EXPECT_EQ(d.allocs, 3);
+  EXPECT_EQ(d.pool.allocate(4096, kS1), a);  // its own stream reuses it at once, without events
+  d.pool.free(b);
+  d.pool.free(c);
+  EXPECT_EQ(d.pool.allocate(100, kS2), b);
+  EXPECT_EQ(d.live_events(), 0);
+  EXPECT_EQ(d.pool.stats().pending_frees, 0);
+}
+
+TEST(BlockPool, BlocksUsedOnOtherStreamsWaitForTheirEvents) {
+  FakeDevice d(64 * MiB);
+  void* a = d.pool.allocate(4096, kS1);
+  d.pool.record_stream(a, kS2);
+  d.pool.record_stream(a, kS2);  // recorded once
+  d.pool.record_stream(a, kS1);  // its own stream: nothing to wait for
+  d.pool.record_stream(a, 0);
+  d.pool.free(a);
+  EXPECT_EQ(d.live_events(), 2);  // one event on each other stream (kS2, the default)
+  EXPECT_EQ(d.pool.stats().pending_frees, 1);
+  EXPECT_EQ(d.pool.stats().allocated_bytes, 4096);  // still counted until released
+  void* b = d.pool.allocate(4096, kS1);
+  EXPECT_NE(b, a);  // held back: kS2 and the default stream may still use it
+  d.finish(kS2);
+  void* c = d.pool.allocate(4096, kS1);
+  EXPECT_NE(c, a);  // the default stream's event is still outstanding
+  EXPECT_EQ(d.live_events(), 1);
+  d.finish(0);
+  EXPECT_EQ(d.pool.allocate(4096, kS1), a);  // both events done: back in kS1's pool
+  EXPECT_EQ(d.live_events(), 0);
+  EXPECT_EQ(d.pool.stats().pending_frees, 0);
+  EXPECT_EQ(d.syncs, 0);  // never blocked
+  // Uses are forgotten on free: the block's next life starts with its own stream only.
+  d.pool.free(a);
+  EXPECT_EQ(d.live_events(), 0);
+  EXPECT_EQ(d.pool.allocate(4096, kS1), a);
+}
+
+TEST(BlockPool, EmptyCacheAndOutOfMemoryWaitForPendingFrees) {
+  FakeDevice d(60 * MiB);
+  void* a = d.pool.allocate(40 * MiB, kS1);
+  d.pool.record_stream(a, kS2);
+  d.pool.free(a);
+  EXPECT_EQ(d.pool.stats().pending_frees, 1);
+  // 50 MiB does not fit beside a's segment, which kS2 may still be using: the pool waits for its
+  // event, releases the segment, and retries.
+  void* b = d.pool.allocate(50 * MiB, kS1);
+  EXPECT_NE(b, nullptr);
+  EXPECT_EQ(d.syncs, 1);
+  EXPECT_EQ(d.pool.stats().pending_frees, 0);
+  EXPECT_EQ(d.pool.stats().reserved_bytes, static_cast<int64_t>(50 * MiB));
+  d.pool.record_stream(b, kS2);
+  d.pool.free(b);
+  d.pool.empty_cache();  // waits too, then returns the segment
+  EXPECT_EQ(d.syncs, 2);
+  EXPECT_EQ(d.used, 0u);
+  EXPECT_EQ(d.pool.stats().allocated_bytes, 0);
+}
+
+TEST(BlockPool, RecordStreamNeedsALiveBlockAndABackendWithEvents) {
+  FakeDevice d(64 * MiB);
+  void* a = d.pool.allocate(512);
+  EXPECT_TRUE(test::throws_with([&] { d.pool.record_stream(static_cast<char*>(a) + 512, kS1); },
+                                {"record_stream", "not a live allocation of fake:0"}));
+  d.pool.free(a);
+  EXPECT_TRUE(test::throws_with([&] { d.pool.record_stream(a, kS1); }, {"not a live allocation"}));
+  EXPECT_TRUE(test::throws_with([&] { d.pool.free(a); }, {"free", "not a live allocation"}));
+  BlockPool plain("plain:0", [](size_t n) { return std::malloc(n); }, [](void* p) { std::free(p); });
+  void* p = plain.allocate(512, kS1);
+  plain.record_stream(p, kS1);  // its own stream needs no event
+  EXPECT_TRUE(test::throws_with([&] { plain.record_stream(p, kS2); }, {"record_stream on plain:0", "no events"}));
+  plain.free(p);
+  plain.empty_cache();
+}
+
+TEST(BlockPool, RandomTrafficOnThreeStreamsNeverHandsOutABlockInUse) {
+  FakeDevice d(1024 * MiB);
+  struct Live {
+    char* p;
+    size_t n;
+    BlockPool::StreamId s;
+  };
+  std::vector<Live> live;
+  // Blocks freed while another stream may still use them, until that stream finishes.
+  std::vector<std::pair<std::pair<char*, char*>, BlockPool::StreamId>> in_flight;
+  const BlockPool::StreamId streams[3] = {0, kS1, kS2};
+  uint64_t x = 11;
+  for (int i = 0; i < 4000; ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    const BlockPool::StreamId s = streams[(x >> 40) % 3];
+    if ((x >> 56) % 16 == 0) {  // stream s finishes its work
+      d.finish(s);
+      std::erase_if(in_flight, [&](const auto& f) { return f.second == s; });
+      continue;
+    }
+    if (live.size() > 40 || (!live.empty() && (x >> 60) < 7)) {
+      const size_t k = (x >> 20) % live.size();
+      const Live l = live[k];
+      if ((x >> 8) % 3 == 0 && s != l.s) {
+        d.pool.record_stream(l.p, s);
+        in_flight.push_back({{l.p, l.p + l.n}, s});
+      }
+      d.pool.free(l.p);
+      live.erase(live.begin() + static_cast<int64_t>(k));
+      continue;
+    }
+    const size_t n = (x >> 33) % 4 == 0 ? (x >> 13) % (24 * MiB) + 1 : (x >> 13) % (64 * 1024) + 1;
+    char* p = static_cast<char*>(d.pool.allocate(n, s));
+    for (const auto& [span, fs] : in_flight)  // never memory another stream may still touch
+      ASSERT_TRUE(p + n <= span.first || p >= span.second) << "step " << i;
+    live.push_back({p, n, s});
+  }
+  std::set<std::pair<char*, char*>> spans;
+  for (const Live& l : live) spans.insert({l.p, l.p + l.n});
+  char* end = nullptr;
+  for (auto [b, e] : spans) {
+    EXPECT_GE(b, end);
+    end = e;
+  }
+  for (const Live& l : live) d.pool.free(l.p);
+  d.pool.empty_cache();
+  EXPECT_EQ(d.pool.stats().allocated_bytes, 0);
+  EXPECT_EQ(d.pool.stats().pending_frees, 0);
+  EXPECT_EQ(d.live_events(), 0);
+  EXPECT_EQ(d.used, 0u);
 }
 
 }  // namespace

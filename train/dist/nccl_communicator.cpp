@@ -1,8 +1,10 @@
 // The NCCL backend: CUDA tensors, one GPU per local rank, bootstrapped over MPI (rank 0 creates the
 // unique id, MPI_Bcast shares it, ncclCommInitRank joins). Compiled only when CMake found NCCL and
-// MPI and the CUDA backend is on. All-reduces run on the communicator's own stream, ordered after
-// the work already queued on the compute (default) stream by an event, so they overlap the rest of
-// backward; wait() makes the compute stream wait on the result without blocking the host.
+// MPI and the CUDA backend is on. Collectives run on the communicator's own (high-priority, pooled)
+// stream, ordered after the work already queued on the caller's current stream by an event, so
+// all-reduces overlap the rest of backward; wait() makes that stream wait on the result without
+// blocking the host. The tensor is recorded on the communicator's stream (tensor/stream.h), so
+// dropping it before wait() cannot hand its memory to new work while NCCL still uses it.
 #ifdef STRAND_WITH_NCCL
 #include <cuda_runtime.h>
 #include "train/dist/mpi_include.h"
@@ -13,6 +15,7 @@
 
 #include "kernels/ops.h"
 #include "tensor/error.h"
+#include "tensor/stream.h"
 #include "train/dist/communicator.h"
 
 #define STRAND_NCCL_CUDA_CHECK(stmt)                                                          \
@@ -53,24 +56,24 @@ void check_cuda_contiguous(const Tensor& t, const char* op) {
   STRAND_CHECK(t.is_contiguous(), op, ": tensor must be contiguous, got ", t.str());
 }
 
+// A collective queued on the communicator's stream; `consumer` is the stream that was current
+// when it was issued, which is the one that must see its result.
 class NcclWork : public Work {
  public:
-  explicit NcclWork(cudaEvent_t done) : done_(done) {}
+  NcclWork(Event done, Stream consumer) : done_(std::move(done)), consumer_(consumer) {}
   void wait() override {
-    if (!done_) return;
-    STRAND_NCCL_CUDA_CHECK(cudaStreamWaitEvent(cudaStreamLegacy, done_, 0));
-    cudaEventDestroy(done_);
-    done_ = nullptr;
+    if (waited_) return;
+    done_.wait(consumer_);
+    waited_ = true;
   }
   ~NcclWork() override {
-    if (done_) {
-      cudaStreamWaitEvent(cudaStreamLegacy, done_, 0);
-      cudaEventDestroy(done_);
-    }
+    if (!waited_) done_.wait(consumer_);  // nothing queued later may overtake it, waited or not
   }
 
  private:
-  cudaEvent_t done_;
+  Event done_;
+  Stream consumer_;
+  bool waited_ = false;
 };
 
 class NcclCommunicator : public Communicator {
@@ -99,11 +102,10 @@ class NcclCommunicator : public Communicator {
     if (rank_ == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
     NCCL_CHECK(ncclCommInitRank(&comm_, size_, id, rank_));
-    STRAND_NCCL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    stream_ = stream_from_pool(Device::cuda(device_), /*high_priority=*/true);
   }
   ~NcclCommunicator() override {
     if (comm_) ncclCommDestroy(comm_);
-    if (stream_) cudaStreamDestroy(stream_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -119,29 +121,25 @@ class NcclCommunicator : public Communicator {
       return;
     }
     all_reduce_async(t, op)->wait();
-    STRAND_NCCL_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
+    compute().synchronize();
   }
 
   std::unique_ptr<Work> all_reduce_async(const Tensor& t, ReduceOp op) override {
     if (t.defined() && t.device().is_cpu()) {  // staged and finished here; the returned work is done
       all_reduce(t, op);
-      cudaEvent_t done;
-      STRAND_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-      STRAND_NCCL_CUDA_CHECK(cudaEventRecord(done, stream_));
-      return std::make_unique<NcclWork>(done);
+      return std::make_unique<NcclWork>(Event(), compute());  // never recorded: complete
     }
     check_cuda_contiguous(t, "all_reduce");
     const DType dt = t.dtype();
     STRAND_CHECK(op == ReduceOp::sum || is_floating(dt), "all_reduce: avg needs a floating dtype, got ",
                  dtype_name(dt));
     const ncclRedOp_t nop = dt == DType::b8 ? ncclMax : op == ReduceOp::avg ? ncclAvg : ncclSum;
-    after_compute();
+    after_compute(t);
     NCCL_CHECK(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()), nccl_type(dt), nop, comm_,
-                             stream_));
-    cudaEvent_t done;
-    STRAND_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-    STRAND_NCCL_CUDA_CHECK(cudaEventRecord(done, stream_));
-    return std::make_unique<NcclWork>(done);
+                             raw_stream()));
+    Event done;
+    done.record(stream_);
+    return std::make_unique<NcclWork>(std::move(done), compute());
   }
 
   void broadcast(const Tensor& t, int root) override {
@@ -153,10 +151,10 @@ class NcclCommunicator : public Communicator {
     }
     check_cuda_contiguous(t, "broadcast");
     STRAND_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not a rank of a world of size ", size_);
-    after_compute();
+    after_compute(t);
     NCCL_CHECK(ncclBroadcast(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root,
-                             comm_, stream_));
-    STRAND_NCCL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+                             comm_, raw_stream()));
+    stream_.synchronize();
   }
 
   Tensor all_gather(const Tensor& t_in) override {
@@ -172,15 +170,15 @@ class NcclCommunicator : public Communicator {
     Shape s = t.sizes();
     s.insert(s.begin(), size_);
     Tensor out = ops::empty(s, TensorOptions(t.dtype(), t.device()));
-    after_compute();
+    after_compute(t);
     NCCL_CHECK(ncclAllGather(t.raw_data(), out.raw_data(), static_cast<size_t>(n), nccl_type(t.dtype()), comm_,
-                             stream_));
-    STRAND_NCCL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+                             raw_stream()));
+    stream_.synchronize();
     return out;
   }
 
   void barrier() override {
-    STRAND_NCCL_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
+    compute().synchronize();
     MPI_Barrier(MPI_COMM_WORLD);
   }
 
@@ -194,18 +192,20 @@ class NcclCommunicator : public Communicator {
   }
 
  private:
-  // The collective must see the values the compute stream is still producing.
-  void after_compute() {
-    cudaEvent_t ready;
-    STRAND_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-    STRAND_NCCL_CUDA_CHECK(cudaEventRecord(ready, cudaStreamLegacy));
-    STRAND_NCCL_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
-    cudaEventDestroy(ready);
+  Stream compute() const { return current_stream(Device::cuda(device_)); }
+  cudaStream_t raw_stream() const { return reinterpret_cast<cudaStream_t>(stream_.id()); }
+  // The collective must see the values the caller's stream is still producing, and t's memory
+  // must outlive the collective even if the caller drops t first.
+  void after_compute(const Tensor& t) {
+    Event ready;
+    ready.record(compute());
+    ready.wait(stream_);
+    record_stream(t, stream_);
   }
   Tensor on_device(const Tensor& t) const { return ops::to(ops::contiguous(t), Device::cuda(device_)); }
   int rank_ = 0, size_ = 1, device_ = 0;
   ncclComm_t comm_ = nullptr;
-  cudaStream_t stream_ = nullptr;
+  Stream stream_;
 };
 
 }  // namespace
