@@ -1,10 +1,16 @@
 // CUDA elementwise family: unary (+ derivative), binary, compare, where, copy/cast, fill, add_,
-// and the Philox random fills. One strided kernel shape serves all: each thread maps a linear
-// output index to per-operand offsets (up to kMaxDims dims, broadcast strides 0), grid-stride loop.
+// and the Philox random fills. Each op is a per-element functor run by one of two kernels: a strided
+// one, where each thread maps a linear output index to per-operand offsets (up to kMaxDims dims,
+// broadcast strides 0), and a vectorised one for operands that are one contiguous, aligned run
+// (16-byte loads and stores), as PyTorch's vectorized elementwise loop.
 // The scalar math is kernels/elementwise_math.h, shared with the CPU, so parity is by construction.
 #include <cuda_runtime.h>
 
 #include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -70,82 +76,115 @@ Offsets<K> make_offsets(const Shape& shape, const std::array<Shape, K>& strides)
 #define STRAND_GRID_LOOP(i, n) \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(blockDim.x) * gridDim.x)
 
+// The per-element functions (kernels/elementwise_math.h does the arithmetic, shared with the CPU).
 template <UnaryOp op, class T>
-__global__ void unary_kernel(Offsets<2> o, int64_t n, T* out, const T* x, acc_t<T> a, acc_t<T> b) {
-  STRAND_GRID_LOOP(i, n) {
-    int64_t off[2];
-    o.at(i, off);
-    out[off[0]] = T(math::unary_fwd<op, acc_t<T>>(acc_t<T>(x[off[1]]), a, b));
-  }
-}
-
+struct UnaryF {
+  acc_t<T> a, b;
+  __device__ T operator()(T x) const { return T(math::unary_fwd<op, acc_t<T>>(acc_t<T>(x), a, b)); }
+};
 template <UnaryOp op, class T>
-__global__ void unary_bwd_kernel(Offsets<3> o, int64_t n, T* out, const T* g, const T* v, acc_t<T> a, acc_t<T> b) {
-  STRAND_GRID_LOOP(i, n) {
-    int64_t off[3];
-    o.at(i, off);
-    out[off[0]] = T(math::unary_bwd<op, acc_t<T>>(acc_t<T>(g[off[1]]), acc_t<T>(v[off[2]]), a, b));
+struct UnaryBwdF {
+  acc_t<T> a, b;
+  __device__ T operator()(T g, T v) const {
+    return T(math::unary_bwd<op, acc_t<T>>(acc_t<T>(g), acc_t<T>(v), a, b));
   }
-}
-
+};
 template <BinaryOp op, class T>
-__global__ void binary_kernel(Offsets<3> o, int64_t n, T* out, const T* x, const T* y) {
-  STRAND_GRID_LOOP(i, n) {
-    int64_t off[3];
-    o.at(i, off);
-    out[off[0]] = T(math::binary_fwd<op, acc_t<T>>(acc_t<T>(x[off[1]]), acc_t<T>(y[off[2]])));
-  }
-}
-
+struct BinaryF {
+  __device__ T operator()(T x, T y) const { return T(math::binary_fwd<op, acc_t<T>>(acc_t<T>(x), acc_t<T>(y))); }
+};
 template <CompareOp op, class T>
-__global__ void compare_kernel(Offsets<3> o, int64_t n, bool* out, const T* x, const T* y) {
-  STRAND_GRID_LOOP(i, n) {
-    int64_t off[3];
-    o.at(i, off);
-    out[off[0]] = math::compare<op, acc_t<T>>(acc_t<T>(x[off[1]]), acc_t<T>(y[off[2]]));
-  }
-}
-
+struct CompareF {
+  __device__ bool operator()(T x, T y) const { return math::compare<op, acc_t<T>>(acc_t<T>(x), acc_t<T>(y)); }
+};
 template <class T>
-__global__ void where_kernel(Offsets<4> o, int64_t n, T* out, const bool* c, const T* x, const T* y) {
-  STRAND_GRID_LOOP(i, n) {
-    int64_t off[4];
-    o.at(i, off);
-    out[off[0]] = c[off[1]] ? x[off[2]] : y[off[3]];
-  }
-}
-
+struct WhereF {
+  __device__ T operator()(bool c, T x, T y) const { return c ? x : y; }
+};
 template <class D, class S>
-__global__ void copy_kernel(Offsets<2> o, int64_t n, D* out, const S* x) {
+struct CastF {
+  __device__ D operator()(S x) const {
+    if constexpr (std::is_same_v<S, D>) return x;
+    else if constexpr (std::is_same_v<D, bool>) return static_cast<acc_t<S>>(x) != acc_t<S>(0);
+    else return D(static_cast<acc_t<D>>(static_cast<acc_t<S>>(x)));
+  }
+};
+template <class T>
+struct FillF {
+  T v;
+  __device__ T operator()() const { return v; }
+};
+template <class T>
+struct AddF {  // dst + alpha * src
+  acc_t<T> alpha;
+  __device__ T operator()(T d, T s) const { return T(acc_t<T>(d) + alpha * acc_t<T>(s)); }
+};
+
+// Any layout: each output index mapped to per-operand offsets.
+template <class F, class O, class... I, size_t... k>
+__device__ __forceinline__ void strided_one(const F& f, O* out, const int64_t* off, std::index_sequence<k...>,
+                                            const I*... in) {
+  out[off[0]] = f(in[off[k + 1]]...);
+}
+template <class F, class O, class... I>
+__global__ void strided_kernel(Offsets<1 + sizeof...(I)> o, int64_t n, F f, O* out, const I*... in) {
   STRAND_GRID_LOOP(i, n) {
-    int64_t off[2];
+    int64_t off[1 + sizeof...(I)];
     o.at(i, off);
-    if constexpr (std::is_same_v<S, D>) {
-      out[off[0]] = x[off[1]];
-    } else if constexpr (std::is_same_v<D, bool>) {
-      out[off[0]] = static_cast<acc_t<S>>(x[off[1]]) != acc_t<S>(0);
-    } else {
-      out[off[0]] = D(static_cast<acc_t<D>>(static_cast<acc_t<S>>(x[off[1]])));
-    }
+    strided_one(f, out, off, std::index_sequence_for<I...>{}, in...);
   }
 }
 
-template <class T>
-__global__ void fill_kernel(Offsets<1> o, int64_t n, T* out, T v) {
-  STRAND_GRID_LOOP(i, n) {
-    int64_t off[1];
-    o.at(i, off);
-    out[off[0]] = v;
+// Every operand contiguous and 16-byte aligned: V elements per thread and operand through one
+// 16-byte (or narrower, for the smaller types of a mixed-width op) load and store, the tail
+// element by element.
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+template <int V, class F, class O, class... P>
+__device__ __forceinline__ void pack_one(const F& f, Pack<O, V>& r, const P&... p) {
+#pragma unroll
+  for (int j = 0; j < V; ++j) r.v[j] = f(p.v[j]...);
+}
+template <int V, class F, class O, class... I>
+__global__ void flat_kernel(int64_t n, F f, O* out, const I*... in) {
+  const int64_t stride = int64_t(blockDim.x) * gridDim.x, first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t packs = n / V;
+  for (int64_t i = first; i < packs; i += stride) {
+    Pack<O, V> r;
+    pack_one<V>(f, r, reinterpret_cast<const Pack<I, V>*>(in)[i]...);
+    reinterpret_cast<Pack<O, V>*>(out)[i] = r;
   }
+  for (int64_t i = packs * V + first; i < n; i += stride) out[i] = f(in[i]...);
 }
 
-template <class T>
-__global__ void add_inplace_kernel(Offsets<2> o, int64_t n, T* dst, const T* src, acc_t<T> alpha) {
-  STRAND_GRID_LOOP(i, n) {
-    int64_t off[2];
-    o.at(i, off);
-    dst[off[0]] = T(acc_t<T>(dst[off[0]]) + alpha * acc_t<T>(src[off[1]]));
+constexpr size_t max_size(std::initializer_list<size_t> s) {
+  size_t m = 1;
+  for (size_t x : s) m = x > m ? x : m;
+  return m;
+}
+inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// out = f(in...) elementwise over out's shape; strides[0] are out's, strides[k] those of input k
+// (broadcast: 0). Takes the vectorised kernel when the merged layout is one contiguous run for
+// every operand and every pointer is aligned to its pack.
+template <class F, class O, class... I>
+void launch_map(const Tensor& out, const std::array<Shape, 1 + sizeof...(I)>& strides, F f, O* op, const I*... ip) {
+  const int64_t n = out.numel();
+  if (n == 0) return;
+  constexpr int K = 1 + sizeof...(I);
+  const Offsets<K> o = make_offsets<K>(out.sizes(), strides);
+  constexpr int V = static_cast<int>(16 / max_size({sizeof(O), sizeof(I)...}));
+  bool flat = o.nd == 0;
+  if (o.nd == 1) {
+    flat = true;
+    for (int k = 0; k < K; ++k) flat = flat && o.strides[k][0] == 1;
   }
+  flat = flat && V > 1 && aligned_to(op, sizeof(O) * V) && (aligned_to(ip, sizeof(I) * V) && ...);
+  if (flat) flat_kernel<V><<<grid_for((n + V - 1) / V), kThreads, 0, stream()>>>(n, f, op, ip...);
+  else strided_kernel<<<grid_for(n), kThreads, 0, stream()>>>(o, n, f, op, ip...);
+  STRAND_CUDA_LAUNCH_CHECK();
 }
 
 template <class T>
@@ -172,11 +211,8 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
   dispatch_float(x.dtype(), unary_op_name(op), [&](auto tag) {
     using T = typename decltype(tag)::type;
     dispatch_unary(op, [&](auto c) {
-      const int64_t n = out.numel();
-      auto o = make_offsets<2>(out.sizes(), {out.strides(), broadcast_strides(x, out.sizes())});
-      unary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<T>(x),
-                                                                       acc_t<T>(a), acc_t<T>(b));
-      STRAND_CUDA_LAUNCH_CHECK();
+      launch_map(out, {out.strides(), broadcast_strides(x, out.sizes())},
+                 UnaryF<decltype(c)::value, T>{acc_t<T>(a), acc_t<T>(b)}, ptr<T>(out), ptr<const T>(x));
     });
   });
 }
@@ -185,11 +221,9 @@ void unary_backward(UnaryOp op, const Tensor& grad, const Tensor& v, const Tenso
   dispatch_float(v.dtype(), unary_op_name(op), [&](auto tag) {
     using T = typename decltype(tag)::type;
     dispatch_unary(op, [&](auto c) {
-      const int64_t n = out.numel();
-      auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(grad, out.sizes()), broadcast_strides(v, out.sizes())});
-      unary_bwd_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<T>(grad),
-                                                                           ptr<T>(v), acc_t<T>(a), acc_t<T>(b));
-      STRAND_CUDA_LAUNCH_CHECK();
+      launch_map(out, {out.strides(), broadcast_strides(grad, out.sizes()), broadcast_strides(v, out.sizes())},
+                 UnaryBwdF<decltype(c)::value, T>{acc_t<T>(a), acc_t<T>(b)}, ptr<T>(out), ptr<const T>(grad),
+                 ptr<const T>(v));
     });
   });
 }
@@ -201,10 +235,8 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
       STRAND_CHECK(false, binary_op_name(op), " is not defined for bool tensors");
     } else {
       dispatch_binary(op, [&](auto c) {
-        const int64_t n = out.numel();
-        auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
-        binary_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<T>(a), ptr<T>(b));
-        STRAND_CUDA_LAUNCH_CHECK();
+        launch_map(out, {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())},
+                   BinaryF<decltype(c)::value, T>{}, ptr<T>(out), ptr<const T>(a), ptr<const T>(b));
       });
     }
   });
@@ -214,10 +246,8 @@ void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
   dispatch_all(a.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     dispatch_compare(op, [&](auto c) {
-      const int64_t n = out.numel();
-      auto o = make_offsets<3>(out.sizes(), {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())});
-      compare_kernel<decltype(c)::value, T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<bool>(out), ptr<T>(a), ptr<T>(b));
-      STRAND_CUDA_LAUNCH_CHECK();
+      launch_map(out, {out.strides(), broadcast_strides(a, out.sizes()), broadcast_strides(b, out.sizes())},
+                 CompareF<decltype(c)::value, T>{}, ptr<bool>(out), ptr<const T>(a), ptr<const T>(b));
     });
   });
 }
@@ -225,11 +255,9 @@ void compare(CompareOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
   dispatch_all(a.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const int64_t n = out.numel();
     const Shape& s = out.sizes();
-    auto o = make_offsets<4>(s, {out.strides(), broadcast_strides(cond, s), broadcast_strides(a, s), broadcast_strides(b, s)});
-    where_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(out), ptr<bool>(cond), ptr<T>(a), ptr<T>(b));
-    STRAND_CUDA_LAUNCH_CHECK();
+    launch_map(out, {out.strides(), broadcast_strides(cond, s), broadcast_strides(a, s), broadcast_strides(b, s)},
+               WhereF<T>{}, ptr<T>(out), ptr<const bool>(cond), ptr<const T>(a), ptr<const T>(b));
   });
 }
 
@@ -238,10 +266,8 @@ void copy(const Tensor& src, const Tensor& dst) {
     using D = typename decltype(dtag)::type;
     dispatch_all(src.dtype(), [&](auto stag) {
       using S = typename decltype(stag)::type;
-      const int64_t n = dst.numel();
-      auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
-      copy_kernel<D, S><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<D>(dst), ptr<S>(src));
-      STRAND_CUDA_LAUNCH_CHECK();
+      launch_map(dst, {dst.strides(), broadcast_strides(src, dst.sizes())}, CastF<D, S>{}, ptr<D>(dst),
+                 ptr<const S>(src));
     });
   });
 }
@@ -249,10 +275,7 @@ void copy(const Tensor& src, const Tensor& dst) {
 void fill(const Tensor& dst, double value) {
   dispatch_all(dst.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const int64_t n = dst.numel();
-    auto o = make_offsets<1>(dst.sizes(), {dst.strides()});
-    fill_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(dst), T(static_cast<acc_t<T>>(value)));
-    STRAND_CUDA_LAUNCH_CHECK();
+    launch_map(dst, {dst.strides()}, FillF<T>{T(static_cast<acc_t<T>>(value))}, ptr<T>(dst));
   });
 }
 
@@ -262,10 +285,8 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
     if constexpr (std::is_same_v<T, bool>) {
       STRAND_CHECK(false, "add_ is not defined for bool tensors");
     } else {
-      const int64_t n = dst.numel();
-      auto o = make_offsets<2>(dst.sizes(), {dst.strides(), broadcast_strides(src, dst.sizes())});
-      add_inplace_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(o, n, ptr<T>(dst), ptr<T>(src), acc_t<T>(alpha));
-      STRAND_CUDA_LAUNCH_CHECK();
+      launch_map(dst, {dst.strides(), dst.strides(), broadcast_strides(src, dst.sizes())}, AddF<T>{acc_t<T>(alpha)},
+                 ptr<T>(dst), ptr<const T>(dst), ptr<const T>(src));
     }
   });
 }

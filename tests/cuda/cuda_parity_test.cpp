@@ -87,6 +87,45 @@ TEST(CudaParity, BinaryCompareWhereFillAddMatchCpu) {
   EXPECT_TRUE(throws_with([&] { ops::add(gpu(a), b); }, {"different devices", "cuda:0", "cpu"}));
 }
 
+// The vectorised elementwise path (one contiguous, 16-byte-aligned run per operand) against the CPU:
+// lengths around the pack widths (tails of every size), views starting 0-3 elements into a buffer
+// (misaligned starts take the strided path), every operand kind (unary, derivative, binary,
+// compare, where, cast, fill, add_) and dtypes whose packs hold 2, 4, 8 or 16 elements (bool).
+TEST(CudaParity, VectorisedElementwiseEqualsTheCpuAtEveryLengthAndAlignment) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
+    const Tensor buf_a = ops::to(test::uniform({5003}, 0.25, 2, 201), dt), buf_b = ops::to(test::uniform({5003}, 0.25, 2, 202), dt);
+    const Tensor ga = gpu(buf_a), gb = gpu(buf_b);
+    for (int64_t n : {1, 2, 3, 7, 8, 9, 15, 16, 17, 33, 1000, 4999}) {
+      for (int64_t start : {0, 1, 2, 3}) {
+        const Tensor a = ops::narrow(buf_a, 0, start, n), b = ops::narrow(buf_b, 0, start, n);
+        const Tensor da = ops::narrow(ga, 0, start, n), db = ops::narrow(gb, 0, start, n);
+        const std::string at = std::string(dtype_name(dt)) + " n=" + std::to_string(n) + " start=" + std::to_string(start);
+        // Correctly rounded arithmetic only (no libm, no product a multiply-add could fuse), so the
+        // two devices must agree exactly.
+        EXPECT_EQ(ops::to_vector<double>(ops::unary(UnaryOp::mul_scalar, da, 1.7)),
+                  ops::to_vector<double>(ops::unary(UnaryOp::mul_scalar, a, 1.7))) << at;
+        EXPECT_EQ(ops::to_vector<double>(ops::unary_backward(UnaryOp::relu, db, ops::add(da, -1.0))),
+                  ops::to_vector<double>(ops::unary_backward(UnaryOp::relu, b, ops::add(a, -1.0)))) << at;
+        EXPECT_EQ(ops::to_vector<double>(ops::mul(da, db)), ops::to_vector<double>(ops::mul(a, b))) << at;
+        const Tensor c = ops::compare(CompareOp::gt, a, b), dc = ops::compare(CompareOp::gt, da, db);
+        EXPECT_EQ(ops::to_vector<int32_t>(dc), ops::to_vector<int32_t>(c)) << at;
+        EXPECT_EQ(ops::to_vector<double>(ops::where(dc, da, db)), ops::to_vector<double>(ops::where(c, a, b))) << at;
+        for (DType to : {DType::f32, DType::f64, DType::bf16, DType::b8})
+          EXPECT_EQ(ops::to_vector<double>(ops::to(da, to)), ops::to_vector<double>(ops::to(a, to))) << at << " to " << dtype_name(to);
+        Tensor h = ops::clone(a), d = ops::clone(da);
+        ops::add_(h, b, -0.5);
+        ops::add_(d, db, -0.5);
+        EXPECT_EQ(ops::to_vector<double>(d), ops::to_vector<double>(h)) << at;
+        Tensor hf = ops::clone(buf_a), df = ops::clone(ga);
+        ops::fill_(ops::narrow(hf, 0, start, n), 3.5);
+        ops::fill_(ops::narrow(df, 0, start, n), 3.5);
+        EXPECT_EQ(ops::to_vector<double>(df), ops::to_vector<double>(hf)) << at;  // nothing outside the view written
+      }
+    }
+  }
+}
+
 TEST(CudaParity, RandomStreamsAreIdenticalToTheCpu) {
   STRAND_SKIP_WITHOUT_GPU();
   for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
