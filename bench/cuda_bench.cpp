@@ -122,14 +122,21 @@ BENCHMARK(BM_Linear)
     ->Args({4096, 4096, 4096, 2})
     ->UseManualTime()->Unit(benchmark::kMicrosecond);
 
-// ---- fused attention: q/k/v [B, H, T, D] ----
+// ---- fused attention: q/k/v [B, H, T, D]; last arg 2: bf16 on the tensor-core kernels ----
 void BM_Attention(benchmark::State& st) {
   const int64_t B = st.range(0), H = st.range(1), T = st.range(2), D = st.range(3);
-  const bool bwd = st.range(4) != 0;
+  const bool bwd = st.range(4) != 0, half = st.range(5) == 2;
   if (!cuda_available()) return (void)time_gpu(st, {});
-  Tensor q = randn_gpu({B, H, T, D}, bwd), k = randn_gpu({B, H, T, D}, bwd), v = randn_gpu({B, H, T, D}, bwd);
+  auto in = [&](bool grad) {
+    Tensor t = randn_gpu({B, H, T, D});
+    if (half) t = ops::to(t, DType::bf16);
+    if (grad) t.set_requires_grad(true);
+    return t;
+  };
+  Tensor q = in(bwd), k = in(bwd), v = in(bwd), g = in(false);
   const ops::AttentionParams p{1.0 / std::sqrt(static_cast<double>(D))};
-  Tensor g = randn_gpu({B, H, T, D});
+  const bool was = ops::tensor_core_attention();
+  ops::set_tensor_core_attention(half);
   auto step = [&] {
     if (!bwd) {
       NoGradGuard ng;
@@ -141,10 +148,13 @@ void BM_Attention(benchmark::State& st) {
   };
   const double fwd_flop = 4.0 * B * H * T * T * D;
   if (time_gpu(st, step)) rate(st, "FLOP/s", bwd ? 3.5 * fwd_flop : fwd_flop);  // backward = 2.5 forwards
+  ops::set_tensor_core_attention(was);
 }
 BENCHMARK(BM_Attention)
-    ->Args({2, 32, 1024, 64, 0})->Args({2, 32, 1024, 64, 1})   // AIDO.RNA-1.6B
-    ->Args({2, 20, 1024, 32, 0})->Args({2, 20, 1024, 32, 1})   // ESM2-150M
+    ->Args({2, 32, 1024, 64, 0, 0})->Args({2, 32, 1024, 64, 1, 0})   // AIDO.RNA-1.6B
+    ->Args({2, 20, 1024, 32, 0, 0})->Args({2, 20, 1024, 32, 1, 0})   // ESM2-150M
+    ->Args({2, 32, 1024, 64, 0, 2})->Args({2, 32, 1024, 64, 1, 2})   // bf16, tensor cores
+    ->Args({2, 20, 1024, 32, 0, 2})->Args({2, 20, 1024, 32, 1, 2})
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 
 // ---- Enformer's relative-position attention: qc, qr, k [B, H, T, Dk], r [H, 2T-1, Dk], v [B, H, T, Dv] ----

@@ -1,5 +1,9 @@
-// The fused attention op: shape/dtype/mask checks, half types through f32, outputs laid out
+// The fused attention op: shape/dtype/mask checks, half types through f32 (or, on a GPU with
+// tensor_core_attention on, as they are through the tensor-core kernels), outputs laid out
 // [B, T, H, D] (so the models' transpose-then-reshape back to [B, T, H·D] is free).
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -51,18 +55,48 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
                shape_str(q.sizes()), " does not match k ", shape_str(k.sizes()),
                " (batch, heads and head dim must agree)");
 }
+std::atomic<int>& tc_flag() {
+  static std::atomic<int> on{[] {
+    const char* e = std::getenv("STRAND_TC_ATTENTION");
+    return e && std::strcmp(e, "1") == 0 ? 1 : 0;
+  }()};
+  return on;
+}
+// Whether this call runs on the tensor-core kernels (bf16/f16 operands kept as they are).
+bool use_tensor_cores(const Tensor& q, const Tensor& k) {
+#ifdef STRAND_WITH_CUDA
+  return q.is_cuda() && tc_flag().load() && cuda::attention_tc_supported(q, k);
+#else
+  (void)q, (void)k;
+  return false;
+#endif
+}
 }  // namespace
+
+void set_tensor_core_attention(bool on) { tc_flag() = on ? 1 : 0; }
+bool tensor_core_attention() { return tc_flag().load() != 0; }
 
 AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionParams& p) {
   check_qkv(q_in, k_in, v_in);
   check_dropout(p.dropout, "attention");
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
   const DType ct = compute_dtype(q_in);
-  Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
   Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");
   const Device dev = q_in.device();
-  AttentionOut o{empty_bhtd(B, H, Tq, D, ct, dev), empty({B, H, Tq}, TensorOptions(ct, dev))};
   const cpu::DropoutMask d = draw_dropout(p.dropout, p.generator);
+#ifdef STRAND_WITH_CUDA
+  if (use_tensor_cores(q_in, k_in)) {  // out in the operands' type, lse in f32 (= ct)
+    AttentionOut o{empty_bhtd(B, H, Tq, D, q_in.dtype(), dev), empty({B, H, Tq}, TensorOptions(ct, dev)), d.seed,
+                   d.offset};
+    const prof::Scope scope("attention_tc", true);
+    cuda::attention_forward_tc(unit_last(q_in), unit_last(k_in), unit_last(v_in),
+                               masks_of(kp, qp, p.zero_padded_queries, p.dropout, o.seed, o.offset), p.scale, o.out,
+                               o.lse);
+    return o;
+  }
+#endif
+  Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
+  AttentionOut o{empty_bhtd(B, H, Tq, D, ct, dev), empty({B, H, Tq}, TensorOptions(ct, dev))};
   o.seed = d.seed;
   o.offset = d.offset;
   if (o.out.numel())
@@ -83,10 +117,22 @@ std::tuple<Tensor, Tensor, Tensor> fused_attention_backward(const Tensor& grad, 
                "attention_backward: grad and out must have q's shape ", shape_str(q_in.sizes()));
   const int64_t B = q_in.size(0), H = q_in.size(1), Tq = q_in.size(2), D = q_in.size(3), Tk = k_in.size(2);
   const DType ct = compute_dtype(q_in);
-  Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
-  Tensor g = unit_last(to(grad, ct)), out = unit_last(to(out_in, ct)), l = contiguous(to(lse, ct));
   Tensor kp = mask_bytes(p.key_pad, q_in, B, Tk, "key_pad"), qp = mask_bytes(p.query_pad, q_in, B, Tq, "query_pad");
   const Device dev = q_in.device();
+#ifdef STRAND_WITH_CUDA
+  if (use_tensor_cores(q_in, k_in)) {
+    const DType ht = q_in.dtype();
+    Tensor dq = empty_bhtd(B, H, Tq, D, ht, dev), dk = empty_bhtd(B, H, Tk, D, ht, dev), dv = empty_bhtd(B, H, Tk, D, ht, dev);
+    const prof::Scope scope("attention_tc_backward", true);
+    cuda::attention_backward_tc(unit_last(to(grad, ht)), unit_last(q_in), unit_last(k_in), unit_last(v_in),
+                                unit_last(to(out_in, ht)), contiguous(to(lse, DType::f32)),
+                                masks_of(kp, qp, p.zero_padded_queries, p.dropout, fwd.seed, fwd.offset), p.scale, dq,
+                                dk, dv);
+    return {dq, dk, dv};
+  }
+#endif
+  Tensor q = unit_last(to(q_in, ct)), k = unit_last(to(k_in, ct)), v = unit_last(to(v_in, ct));
+  Tensor g = unit_last(to(grad, ct)), out = unit_last(to(out_in, ct)), l = contiguous(to(lse, ct));
   Tensor dq = empty_bhtd(B, H, Tq, D, ct, dev), dk = empty_bhtd(B, H, Tk, D, ct, dev), dv = empty_bhtd(B, H, Tk, D, ct, dev);
   if (Tq == 0 || D == 0) {
     fill_(dk, 0.0);

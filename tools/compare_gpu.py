@@ -74,9 +74,12 @@ def torch_case(torch, F, name, args):
             x, w = x.bfloat16(), w.bfloat16()
         return (lambda: F.linear(x, w)), "FLOP/s", 2.0 * M * N * K
     if name == "BM_Attention":
-        B, H, T, D, bwd = args
-        q, k, v = (r(B, H, T, D, grad=bool(bwd)) for _ in range(3))
-        g = r(B, H, T, D)
+        B, H, T, D, bwd, mode = args
+        q, k, v, g = (r(B, H, T, D) for _ in range(4))
+        if mode == 2:  # bf16 operands: SDPA takes its flash kernel, as strand its tensor-core kernels
+            q, k, v, g = (t.bfloat16() for t in (q, k, v, g))
+        for t in (q, k, v):
+            t.requires_grad_(bool(bwd))
         fwd_flop = 4.0 * B * H * T * T * D
         if not bwd:
             def f():

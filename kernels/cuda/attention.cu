@@ -15,34 +15,13 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
-#include "kernels/cuda/dropout.cuh"
+#include "kernels/cuda/attention_common.cuh"
 
 namespace strand::cuda {
 
 namespace {
 
-constexpr int kMaxPerLane = 8;  // head dim up to 256
 constexpr int kWarpsPerBlock = 8;
-
-struct Geometry {
-  int64_t B, H, Tq, Tk, D;
-  double scale;
-  const uint8_t* key_pad;
-  const uint8_t* query_pad;
-  bool zero_padded_queries;
-  DropFactor drop;  // dropout on the probabilities
-};
-
-// The dropout factor of probability (b, h, i, j), at its index in a contiguous [B, H, Tq, Tk] tensor.
-template <class A>
-__device__ A drop_factor(const Geometry& g, int64_t b, int64_t h, int64_t i, int64_t j) {
-  return A(g.drop(((b * g.H + h) * g.Tq + i) * g.Tk + j));
-}
-
-template <class A>
-__device__ A lowest() {
-  return sizeof(A) == 8 ? A(-DBL_MAX) : A(-FLT_MAX);
-}
 
 // s = scale · q·k over the warp (q held per lane), masked to the lowest value for a padded key.
 template <class T, class A>
@@ -100,13 +79,6 @@ __global__ void attn_fwd_kernel(Geometry g, const T* q, View4 qv, const T* k, Vi
   }
   // every key masked (or a uniform padded query): the logits were all `lowest`
   if (lane == 0) lse[row] = g.Tk == 0 ? T(-INFINITY) : (m == lowest<A>() ? T(-INFINITY) : T(m + log(l)));
-}
-
-// p(i, j) from the saved lse: +inf -> 0 (zeroed query), -inf -> 1/Tk (uniform row)
-template <class A>
-__device__ A prob(A s, A l, int64_t Tk) {
-  if (isinf(l)) return l > 0 ? A(0) : A(1) / A(Tk);
-  return exp(s - l);
 }
 
 template <class T>
@@ -486,23 +458,9 @@ template <class A, int DM>
 size_t tiled_smem(int tiles, int ptiles) {
   return sizeof(A) * (size_t(tiles) * kTile * (DM + 1) + size_t(ptiles) * kTile * kPStride);
 }
-template <class K>
-void allow_smem(K kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  STRAND_CHECK(e == cudaSuccess, "CUDA attention: cannot reserve ", bytes, " bytes of shared memory: ", cudaGetErrorString(e));
-}
 // The rounded head dim of the tiled kernels (0: use the row kernels): up to 128 in f32, 64 in f64,
 // at least one key, at most 65,535 (batch, head) pairs, and shared memory the device can give (f64
 // at 64 needs 195 KB: not on an A100).
-// The most dynamic shared memory one block may opt into on the current device (227 KB on an H100,
-// 163 KB on an A100).
-size_t smem_optin_limit() {
-  int dev = 0, bytes = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-  return static_cast<size_t>(bytes);
-}
 template <class T>
 int tiled_dm(const Geometry& g) {
   if (g.Tk == 0 || g.Tq == 0) return 0;
@@ -523,12 +481,6 @@ dim3 tiled_grid(int64_t rows, const Geometry& g) {
   return dim3(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>(g.B * g.H));
 }
 
-Geometry geometry(const Tensor& q, const Tensor& k, const cpu::AttentionMasks& m, double scale) {
-  STRAND_CHECK(q.size(3) <= 32 * kMaxPerLane, "CUDA attention supports head dims up to ", 32 * kMaxPerLane, ", got ",
-               q.size(3));
-  return {q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), scale, m.key_pad, m.query_pad, m.zero_padded_queries,
-          DropFactor::of(m.dropout)};
-}
 unsigned blocks(int64_t rows) { return static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock); }
 
 }  // namespace

@@ -70,6 +70,14 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                         const Tensor& lse, const cpu::AttentionMasks& m, double scale, const Tensor& dq, const Tensor& dk,
                         const Tensor& dv);
 
+// attention_tc.cu — the same contract on the tensor cores for bf16/f16 q, k, v, out, dq, dk, dv
+// (lse f32): head dims up to 128, sm_80 or newer; attention_tc_supported says whether a call fits.
+bool attention_tc_supported(const Tensor& q, const Tensor& k);
+void attention_forward_tc(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m,
+                          double scale, const Tensor& out, const Tensor& lse);
+void attention_backward_tc(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                           const Tensor& lse, const cpu::AttentionMasks& m, double scale, const Tensor& dq,
+                           const Tensor& dk, const Tensor& dv);
 // rel_attention.cu — the contract of cpu::rel_attention_forward / rel_attention_backward (f32/f64):
 // blocks of queries through cuBLAS GEMMs batched over heads, row kernels for the shifted add,
 // softmax, dropout and dS; memory bounded by the block, not by T².

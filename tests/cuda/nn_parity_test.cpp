@@ -446,5 +446,78 @@ TEST(CudaNnParity, FusedAttentionEveryVariant) {
     }
 }
 
+// The tensor-core kernels (bf16/f16 operands, ops::set_tensor_core_attention): the variants above
+// that they serve (head dims 8-128, masks of every kind, several and ragged 64-row tiles, dropout),
+// values and the three gradients, against the f64 computation on the same rounded inputs.
+// FlashAttention's criterion: at most 2x the error (relative L2, against f64) of the same attention
+// composed of ops in the same precision on the CPU (matmul, scale, masked_fill, softmax, dropout,
+// matmul, each rounded to bf16/f16).
+TEST(CudaNnParity, TensorCoreAttentionWithinTwiceTheComposedHalfPrecisionError) {
+  STRAND_SKIP_WITHOUT_GPU();
+  struct Restore {
+    bool was = ops::tensor_core_attention();
+    ~Restore() { ops::set_tensor_core_attention(was); }
+  } restore;
+  ops::set_tensor_core_attention(true);
+  struct Case {
+    int64_t B, H, Tq, Tk, D;
+    ops::AttentionParams p;
+  };
+  const std::vector<Case> cases = {
+      {2, 3, 70, 70, 16, {0.25, {}, {}}},
+      {2, 3, 70, 70, 64, {0.125, pad_mask(2, 70, {70, 41}), {}}},                       // ESM-2
+      {2, 2, 65, 65, 40, {0.2, pad_mask(2, 65, {60, 30}), pad_mask(2, 65, {60, 30})}},  // AIDO.RNA
+      {2, 2, 33, 17, 8, {0.5, pad_mask(2, 17, {17, 0}), pad_mask(2, 33, {20, 33}), false}},  // cross-attention
+      {2, 2, 150, 131, 32, {0.17, pad_mask(2, 131, {131, 77}), {}}},
+      {1, 2, 130, 130, 128, {0.09, pad_mask(1, 130, {100}), pad_mask(1, 130, {100})}},
+      {1, 1, 70, 129, 64, {0.3, pad_mask(1, 129, {0}), pad_mask(1, 70, {10}), false}},  // every key masked
+      {1, 2, 256, 256, 64, {0.125, {}, {}}},                                             // four full tiles
+  };
+  for (double dropout : {0.0, 0.15})
+    for (DType dt : {DType::bf16, DType::f16})
+      for (size_t ci = 0; ci < cases.size(); ++ci) {
+        const Case& c = cases[ci];
+        ops::AttentionParams cp = c.p;
+        cp.dropout = dropout;
+        ops::AttentionParams gp = cp;
+        if (gp.key_pad.defined()) gp.key_pad = ops::to(gp.key_pad, kGpu);
+        if (gp.query_pad.defined()) gp.query_pad = ops::to(gp.query_pad, kGpu);
+        const Generator start = default_generator();
+        auto fused = [&](const std::vector<Tensor>& in) {
+          default_generator() = start;
+          return attention(in[0], in[1], in[2], in[0].is_cuda() ? gp : cp);
+        };
+        const double lowest = dt == DType::bf16 ? -3.3895313892515355e38 : -65504.0;  // finite in dt
+        auto composed = [&](const std::vector<Tensor>& in) {
+          default_generator() = start;
+          Tensor s = mul(matmul(in[0], transpose(in[1], 2, 3)), cp.scale);
+          if (cp.key_pad.defined()) s = masked_fill(s, reshape(cp.key_pad, {c.B, 1, 1, c.Tk}), lowest);
+          const Tensor qp = cp.query_pad.defined() ? reshape(cp.query_pad, {c.B, 1, c.Tq, 1}) : Tensor();
+          if (qp.defined() && !cp.zero_padded_queries) s = masked_fill(s, qp, lowest);
+          Tensor pr = softmax(s, -1);
+          if (dropout > 0) pr = strand::dropout(pr, dropout, true);
+          Tensor o = matmul(pr, in[2]);
+          return qp.defined() && cp.zero_padded_queries ? masked_fill(o, qp, 0.0) : o;
+        };
+        const Tensor q = test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt),
+                     k = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt),
+                     v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt), up = test::uniform(q.sizes(), -1, 1, 99, dt);
+        auto f64 = [](const Tensor& t) { return ops::to(t, DType::f64); };
+        const auto ref = run(fused, {f64(q), f64(k), f64(v)}, f64(up), Device::cpu());
+        const auto tc = run(fused, {q, k, v}, up, kGpu);
+        const auto base = run(composed, {q, k, v}, up, Device::cpu());
+        const char* names[] = {"out", "dq", "dk", "dv"};
+        for (size_t i = 0; i < ref.size(); ++i) {
+          if (ops::item(ops::amax(ops::unary(UnaryOp::abs, ref[i]))) == 0) {  // every key masked: no gradient
+            EXPECT_EQ(test::bf16_error(f64(tc[i]), ref[i]).max_abs, 0.0) << names[i] << " case " << ci;
+            continue;
+          }
+          const double e_tc = test::bf16_error(f64(tc[i]), ref[i]).rel_l2, e_base = test::bf16_error(f64(base[i]), ref[i]).rel_l2;
+          EXPECT_LE(e_tc, 2 * e_base + 1e-6) << names[i] << " case " << ci << " " << dtype_name(dt) << " dropout "
+                                            << dropout << ": tensor cores " << e_tc << ", composed " << e_base;
+        }
+      }
+}
+
 }  // namespace
 }  // namespace strand
