@@ -104,7 +104,8 @@ void set_allow_tf32(bool on);
 bool allow_tf32();
 // bf16/f16 fused attention on a GPU (sm_80+, head dim <= 128) through the tensor-core kernels
 // (kernels/cuda/attention_tc.cu: P and dS rounded to the operand type before their products, as
-// FlashAttention does) instead of converting to f32 for the CUDA-core kernels. Off by default until
+// FlashAttention does; in f16 that limits dS to f16's range, in bf16 it does not) instead of
+// converting to f32 for the CUDA-core kernels. Off by default until
 // its parity tests have run on a GPU; STRAND_TC_ATTENTION=1 in the environment turns it on at start.
 void set_tensor_core_attention(bool on);
 bool tensor_core_attention();

@@ -41,7 +41,7 @@ BlockPool::Block* BlockPool::new_segment(size_t size, bool small, StreamId strea
     p = raw_alloc_(seg);
   }
   if (!p) return nullptr;
-  auto* b = new Block{static_cast<char*>(p), seg, small, stream};
+  auto* b = new Block(static_cast<char*>(p), seg, small, stream);
   blocks_[b->ptr] = b;
   stats_.reserved_bytes += static_cast<int64_t>(seg);
   stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
@@ -61,7 +61,7 @@ void* BlockPool::allocate(size_t nbytes, StreamId stream) {
                stats_.peak_allocated_bytes, " bytes; the cache was emptied and the request retried)");
   // Split off the remainder when it can serve another request of this pool.
   if (b->size - size >= (small ? kRound : kSmall + 1)) {
-    auto* rest = new Block{b->ptr + size, b->size - size, small, stream};
+    auto* rest = new Block(b->ptr + size, b->size - size, small, stream);
     rest->prev = b;
     rest->next = b->next;
     if (b->next) b->next->prev = rest;
@@ -102,11 +102,16 @@ void BlockPool::free(void* p) {
   }
   // Work queued on the other streams may still read or write it: hold it back until an event
   // recorded now on each of them has completed.
-  for (StreamId s : b->uses) {
-    pending_.emplace_back(events_.record(s), b);
-    ++b->pending_events;
-  }
+  std::vector<void*> evs;
+  for (StreamId s : b->uses)
+    if (void* e = events_.record(s)) evs.push_back(e);  // nullptr: that stream was waited for
   b->uses.clear();
+  if (evs.empty()) {
+    return_block(b);
+    return;
+  }
+  for (void* e : evs) pending_.emplace_back(e, b);
+  b->pending_events = static_cast<int>(evs.size());
   ++stats_.pending_frees;
 }
 

@@ -46,7 +46,9 @@ class BlockPool {
   using RawFree = std::function<void(void*)>;
   // Events for blocks used on several streams; only needed once record_stream is called.
   struct Events {
-    std::function<void*(StreamId)> record;   // records an event on the stream, returns its handle
+    // Records an event on the stream and returns its handle. Must not throw: when no event can be
+    // recorded it returns nullptr, having waited for the stream itself (or the device is unusable).
+    std::function<void*(StreamId)> record;
     std::function<bool(void*)> done;         // whether the event has completed (non-blocking)
     std::function<void(void*)> synchronize;  // blocks until it has completed
     std::function<void(void*)> destroy;
@@ -73,6 +75,7 @@ class BlockPool {
 
  private:
   struct Block {
+    Block(char* p, size_t n, bool sm, StreamId s) : ptr(p), size(n), small(sm), stream(s) {}
     char* ptr;
     size_t size;
     bool small;

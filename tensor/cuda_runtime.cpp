@@ -43,6 +43,26 @@ bool cuda_available() { return cuda_device_count() > 0; }
 namespace cuda_rt {
 #ifdef STRAND_WITH_CUDA
 namespace {
+// Makes `device` current for a scope (events and streams belong to a device).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) noexcept {
+    if (cudaGetDevice(&prev_) == cudaSuccess && prev_ != device) {
+      if (cudaSetDevice(device) == cudaSuccess) switched_ = true;
+    }
+    (void)cudaGetLastError();
+  }
+  ~DeviceScope() {
+    if (switched_) cudaSetDevice(prev_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int prev_ = 0;
+  bool switched_ = false;
+};
+
 BlockPool& device_pool(int device) {
   static std::mutex mu;
   static auto* pools = new std::map<int, BlockPool*>;  // never destroyed: tensors may outlive statics
@@ -63,10 +83,19 @@ BlockPool& device_pool(int device) {
           cudaSetDevice(device);
           cudaFree(q);
         },
-        BlockPool::Events{[](BlockPool::StreamId s) -> void* {
+        // Called from free(), which must not throw: on failure (a sticky CUDA error) the stream is
+        // waited for instead, best effort, and no event is returned.
+        BlockPool::Events{[device](BlockPool::StreamId s) noexcept -> void* {
+                            const DeviceScope on(device);
                             cudaEvent_t e = nullptr;
-                            STRAND_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-                            STRAND_CUDA_CHECK(cudaEventRecord(e, reinterpret_cast<cudaStream_t>(s)));
+                            const auto st = reinterpret_cast<cudaStream_t>(s);
+                            if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess ||
+                                cudaEventRecord(e, st) != cudaSuccess) {
+                              if (e) cudaEventDestroy(e);
+                              (void)cudaStreamSynchronize(st);
+                              (void)cudaGetLastError();
+                              return nullptr;
+                            }
                             return e;
                           },
                           [](void* e) {
@@ -128,6 +157,7 @@ StreamId pooled_stream(int device, bool high_priority) {
 void* malloc(size_t nbytes, int device) {
   STRAND_CHECK(cuda_available(), "a CUDA tensor was requested but no usable GPU was found");
   if (nbytes == 0) return nullptr;
+  STRAND_CHECK(device >= 0 && device < kMaxDevices, "CUDA device index ", device, " is out of range");
   STRAND_CUDA_CHECK(cudaSetDevice(device));
   return device_pool(device).allocate(nbytes, t_current[device]);
 }
@@ -138,6 +168,12 @@ void record_stream(void* p, int device, uintptr_t stream) {
   if (p) device_pool(device).record_stream(p, stream);
 }
 StreamId current_stream_id(int device) { return t_current[device]; }
+int exchange_device(int device) {
+  int prev = 0;
+  STRAND_CUDA_CHECK(cudaGetDevice(&prev));
+  if (prev != device) STRAND_CUDA_CHECK(cudaSetDevice(device));
+  return prev;
+}
 BlockPoolStats allocator_stats(int device) { return device_pool(device).stats(); }
 void empty_cache(int device) { device_pool(device).empty_cache(); }
 void reset_peak_stats(int device) { device_pool(device).reset_peaks(); }
@@ -166,6 +202,7 @@ void* malloc(size_t, int) { no_cuda(); }
 void free(void*, int) noexcept {}
 void record_stream(void*, int, uintptr_t) {}
 StreamId current_stream_id(int) { return 0; }
+int exchange_device(int device) { return device; }
 BlockPoolStats allocator_stats(int) { return {}; }
 void empty_cache(int) {}
 void reset_peak_stats(int) {}
@@ -225,6 +262,7 @@ void Event::record(const Stream& s) {
   STRAND_CHECK(s.device().is_cuda(), "Event::record needs a CUDA stream, got one on ", s.device().str());
   STRAND_CHECK(!ev_ || device_ == s.device(), "Event::record: the event belongs to ", device_.str(),
                ", the stream to ", s.device().str());
+  const cuda_rt::DeviceScope on(s.device().index);  // an event belongs to the device it is created on
   if (!ev_) {
     cudaEvent_t e = nullptr;
     STRAND_CUDA_CHECK(cudaEventCreateWithFlags(&e, timing_ ? cudaEventDefault : cudaEventDisableTiming));

@@ -50,16 +50,29 @@ constexpr int kStreamPoolSize = 32;
 // Sets the calling thread's current stream for s.device(). Prefer StreamGuard.
 void set_current_stream(const Stream& s);
 
-// Makes `s` current for its device until the guard goes out of scope, then restores the previous one.
+namespace cuda_rt {
+// Makes `device` the current CUDA device; returns the previous one (no-op without CUDA).
+int exchange_device(int device);
+}  // namespace cuda_rt
+
+// Makes `s` current for its device, and (a CUDA stream) its device the current device, as
+// c10::cuda::CUDAStreamGuard does, until the guard goes out of scope; then restores both.
 class StreamGuard {
  public:
-  explicit StreamGuard(const Stream& s) : prev_(current_stream(s.device())) { set_current_stream(s); }
-  ~StreamGuard() { set_current_stream(prev_); }
+  explicit StreamGuard(const Stream& s) : prev_(current_stream(s.device())) {
+    if (s.device().is_cuda()) prev_device_ = cuda_rt::exchange_device(s.device().index);
+    set_current_stream(s);
+  }
+  ~StreamGuard() {
+    set_current_stream(prev_);
+    if (prev_device_ >= 0) cuda_rt::exchange_device(prev_device_);
+  }
   StreamGuard(const StreamGuard&) = delete;
   StreamGuard& operator=(const StreamGuard&) = delete;
 
  private:
   Stream prev_;
+  int prev_device_ = -1;
 };
 
 // A CUDA event, created lazily on its first record. Movable, not copyable.

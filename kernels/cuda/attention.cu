@@ -9,7 +9,8 @@
 // Dropout (m.dropout) multiplies each probability by its Philox factor where it meets V (the
 // output, dV) and dP, as the CPU kernel does; the softmax's normaliser and lse are taken before it.
 // These row kernels serve head dims over 128 (64 in f64); smaller ones take the tiled kernels below
-// (shared-memory tiles, FlashAttention-2's loop order, CUDA cores). Tensor cores (bf16) are next.
+// (shared-memory tiles, FlashAttention-2's loop order, CUDA cores). bf16/f16 on the tensor cores:
+// attention_tc.cu.
 #include <cfloat>
 #include <cmath>
 

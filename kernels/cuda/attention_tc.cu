@@ -19,6 +19,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "kernels/cuda/attention_common.cuh"
@@ -34,13 +35,13 @@ template <class T>
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if constexpr (std::is_same_v<T, bf16>) {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   } else {
-    asm volatile(
+    asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -104,21 +105,31 @@ __device__ void scores(float (&c)[8][4], const uint32_t (&a)[DM / 16][4], const 
   }
 }
 
-// acc += P · X where P is a warp's [16 x 64] accumulator tile (rounded to T here) and X [64 x DM]
-// is held transposed in `st` ([feature][row]).
-template <class T, int DM>
-__device__ void accumulate(float (&acc)[DM / 8][4], const float (&p)[8][4], const uint16_t* st, int stride, int g,
-                           int t) {
+// A warp's [16 x 64] accumulator tile (scores, P or dS) rounded to T as the A fragments of the next
+// product: the 16-column k-chunk kk is made of 8-column tiles 2kk and 2kk + 1.
+template <class T>
+__device__ void pack_tile(uint32_t (&a)[4][4], const float (&p)[8][4]) {
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    const uint32_t a[4] = {pack2<T>(p[2 * kk][0], p[2 * kk][1]), pack2<T>(p[2 * kk][2], p[2 * kk][3]),
-                           pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+    a[kk][0] = pack2<T>(p[2 * kk][0], p[2 * kk][1]);
+    a[kk][1] = pack2<T>(p[2 * kk][2], p[2 * kk][3]);
+    a[kk][2] = pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[kk][3] = pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+  }
+}
+
+// acc += P · X where P [16 x 64] is given as packed A fragments and X [64 x DM] is held transposed
+// in `st` ([feature][row]).
+template <class T, int DM>
+__device__ void accumulate(float (&acc)[DM / 8][4], const uint32_t (&a)[4][4], const uint16_t* st, int stride, int g,
+                           int t) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
     for (int dt = 0; dt < DM / 8; ++dt) {
       const uint16_t* q = st + (dt * 8 + g) * stride + kk * 16 + 2 * t;
-      mma16816<T>(acc[dt], a, lds32(q), lds32(q + 8));
+      mma16816<T>(acc[dt], a[kk], lds32(q), lds32(q + 8));
     }
-  }
 }
 
 __device__ __forceinline__ float quad_max(float v) {
@@ -130,7 +141,8 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-// A warp's [16 x DM] accumulator rows (rows r0 + g and r0 + g + 8) into out, times each row's factor.
+// A warp's [16 x DM] accumulator rows (rows r0 + g and r0 + g + 8) into out, times each row's factor;
+// a factor of 0 writes zeros (selected, so an inf or NaN in a zeroed row's sum cannot leak).
 template <class T, int DM>
 __device__ void store_acc(const float (&acc)[DM / 8][4], const float (&f)[2], T* base, View4 w, int64_t b, int64_t h,
                           int64_t r0, int64_t rows, int64_t D, int g, int t) {
@@ -144,7 +156,7 @@ __device__ void store_acc(const float (&acc)[DM / 8][4], const float (&f)[2], T*
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int64_t d = dt * 8 + 2 * t + e;
-        if (d < D) row[d] = T(acc[dt][2 * hr + e] * f[hr]);
+        if (d < D) row[d] = f[hr] == 0.f ? T(0.f) : T(acc[dt][2 * hr + e] * f[hr]);
       }
   }
 }
@@ -232,7 +244,9 @@ __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q,
       acc[dt][2] *= corr[1];
       acc[dt][3] *= corr[1];
     }
-    accumulate<T, DM>(acc, s, Vt, kTStride, gr, t);
+    uint32_t pa[4][4];
+    pack_tile<T>(pa, s);
+    accumulate<T, DM>(acc, pa, Vt, kTStride, gr, t);
   }
   float f[2];
 #pragma unroll
@@ -311,7 +325,9 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_q_tc(Geometry g, const T* 
         }
         s[nt][i] = ds;
       }
-    accumulate<T, DM>(acc, s, Kt, kTStride, gr, t);
+    uint32_t da[4][4];
+    pack_tile<T>(da, s);
+    accumulate<T, DM>(acc, da, Kt, kTStride, gr, t);
   }
   const float one[2] = {1.f, 1.f};
   store_acc<T, DM>(acc, one, dq, dqv, b, h, q0 + w0, g.Tq, g.D, gr, t);
@@ -387,8 +403,11 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
         p[nt][i] = pv;
         ds[nt][i] = dsv;
       }
-    accumulate<T, DM>(av, p, Gt, kTStride, gr, t);
-    accumulate<T, DM>(ak, ds, Qt, kTStride, gr, t);
+    uint32_t pa[4][4], da[4][4];  // packed at once: 32 registers instead of 64 floats stay live
+    pack_tile<T>(pa, p);
+    pack_tile<T>(da, ds);
+    accumulate<T, DM>(av, pa, Gt, kTStride, gr, t);
+    accumulate<T, DM>(ak, da, Qt, kTStride, gr, t);
   }
   const float one[2] = {1.f, 1.f};
   store_acc<T, DM>(ak, one, dk, dkv, b, h, k0 + w0, g.Tk, g.D, gr, t);
@@ -433,12 +452,19 @@ void with_half(DType dt, F&& f) {
 
 bool attention_tc_supported(const Tensor& q, const Tensor& k) {
   if (q.dtype() != DType::bf16 && q.dtype() != DType::f16) return false;
-  const int64_t D = q.size(3);
-  if (D < 1 || rounded_dm(D) == 0 || q.size(2) == 0 || k.size(2) == 0 || q.size(0) * q.size(1) > 65535) return false;
-  int dev = 0, major = 0;
+  const int64_t D = q.size(3), BH = q.size(0) * q.size(1);
+  if (D < 1 || rounded_dm(D) == 0 || q.size(2) == 0 || k.size(2) == 0 || BH == 0 || BH > 65535) return false;
+  static std::atomic<int> capable[64];  // per device: 0 unknown, 1 yes, 2 no
+  int dev = 0;
   cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  return major >= 8 && bwd_kv_smem<128>() <= smem_optin_limit();
+  int c = dev < 64 ? capable[dev].load(std::memory_order_relaxed) : 0;
+  if (c == 0) {
+    int major = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    c = major >= 8 && bwd_kv_smem<128>() <= smem_optin_limit() ? 1 : 2;
+    if (dev < 64) capable[dev].store(c, std::memory_order_relaxed);
+  }
+  return c == 1;
 }
 
 void attention_forward_tc(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m,

@@ -37,9 +37,9 @@ Tensor column_sums(const F& f, int64_t N, int64_t C, const Tensor& like) {
   const int64_t chunks = std::min<int64_t>(1024, (N + 63) / 64), chunk = (N + chunks - 1) / chunks;
   Tensor part = ops::empty({chunks, C}, on(like, DType::f64));
   colsum_partial_kernel<<<dim3(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(chunks)),
-                          kThreads>>>(f, N, C, chunk, ptr<double>(part));
+                          kThreads, 0, stream()>>>(f, N, C, chunk, ptr<double>(part));
   STRAND_CUDA_LAUNCH_CHECK();
-  colsum_finish_kernel<<<grid_for(C), kThreads>>>(ptr<double>(part), chunks, C, ptr<double>(out));
+  colsum_finish_kernel<<<grid_for(C), kThreads, 0, stream()>>>(ptr<double>(part), chunks, C, ptr<double>(out));
   STRAND_CUDA_LAUNCH_CHECK();
   return out;
 }
@@ -84,7 +84,7 @@ __global__ void store_sums_kernel(const double* sums, T* dst, int64_t C) {
 }
 template <class T>
 void store_sums(const Tensor& sums, const Tensor& dst) {
-  store_sums_kernel<T><<<grid_for(sums.numel()), kThreads>>>(ptr<double>(sums), ptr<T>(dst), sums.numel());
+  store_sums_kernel<T><<<grid_for(sums.numel()), kThreads, 0, stream()>>>(ptr<double>(sums), ptr<T>(dst), sums.numel());
   STRAND_CUDA_LAUNCH_CHECK();
 }
 

@@ -8,8 +8,9 @@
 //
 // Per-channel sums (batch_norm statistics and gradients, conv bias gradient) are column sums of an
 // [N, C] problem in double: fixed chunks of rows per block, then the chunks in order per channel,
-// so results are deterministic and independent of the launch. The C sums come to the host, where a
-// SyncBatchNorm reducer (MPI) can add them across processes, as on the CPU.
+// so results are deterministic and independent of the launch. They stay on the device (statistics,
+// coefficients and gradients computed there, no host round trip) except under SyncBatchNorm, where
+// they come to the host for the reducer (MPI) to add them across processes, as on the CPU.
 #include <algorithm>
 #include <vector>
 
@@ -29,6 +30,10 @@ constexpr int64_t kColElems = int64_t{1} << 26;  // im2col block cap: 256 MiB of
 Tensor device_values(const std::vector<double>& v, DType dt, const Tensor& like) {
   Tensor h = ops::to(ops::from_vector<double>(v, {static_cast<int64_t>(v.size())}), dt);
   return ops::to(h, like.device());
+}
+template <class A>
+constexpr DType dtype_of() {
+  return sizeof(A) == 8 ? DType::f64 : DType::f32;
 }
 template <class A>
 std::vector<double> rounded(std::vector<double> v) {
@@ -61,6 +66,19 @@ __global__ void bn_grad_input_kernel(const T* g, const T* x, const acc_t<T>* mea
       v = v - mg[c] - xh * mgx[c];
     }
     gx[i] = T(k[c] * v);
+  }
+}
+
+// k[c] = A(w[c]) * rstd[c] (w absent: 1); mg, mgx = the sums over `total` rows (0 outside training)
+template <class T>
+__global__ void bn_coefficients_kernel(const T* w, const acc_t<T>* rstd, const double* sg, const double* sgx,
+                                       double total, bool training, acc_t<T>* k, acc_t<T>* mg, acc_t<T>* mgx,
+                                       int64_t C) {
+  using A = acc_t<T>;
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(blockDim.x) * gridDim.x) {
+    k[c] = A((w ? A(w[c]) : A(1)) * rstd[c]);
+    mg[c] = training ? A(sg[c] / total) : A(0);
+    mgx[c] = training ? A(sgx[c] / total) : A(0);
   }
 }
 
@@ -129,14 +147,23 @@ double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, 
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
-    std::vector<double> s = ops::to_vector<double>(column_sums(Value<T>{ptr<T>(x), C}, N, C, x));
     total = static_cast<double>(N);
-    if (reduce) total = cpu::reduce_channel_sums(*reduce, total, s);
+    const Tensor sums = column_sums(Value<T>{ptr<T>(x), C}, N, C, x);
+    if (!reduce) {  // all on the device, no host round trip: the same doubles and roundings as below
+      const Tensor m64 = ops::unary(UnaryOp::div_scalar, sums, total);
+      const Tensor ss = column_sums(SquaredDeviation<T>{ptr<T>(x), ptr<double>(m64), C}, N, C, x);
+      ops::copy_(mean, ops::to(m64, dtype_of<A>()));
+      ops::copy_(var, ops::to(ops::unary(UnaryOp::div_scalar, ss, total), dtype_of<A>()));
+      return;
+    }
+    // SyncBatchNorm: the sums go through the host, where the reducer adds them across processes.
+    std::vector<double> s = ops::to_vector<double>(sums);
+    total = cpu::reduce_channel_sums(*reduce, total, s);
     for (double& v : s) v /= total;
     Tensor m64 = device_values(s, DType::f64, x);
     std::vector<double> ss =
         ops::to_vector<double>(column_sums(SquaredDeviation<T>{ptr<T>(x), ptr<double>(m64), C}, N, C, x));
-    if (reduce) (*reduce)(ss);
+    (*reduce)(ss);
     for (double& v : ss) v /= total;
     ops::copy_(mean, device_values(rounded<A>(s), mean.dtype(), x));
     ops::copy_(var, device_values(rounded<A>(ss), var.dtype(), x));
@@ -163,24 +190,29 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
-    std::vector<double> sg = ops::to_vector<double>(column_sums(Value<T>{ptr<T>(grad), C}, N, C, x));
-    std::vector<double> sgx = ops::to_vector<double>(
-        column_sums(GradTimesXhat<T, true>{ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd), C}, N, C, x));
-    if (gw.defined()) ops::copy_(gw, device_values(rounded<A>(sgx), gw.dtype(), x));
-    if (gb.defined()) ops::copy_(gb, device_values(rounded<A>(sg), gb.dtype(), x));
+    Tensor sg = column_sums(Value<T>{ptr<T>(grad), C}, N, C, x);
+    Tensor sgx = column_sums(GradTimesXhat<T, true>{ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd), C}, N, C, x);
+    if (gw.defined()) dispatch_float(gw.dtype(), "batch_norm_backward", [&](auto t) {
+      store_sums<typename decltype(t)::type>(sgx, gw);
+    });
+    if (gb.defined()) dispatch_float(gb.dtype(), "batch_norm_backward", [&](auto t) {
+      store_sums<typename decltype(t)::type>(sg, gb);
+    });
     if (!gx.defined()) return;
     double total = static_cast<double>(N);
-    if (reduce && training) total = cpu::reduce_channel_sums(*reduce, total, sg, &sgx);  // SyncBatchNorm: global sums
-    const std::vector<double> wv = w.defined() ? ops::to_vector<double>(w) : std::vector<double>(C, 1.0);
-    const std::vector<double> rv = ops::to_vector<double>(rstd);
-    std::vector<double> k(C), mg(C), mgx(C);
-    for (int64_t c = 0; c < C; ++c) {
-      k[c] = static_cast<double>(static_cast<A>(static_cast<A>(wv[c]) * static_cast<A>(rv[c])));
-      mg[c] = training ? static_cast<double>(static_cast<A>(sg[c] / total)) : 0.0;
-      mgx[c] = training ? static_cast<double>(static_cast<A>(sgx[c] / total)) : 0.0;
+    if (reduce && training) {  // SyncBatchNorm: the global sums, through the host
+      std::vector<double> hg = ops::to_vector<double>(sg), hgx = ops::to_vector<double>(sgx);
+      total = cpu::reduce_channel_sums(*reduce, total, hg, &hgx);
+      sg = device_values(hg, DType::f64, x);
+      sgx = device_values(hgx, DType::f64, x);
     }
-    const DType ad = mean.dtype();
-    Tensor kd = device_values(k, ad, x), mgd = device_values(mg, ad, x), mgxd = device_values(mgx, ad, x);
+    // k = w·rstd, and the means of g and g·x̂ (training), each rounded to A as the CPU rounds them
+    const TensorOptions ao(mean.dtype(), x.device());
+    Tensor kd = ops::empty({C}, ao), mgd = ops::empty({C}, ao), mgxd = ops::empty({C}, ao);
+    bn_coefficients_kernel<T><<<grid_for(C), kThreads, 0, stream()>>>(
+        w.defined() ? ptr<T>(w) : nullptr, ptr<A>(rstd), ptr<double>(sg), ptr<double>(sgx), total, training, ptr<A>(kd),
+        ptr<A>(mgd), ptr<A>(mgxd), C);
+    STRAND_CUDA_LAUNCH_CHECK();
     bn_grad_input_kernel<T><<<grid_for(x.numel()), kThreads, 0, stream()>>>(ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd),
                                                                ptr<A>(kd), ptr<A>(mgd), ptr<A>(mgxd), training,
                                                                ptr<T>(gx), x.numel(), C);

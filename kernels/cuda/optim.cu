@@ -133,8 +133,9 @@ __global__ void sum_squares_kernel(TensorList<1> l, double* partials) {
 }
 
 bool same_hyper(const AdamWStep& a, const AdamWStep& b) {
+  const bool same_scale = a.grad_scale == b.grad_scale || (std::isnan(a.grad_scale) && std::isnan(b.grad_scale));
   return a.lr == b.lr && a.beta1 == b.beta1 && a.beta2 == b.beta2 && a.eps == b.eps &&
-         a.weight_decay == b.weight_decay && a.grad_scale == b.grad_scale;
+         a.weight_decay == b.weight_decay && same_scale;
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ constexpr size_t MiB = size_t{1} << 20;
 struct FakeDevice {
   size_t capacity, used = 0;
   int allocs = 0, frees = 0, syncs = 0;
+  bool fail_records = false;  // record() cannot create events: it waits for the stream instead
   std::map<void*, size_t> live;
   struct FakeEvent {
     BlockPool::StreamId stream;
@@ -30,6 +31,10 @@ struct FakeDevice {
   std::vector<FakeEvent*> events;  // every event recorded (destroyed ones are nullptr)
   BlockPool pool{"fake:0", [this](size_t n) { return raw_alloc(n); }, [this](void* p) { raw_free(p); },
                  BlockPool::Events{[this](BlockPool::StreamId s) -> void* {
+                                     if (fail_records) {
+                                       ++syncs;
+                                       return nullptr;
+                                     }
                                      events.push_back(new FakeEvent{s});
                                      return events.back();
                                    },
@@ -203,6 +208,18 @@ TEST(BlockPool, BlocksUsedOnOtherStreamsWaitForTheirEvents) {
   // Uses are forgotten on free: the block's next life starts with its own stream only.
   d.pool.free(a);
   EXPECT_EQ(d.live_events(), 0);
+  EXPECT_EQ(d.pool.allocate(4096, kS1), a);
+}
+
+TEST(BlockPool, AFreeWhoseEventsCannotBeRecordedWaitsInsteadOfFailing) {
+  FakeDevice d(64 * MiB);
+  void* a = d.pool.allocate(4096, kS1);
+  d.pool.record_stream(a, kS2);
+  d.fail_records = true;  // e.g. a sticky CUDA error: free() must neither throw nor lose the block
+  d.pool.free(a);
+  EXPECT_EQ(d.syncs, 1);
+  EXPECT_EQ(d.pool.stats().pending_frees, 0);
+  EXPECT_EQ(d.pool.stats().allocated_bytes, 0);
   EXPECT_EQ(d.pool.allocate(4096, kS1), a);
 }
 

@@ -57,7 +57,8 @@ void check_cuda_contiguous(const Tensor& t, const char* op) {
 }
 
 // A collective queued on the communicator's stream; `consumer` is the stream that was current
-// when it was issued, which is the one that must see its result.
+// when it was issued, which is the one wait() orders after it (torch's Work.wait() uses the stream
+// current at the wait; DDP issues and waits on the same one).
 class NcclWork : public Work {
  public:
   NcclWork(Event done, Stream consumer) : done_(std::move(done)), consumer_(consumer) {}
@@ -67,7 +68,12 @@ class NcclWork : public Work {
     waited_ = true;
   }
   ~NcclWork() override {
-    if (!waited_) done_.wait(consumer_);  // nothing queued later may overtake it, waited or not
+    if (waited_) return;
+    try {
+      done_.wait(consumer_);  // nothing queued later may overtake it, waited or not
+    } catch (...) {
+      // after a CUDA or NCCL error (a step abandoned by an exception): the original error stands
+    }
   }
 
  private:
