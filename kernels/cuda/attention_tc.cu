@@ -90,6 +90,20 @@ __device__ void load_a(uint32_t (&a)[DM / 16][4], const uint16_t* s, int stride,
   }
 }
 
+// A block's own 64 rows of two operands (x, y: [rows, D] views at row stride xs, ys) staged through
+// shared memory into each warp's A fragments of its 16 rows.
+template <int DM, class T>
+__device__ void own_rows(uint32_t (&xa)[DM / 16][4], uint32_t (&ya)[DM / 16][4], uint16_t* xs_tile, uint16_t* ys_tile,
+                         const T* x, int64_t xs, const T* y, int64_t ys, int64_t r0, int64_t rows, int64_t D, int w0,
+                         int g, int t) {
+  constexpr int RS = DM + 8;
+  load_tile<DM, false>(xs_tile, RS, x, xs, r0, rows, D);
+  load_tile<DM, false>(ys_tile, RS, y, ys, r0, rows, D);
+  __syncthreads();
+  load_a<DM>(xa, xs_tile, RS, w0, g, t);
+  load_a<DM>(ya, ys_tile, RS, w0, g, t);
+}
+
 // c[nt] = A · B where B's column n (of 64) is row n of the row-major tile `s` (all DM features):
 // the [16 x 64] scores of a warp's rows against a streamed tile.
 template <class T, int DM>
@@ -273,12 +287,8 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_q_tc(Geometry g, const T* 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
   const float scale = static_cast<float>(g.scale);
 
-  load_tile<DM, false>(Ks, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
-  load_tile<DM, false>(Vs, RS, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D);
-  __syncthreads();
   uint32_t qa[DM / 16][4], ga[DM / 16][4];
-  load_a<DM>(qa, Ks, RS, w0, gr, t);
-  load_a<DM>(ga, Vs, RS, w0, gr, t);
+  own_rows<DM>(qa, ga, Ks, Vs, q + qv.at(b, h, 0), qv.t, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D, w0, gr, t);
 
   // delta of the warp's 16 rows, one warp-wide sum per row; each thread keeps its rows' two.
   float dl[2] = {0, 0}, l[2];
@@ -351,12 +361,8 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
   const float scale = static_cast<float>(g.scale);
 
-  load_tile<DM, false>(Qs, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
-  load_tile<DM, false>(Gs, RS, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
-  __syncthreads();
   uint32_t ka[DM / 16][4], va[DM / 16][4];
-  load_a<DM>(ka, Qs, RS, w0, gr, t);
-  load_a<DM>(va, Gs, RS, w0, gr, t);
+  own_rows<DM>(ka, va, Qs, Gs, k + kv.at(b, h, 0), kv.t, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D, w0, gr, t);
   int64_t key[2];
   bool kpad[2];
 #pragma unroll
