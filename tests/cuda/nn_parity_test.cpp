@@ -427,6 +427,20 @@ std::vector<AttentionCase> attention_cases() {
   };
 }
 
+// attention(q, k, v) with p (and dropout) on whichever device the inputs are, the default generator
+// set back to where it is now at every call, so both devices draw the same dropout mask.
+Fn attention_on_both(ops::AttentionParams p, double dropout) {
+  p.dropout = dropout;
+  ops::AttentionParams gp = p;
+  if (gp.key_pad.defined()) gp.key_pad = ops::to(gp.key_pad, kGpu);
+  if (gp.query_pad.defined()) gp.query_pad = ops::to(gp.query_pad, kGpu);
+  const Generator start = default_generator();
+  return [p, gp, start](const std::vector<Tensor>& in) {
+    default_generator() = start;
+    return attention(in[0], in[1], in[2], in[0].is_cuda() ? gp : p);
+  };
+}
+
 TEST(CudaNnParity, FusedAttentionEveryVariant) {
   STRAND_SKIP_WITHOUT_GPU();
   const std::vector<AttentionCase> cases = attention_cases();
@@ -435,16 +449,7 @@ TEST(CudaNnParity, FusedAttentionEveryVariant) {
   for (double dropout : {0.0, 0.15})
     for (DType dt : {DType::f32, DType::f64}) {
       for (const AttentionCase& c : cases) {
-        ops::AttentionParams cp = c.p;
-        cp.dropout = dropout;
-        ops::AttentionParams gp = cp;
-        if (gp.key_pad.defined()) gp.key_pad = ops::to(gp.key_pad, kGpu);
-        if (gp.query_pad.defined()) gp.query_pad = ops::to(gp.query_pad, kGpu);
-        const Generator start = default_generator();
-        auto f = [&](const std::vector<Tensor>& in) {
-          default_generator() = start;
-          return attention(in[0], in[1], in[2], in[0].is_cuda() ? gp : cp);
-        };
+        const Fn f = attention_on_both(c.p, dropout);
         Tensor q = test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt), k = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt),
                v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt);
         expect_parity(f, {q, k, v}, q.sizes(), dt == DType::f64 ? 1e-12 : 2e-5);
@@ -475,14 +480,8 @@ TEST(CudaNnParity, TensorCoreAttentionWithinTwiceTheComposedHalfPrecisionError) 
         const AttentionCase& c = cases[ci];
         ops::AttentionParams cp = c.p;
         cp.dropout = dropout;
-        ops::AttentionParams gp = cp;
-        if (gp.key_pad.defined()) gp.key_pad = ops::to(gp.key_pad, kGpu);
-        if (gp.query_pad.defined()) gp.query_pad = ops::to(gp.query_pad, kGpu);
         const Generator start = default_generator();
-        auto fused = [&](const std::vector<Tensor>& in) {
-          default_generator() = start;
-          return attention(in[0], in[1], in[2], in[0].is_cuda() ? gp : cp);
-        };
+        const Fn fused = attention_on_both(c.p, dropout);
         const double lowest = dt == DType::bf16 ? -3.3895313892515355e38 : -65504.0;  // finite in dt
         auto composed = [&](const std::vector<Tensor>& in) {
           default_generator() = start;
