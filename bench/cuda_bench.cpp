@@ -101,14 +101,22 @@ struct Tf32Scope {  // TF32 for one benchmark, restored after
   explicit Tf32Scope(bool on) { ops::set_allow_tf32(on); }
   ~Tf32Scope() { ops::set_allow_tf32(false); }
 };
+// last arg: 0 f32, 1 TF32, 2 bf16; 3 f32 and 4 bf16 with a bias through cuBLASLt's epilogue, 5 bf16
+// with a bias the old way (bias pre-filled, cuBLAS GEMM onto it)
 void BM_Linear(benchmark::State& st) {
-  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
-  const Tf32Scope tf32(st.range(3) == 1);
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2), mode = st.range(3);
+  const Tf32Scope tf32(mode == 1);
   if (!cuda_available()) return (void)time_gpu(st, {});
-  Tensor x = randn_gpu({M, K}), w = randn_gpu({N, K});
-  if (st.range(3) == 2) x = ops::to(x, DType::bf16), w = ops::to(w, DType::bf16);
-  if (time_gpu(st, [&] { benchmark::DoNotOptimize(ops::linear(x, w, Tensor()).raw_data()); }))
+  Tensor x = randn_gpu({M, K}), w = randn_gpu({N, K}), b = mode >= 3 ? randn_gpu({N}) : Tensor();
+  if (mode == 2 || mode == 4 || mode == 5) {
+    x = ops::to(x, DType::bf16), w = ops::to(w, DType::bf16);
+    if (b.defined()) b = ops::to(b, DType::bf16);
+  }
+  const bool was = ops::cublaslt_bias();
+  ops::set_cublaslt_bias(mode == 3 || mode == 4);
+  if (time_gpu(st, [&] { benchmark::DoNotOptimize(ops::linear(x, w, b).raw_data()); }))
     rate(st, "FLOP/s", 2.0 * M * N * K);
+  ops::set_cublaslt_bias(was);
 }
 BENCHMARK(BM_Linear)
     ->Args({3072, 1536, 1536, 0})   // Enformer trunk projection
@@ -120,6 +128,11 @@ BENCHMARK(BM_Linear)
     ->Args({3072, 1536, 1536, 2})   // bf16
     ->Args({2048, 5632, 2048, 2})
     ->Args({4096, 4096, 4096, 2})
+    ->Args({2048, 5632, 2048, 3})   // with a bias: cuBLASLt epilogue (f32, bf16) and the pre-fill (bf16)
+    ->Args({2048, 5632, 2048, 4})
+    ->Args({2048, 5632, 2048, 5})
+    ->Args({2048, 2560, 640, 4})
+    ->Args({2048, 2560, 640, 5})
     ->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 // ---- fused attention: q/k/v [B, H, T, D]; last arg 2: bf16 on the tensor-core kernels ----

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <numeric>
+#include <string>
 
 #include "kernels/dispatch.h"
 
@@ -576,6 +578,17 @@ std::atomic<bool>& tf32_flag() {
 }  // namespace
 void set_allow_tf32(bool on) { tf32_flag() = on; }
 bool allow_tf32() { return tf32_flag(); }
+namespace {
+std::atomic<bool>& lt_bias_flag() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("STRAND_CUBLASLT_BIAS");
+    return e && std::string(e) == "1";
+  }()};
+  return on;
+}
+}  // namespace
+void set_cublaslt_bias(bool on) { lt_bias_flag() = on; }
+bool cublaslt_bias() { return lt_bias_flag(); }
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   check_defined(a_in, "matmul", "first operand");

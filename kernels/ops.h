@@ -109,6 +109,12 @@ bool allow_tf32();
 // its parity tests have run on a GPU; STRAND_TC_ATTENTION=1 in the environment turns it on at start.
 void set_tensor_core_attention(bool on);
 bool tensor_core_attention();
+// linear with a bias on a GPU (f32, bf16, f16) as one cuBLASLt GEMM with the bias epilogue
+// (kernels/cuda/gemm_lt.cu, PyTorch's path for F.linear) instead of a bias pre-fill plus a cuBLAS
+// GEMM onto it. Off by default until its parity test has run on a GPU; STRAND_CUBLASLT_BIAS=1 in
+// the environment turns it on at start.
+void set_cublaslt_bias(bool on);
+bool cublaslt_bias();
 // x [..., in] · wᵀ (w [out, in]) + bias [out] (bias optional).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 

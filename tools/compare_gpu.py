@@ -70,9 +70,11 @@ def torch_case(torch, F, name, args):
     if name == "BM_Linear":
         M, N, K, mode = args
         x, w = r(M, K), r(N, K)
-        if mode == 2:  # bf16 operands and result
+        b = r(N) if mode >= 3 else None  # with a bias: PyTorch's addmm takes cuBLASLt's epilogue
+        if mode in (2, 4, 5):  # bf16 operands and result
             x, w = x.bfloat16(), w.bfloat16()
-        return (lambda: F.linear(x, w)), "FLOP/s", 2.0 * M * N * K
+            b = b.bfloat16() if b is not None else None
+        return (lambda: F.linear(x, w, b)), "FLOP/s", 2.0 * M * N * K
     if name == "BM_Attention":
         B, H, T, D, bwd, mode = args
         q, k, v, g = (r(B, H, T, D) for _ in range(4))

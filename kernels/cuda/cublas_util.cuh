@@ -49,6 +49,13 @@ void gemm(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, c
   }
 }
 
+// Row-major C = op(A) op(B) + bias (bias [N] added to every row) in one cuBLASLt call with the BIAS
+// epilogue (gemm_lt.cu): f32 (TF32 per ops::allow_tf32), bf16, f16. False, with nothing written,
+// when cuBLASLt has no algorithm for it; the caller then takes the cuBLAS path.
+template <class T>
+bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                  const T* bias, T* C, int64_t ldc);
+
 // gemm over `batch` matrices at fixed strides (sa, sb, sc elements apart): cublas{S,D}gemmStridedBatched.
 template <class T>
 void gemm_batched(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,

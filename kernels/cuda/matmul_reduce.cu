@@ -167,6 +167,11 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
       for (size_t bi = 0; bi < offsets.size(); ++bi) {
         const auto [oa, ob] = offsets[bi];
         T* c = op + static_cast<int64_t>(bi) * M * N;
+        if constexpr (!std::is_same_v<T, double>) {
+          if (bias_rows && K > 0 && ops::cublaslt_bias() &&
+              gemm_bias_lt<T>(ta, tb, M, N, K, ap + oa, lda, bp + ob, ldb, ptr<T>(*bias_rows), c, N))
+            continue;  // bias fused into the GEMM's epilogue
+        }
         T beta = 0;
         if (bias_rows) {
           bias_rows_kernel<T><<<grid_for(M * N), kThreads, 0, stream()>>>(c, ptr<T>(*bias_rows), M, N);

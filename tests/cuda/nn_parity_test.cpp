@@ -3,6 +3,7 @@
 // the CPU kernels, through autograd with the same upstream gradient. Skipped without a usable GPU.
 #include <cmath>
 #include <functional>
+#include <tuple>
 #include <iostream>
 #include <vector>
 
@@ -134,6 +135,42 @@ TEST(CudaNnParity, HalfGemmsMatchTheCpuToOneUlp) {
     const Tensor want = ops::linear(xl, wl, {});
     const double scale = item(ops::amax(ops::unary(UnaryOp::abs, ops::to(want, DType::f64))));
     EXPECT_TRUE(allclose(ops::to(got, DType::f64), ops::to(want, DType::f64), 1e-5 * scale, ulp));
+  }
+}
+
+// linear with a bias through cuBLASLt's bias epilogue (ops::set_cublaslt_bias): against the CPU in
+// f32 (TF32 off) and within one ulp in bf16/f16 (both sides add the bias to the f32 sum and round
+// once); batched input, odd sizes, a weight that is a transposed view, tensor-core sizes, and the
+// gradients (which do not use the epilogue) through autograd.
+TEST(CudaNnParity, CublasLtBiasEpilogueLinearMatchesTheCpu) {
+  STRAND_SKIP_WITHOUT_GPU();
+  struct Restore {
+    bool was = ops::cublaslt_bias();
+    ~Restore() { ops::set_cublaslt_bias(was); }
+  } restore;
+  ops::set_cublaslt_bias(true);
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    const double ulp = dt == DType::bf16 ? 1.0 / 128 : dt == DType::f16 ? 1.0 / 1024 : 1e-6;
+    for (auto [rows, in, out] : {std::tuple<int64_t, int64_t, int64_t>{33, 9, 6}, {64, 512, 96}, {130, 64, 40}}) {
+      Tensor x = test::uniform({2, rows, in}, -1, 1, 31, dt), w = test::uniform({out, in}, -1, 1, 32, dt),
+             bias = test::uniform({out}, -1, 1, 33, dt);
+      const Tensor want = ops::linear(x, w, bias);
+      const Tensor got = ops::to(ops::linear(ops::to(x, kGpu), ops::to(w, kGpu), ops::to(bias, kGpu)), Device::cpu());
+      const double scale = item(ops::amax(ops::unary(UnaryOp::abs, ops::to(want, DType::f64))));
+      EXPECT_TRUE(allclose(ops::to(got, DType::f64), ops::to(want, DType::f64), 1e-5 * scale, ulp))
+          << dtype_name(dt) << " " << rows << "x" << in << "->" << out;
+      // the weight as a transposed view of a [in, out] tensor
+      const Tensor wt = test::uniform({in, out}, -1, 1, 34, dt);
+      const Tensor want_t = ops::linear(x, ops::transpose(wt, 0, 1), bias);
+      const Tensor got_t = ops::to(
+          ops::linear(ops::to(x, kGpu), ops::transpose(ops::to(wt, kGpu), 0, 1), ops::to(bias, kGpu)), Device::cpu());
+      EXPECT_TRUE(allclose(ops::to(got_t, DType::f64), ops::to(want_t, DType::f64), 1e-5 * scale, ulp))
+          << dtype_name(dt) << " transposed weight";
+    }
+    Tensor x = test::uniform({3, 11, 9}, -1, 1, 23, dt), w = test::uniform({6, 9}, -1, 1, 24, dt),
+           bias = test::uniform({6}, -1, 1, 25, dt);
+    expect_parity([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, w, bias}, {3, 11, 6},
+                  dt == DType::f32 ? 1e-5 : 2 * ulp);
   }
 }
 
