@@ -3,7 +3,11 @@
 # A100) in build-gpu/ and runs the steps asked for on the GPU (see README, "GPU"). On the lent GPU
 # machines of this workplace it first unpacks the build dependencies that ../shared/device/prepare.sh
 # put into .devdeps/. Logs go to $OUT (or /tmp).
-#   bash scripts/gpu.sh [step ...]      steps: tests, embed, bench, compare, train   (default: tests)
+#   bash scripts/gpu.sh [step ...]      steps: tests, tests-optin, embed, bench, compare, train
+#                                       (default: tests)
+# tests-optin runs the cuda tests again with the opt-in GPU paths switched on for everything
+# (STRAND_TC_ATTENTION=1 STRAND_CUBLASLT_BIAS=1: tensor-core attention, cuBLASLt bias epilogue), so
+# the whole-model and training parity tests go through them too.
 # STRAND_MODELS=1 adds the whole-model cases to compare (their PyTorch side: carry .whl from
 # tools/fetch_gpu_wheels.sh, or STRAND_REF_SITE), STRAND_BF16=1 runs each in bf16-mixed too,
 # STRAND_PROFILE_MODELS=1 adds a per-kernel profile of each; STRAND_BENCH_FILTER narrows the kernels.
@@ -29,9 +33,12 @@ echo "build: $(( $(date +%s) - t0 )) s"
 for step in "${steps[@]}"; do
   echo "=== $step"
   case $step in
-    tests)
-      ctest --test-dir build-gpu -L cuda --output-on-failure --timeout 300 > "$out/ctest.log" 2>&1
-      grep -E 'tests passed|Failed|FAILED|\*\*\*|Passed|Error|error' "$out/ctest.log" | grep -v '^\[       OK' | head -n 80 ;;
+    tests|tests-optin)
+      log="$out/ctest.log"
+      [ "$step" = tests-optin ] && log="$out/ctest_optin.log" && export STRAND_TC_ATTENTION=1 STRAND_CUBLASLT_BIAS=1
+      ctest --test-dir build-gpu -L cuda --output-on-failure --timeout 300 > "$log" 2>&1
+      [ "$step" = tests-optin ] && unset STRAND_TC_ATTENTION STRAND_CUBLASLT_BIAS
+      grep -E 'tests passed|Failed|FAILED|\*\*\*|Passed|Error|error' "$log" | grep -v '^\[       OK' | head -n 80 ;;
     embed)
       for m in tests/fixtures/esm2/tiny_base/model tests/fixtures/aido_rna/tiny_rms/model; do
         printf '>a\nMKTAYIAKQR\n>b\nMKT\n' > /tmp/p.fa
