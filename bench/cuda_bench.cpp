@@ -198,9 +198,14 @@ BENCHMARK(BM_RelAttention)
 void BM_Conv1d(benchmark::State& st) {
   const int64_t B = st.range(0), L = st.range(1), Cin = st.range(2), Cout = st.range(3), K = st.range(4);
   const bool bwd = st.range(5) != 0;
-  const Tf32Scope tf32(st.range(6) == 1);  // last argument: 0 fp32, 1 TF32, 2 bf16 (operands and result)
+  // last argument: 0 fp32, 1 TF32, 2 bf16 (operands and result) through im2col + cuBLAS; 3, 4, 5 the
+  // same through cuDNN (ops::set_cudnn_conv)
+  const int64_t mode = st.range(6), precision = mode % 3;
+  const Tf32Scope tf32(precision == 1);
   if (!cuda_available()) return (void)time_gpu(st, {});
-  const DType dt = st.range(6) == 2 ? DType::bf16 : DType::f32;
+  const bool was = ops::cudnn_conv();
+  ops::set_cudnn_conv(mode >= 3);
+  const DType dt = precision == 2 ? DType::bf16 : DType::f32;
   auto make = [&](const Shape& s, bool grad) {
     Tensor t = ops::to(ops::to(ops::randn(s), dt), kGpu);
     if (grad) t.set_requires_grad(true);
@@ -219,12 +224,17 @@ void BM_Conv1d(benchmark::State& st) {
   };
   const double flop = 2.0 * B * L * Cout * Cin * K;
   if (time_gpu(st, step)) rate(st, "FLOP/s", bwd ? 3 * flop : flop);
+  ops::set_cudnn_conv(was);
 }
 BENCHMARK(BM_Conv1d)
     ->Args({2, 98304, 768, 768, 5, 0, 0})->Args({2, 98304, 768, 768, 5, 1, 0})   // Enformer first tower conv
     ->Args({2, 196608, 4, 768, 15, 0, 0})                                        // Enformer stem
     ->Args({2, 98304, 768, 768, 5, 1, 1})                                        // tower conv, TF32
     ->Args({2, 98304, 768, 768, 5, 0, 2})->Args({2, 98304, 768, 768, 5, 1, 2})   // tower conv, bf16
+    ->Args({2, 98304, 768, 768, 5, 0, 3})->Args({2, 98304, 768, 768, 5, 1, 3})   // the same through cuDNN
+    ->Args({2, 196608, 4, 768, 15, 0, 3})
+    ->Args({2, 98304, 768, 768, 5, 1, 4})
+    ->Args({2, 98304, 768, 768, 5, 0, 5})->Args({2, 98304, 768, 768, 5, 1, 5})
     ->UseManualTime()->Unit(benchmark::kMillisecond);
 
 // ---- batch_norm (training: batch statistics, then normalise) ----

@@ -589,6 +589,17 @@ std::atomic<bool>& lt_bias_flag() {
 }  // namespace
 void set_cublaslt_bias(bool on) { lt_bias_flag() = on; }
 bool cublaslt_bias() { return lt_bias_flag(); }
+namespace {
+std::atomic<bool>& cudnn_conv_flag() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("STRAND_CUDNN_CONV");
+    return e && std::string(e) == "1";
+  }()};
+  return on;
+}
+}  // namespace
+void set_cudnn_conv(bool on) { cudnn_conv_flag() = on; }
+bool cudnn_conv() { return cudnn_conv_flag(); }
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   check_defined(a_in, "matmul", "first operand");

@@ -115,6 +115,12 @@ bool tensor_core_attention();
 // the environment turns it on at start.
 void set_cublaslt_bias(bool on);
 bool cublaslt_bias();
+// conv1d on a GPU (f32/TF32, bf16, f16) through cuDNN (kernels/cuda/conv_cudnn.cu: NHWC with H = 1,
+// deterministic algorithms only) instead of im2col + cuBLAS, where the build found cuDNN. Off by
+// default until its parity test has run on a GPU and the benchmark says which is faster;
+// STRAND_CUDNN_CONV=1 in the environment turns it on at start.
+void set_cudnn_conv(bool on);
+bool cudnn_conv();
 // x [..., in] · wᵀ (w [out, in]) + bias [out] (bias optional).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 

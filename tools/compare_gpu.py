@@ -120,7 +120,7 @@ def torch_case(torch, F, name, args):
         return fb, "FLOP/s", 3.5 * fwd_flop
     if name == "BM_Conv1d":
         B, L, Cin, Cout, K, bwd, mode = args
-        half = mode == 2  # bf16 operands and result
+        half = mode % 3 == 2  # bf16 operands and result (modes 3-5: strand through cuDNN, as PyTorch)
         rb = lambda *s, grad=False: (r(*s).bfloat16() if half else r(*s)).requires_grad_(grad)  # noqa: E731
         x, w, b = rb(B, Cin, L, grad=bool(bwd)), rb(Cout, Cin, K, grad=bool(bwd)), rb(Cout, grad=bool(bwd))
         g = rb(B, Cout, L)
@@ -384,7 +384,8 @@ def main():
         name, args = parse_name(bm["name"])
         unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[bm["time_unit"]]
         s_time = bm["real_time"] * unit
-        tf32 = name in ("BM_Linear", "BM_Conv1d") and args[-1] == 1  # the same switch on both sides
+        # the same switch on both sides (BM_Conv1d's modes 3-5 repeat 0-2 through strand's cuDNN path)
+        tf32 = (name == "BM_Linear" and args[-1] == 1) or (name == "BM_Conv1d" and args[-1] % 3 == 1)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         case = torch_case(torch, F, name, args)
         row = {"benchmark": bm["name"], "strand_s": s_time}

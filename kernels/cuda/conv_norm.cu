@@ -17,6 +17,7 @@
 #include "kernels/cuda/cublas_util.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/colsum.cuh"
+#include "kernels/cuda/conv_cudnn.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/ops.h"
 
@@ -234,6 +235,8 @@ void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, c
       }
       if (KC == 0 || Cout == 0) return;  // no input channels: the bias rows are the output
       const Tensor wf = reorder<T>(w, false);
+      // cuDNN (opt-in): onto the bias rows (beta = 1), one rounding as below
+      if (ops::cudnn_conv() && conv1d_forward_cudnn(x, wf, Cout, K, pad, out, /*accumulate=*/true)) return;
       cublasHandle_t h = cublas_handle(x.device().index);
       for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
         gemm<T>(h, false, true, rows, Cout, KC, a, KC, ptr<T>(wf), KC, T(1), op + (b * Lout + l0) * Cout, Cout);
@@ -261,7 +264,20 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
       const int64_t Lout = grad.size(1), KC = K * Cin;
       const T* gp = ptr<T>(grad);
       cublasHandle_t h = cublas_handle(x.device().index);
-      if (gx.defined() && gx.numel() > 0) {
+      // cuDNN (opt-in) for the input and weight gradients; each falls back to the GEMMs below
+      const bool dnn = ops::cudnn_conv() && KC > 0 && Cout > 0;
+      bool gx_done = false, gw_done = false;
+      if (dnn && gx.defined() && gx.numel() > 0) gx_done = conv1d_data_cudnn(grad, reorder<T>(w, false), Cout, K, pad, gx);
+      if (dnn && gw.defined() && gw.numel() > 0) {
+        Tensor gf = ops::empty({Cout * KC}, on(x, x.dtype()));  // [Cout, K, Cin]
+        gw_done = conv1d_filter_cudnn(grad, x, Cout, K, pad, gf);
+        if (gw_done) {
+          reorder_kernel<T><<<grid_for(gw.numel()), kThreads, 0, stream()>>>(ptr<T>(gw), ptr<T>(gf), Cout, Cin, K, false,
+                                                                             true);
+          STRAND_CUDA_LAUNCH_CHECK();
+        }
+      }
+      if (!gx_done && gx.defined() && gx.numel() > 0) {
         // half types: one batch item's [L, Cin] f32 accumulator at a time, rounded into gx[b]
         Tensor acc = half ? ops::empty({L, Cin}, on(x, acc_dt)) : gx;
         if (!half) cudaMemsetAsync(acc.raw_data(), 0, acc.nbytes(), stream());
@@ -278,7 +294,7 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
           if (half) ops::copy_(ops::select(gx, 0, b), acc);
         }
       }
-      if (gw.defined() && gw.numel() > 0) {
+      if (!gw_done && gw.defined() && gw.numel() > 0) {
         Tensor gf = ops::zeros({Cout * KC}, on(x, acc_dt));  // [Cout, K, Cin]
         for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
           acc_gemm(h, true, false, Cout, KC, rows, gp + (b * Lout + l0) * Cout, Cout, a, KC, ptr<Acc>(gf), KC);

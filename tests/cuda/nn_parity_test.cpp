@@ -9,6 +9,9 @@
 
 #include "autograd/functional.h"
 #include "nn/clip_grad.h"
+#ifdef STRAND_WITH_CUDA
+#include "kernels/cuda/conv_cudnn.h"
+#endif
 #include "tests/test_util.h"
 
 namespace strand {
@@ -205,6 +208,35 @@ TEST(CudaNnParity, Conv1dEveryPaddingKernelSizeAndDtype) {
       Tensor x = test::uniform({2, 23, c.cin}, -1, 1, 41, dt), w = test::uniform({c.cout, c.cin, c.k}, -1, 1, 42, dt),
              b = test::uniform({c.cout}, -1, 1, 43, dt);
       const int64_t pad = c.pad < 0 ? c.k / 2 : c.pad, lout = 23 + 2 * pad - c.k + 1;
+      expect_parity([&](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], in[2], c.pad); }, {x, w, b},
+                    {2, lout, c.cout}, tol);
+      expect_parity([&](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), c.pad); }, {x, w},
+                    {2, lout, c.cout}, tol);
+    }
+  }
+}
+
+// The cuDNN conv1d (ops::set_cudnn_conv; only where the build found cuDNN): every case and dtype of
+// the test above plus a longer sequence, with the same tolerances (f32 with TF32 off stays off the
+// tensor cores; bf16/f16 accumulate in f32), values and the three gradients.
+TEST(CudaNnParity, CudnnConv1dMatchesTheCpu) {
+  STRAND_SKIP_WITHOUT_GPU();
+#ifdef STRAND_WITH_CUDA
+  if (!cuda::cudnn_conv_available()) GTEST_SKIP() << "this build has no cuDNN";
+#endif
+  struct Restore {
+    bool was = ops::cudnn_conv();
+    ~Restore() { ops::set_cudnn_conv(was); }
+  } restore;
+  ops::set_cudnn_conv(true);
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    const double tol = dt == DType::f32 ? 2e-5 : dt == DType::bf16 ? 1.0 / 64 : 1.0 / 512;
+    struct Case { int64_t L, cin, cout, k, pad; };
+    for (Case c : {Case{23, 4, 6, 15, -1}, Case{23, 8, 5, 5, -1}, Case{23, 7, 9, 1, 0}, Case{23, 5, 3, 3, 0},
+                   Case{23, 3, 4, 3, 2}, Case{300, 32, 24, 5, -1}}) {
+      Tensor x = test::uniform({2, c.L, c.cin}, -1, 1, 41, dt), w = test::uniform({c.cout, c.cin, c.k}, -1, 1, 42, dt),
+             b = test::uniform({c.cout}, -1, 1, 43, dt);
+      const int64_t pad = c.pad < 0 ? c.k / 2 : c.pad, lout = c.L + 2 * pad - c.k + 1;
       expect_parity([&](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], in[2], c.pad); }, {x, w, b},
                     {2, lout, c.cout}, tol);
       expect_parity([&](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), c.pad); }, {x, w},
