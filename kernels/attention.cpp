@@ -2,8 +2,6 @@
 // tensor_core_attention on, as they are through the tensor-core kernels), outputs laid out
 // [B, T, H, D] (so the models' transpose-then-reshape back to [B, T, H·D] is free).
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -55,11 +53,8 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
                shape_str(q.sizes()), " does not match k ", shape_str(k.sizes()),
                " (batch, heads and head dim must agree)");
 }
-std::atomic<int>& tc_flag() {
-  static std::atomic<int> on{[] {
-    const char* e = std::getenv("STRAND_TC_ATTENTION");
-    return e && std::strcmp(e, "1") == 0 ? 1 : 0;
-  }()};
+std::atomic<bool>& tc_flag() {
+  static std::atomic<bool> on{env_switch("STRAND_TC_ATTENTION")};
   return on;
 }
 // Whether this call runs on the tensor-core kernels (bf16/f16 operands kept as they are).
@@ -73,8 +68,8 @@ bool use_tensor_cores(const Tensor& q, const Tensor& k) {
 }
 }  // namespace
 
-void set_tensor_core_attention(bool on) { tc_flag() = on ? 1 : 0; }
-bool tensor_core_attention() { return tc_flag().load() != 0; }
+void set_tensor_core_attention(bool on) { tc_flag() = on; }
+bool tensor_core_attention() { return tc_flag(); }
 
 AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionParams& p) {
   check_qkv(q_in, k_in, v_in);

@@ -1,5 +1,6 @@
 #pragma once
 #include <algorithm>
+#include <cstdlib>
 // Internals shared by the op-layer files (kernels/*.cpp): STRAND_DISPATCH(t, fn, args...) calls
 // cuda::fn(args...) when t lives on a GPU (CUDA builds), else cpu::fn(args...), timed under fn's name
 // when the kernel profile is on (kernels/profile.h); compute_dtype and
@@ -25,6 +26,11 @@
 #endif
 
 namespace strand::ops {
+// The starting value of an opt-in switch: whether the environment variable `name` is "1".
+inline bool env_switch(const char* name) {
+  const char* e = std::getenv(name);
+  return e != nullptr && e[0] == '1' && e[1] == '\0';
+}
 // The dtype kernels compute in: f64 stays f64, every other floating type goes through f32.
 inline DType compute_dtype(const Tensor& t) { return t.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 // The dtype a GEMM runs in: on a GPU, bf16 and f16 stay as they are (tensor cores, f32

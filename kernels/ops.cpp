@@ -580,10 +580,7 @@ void set_allow_tf32(bool on) { tf32_flag() = on; }
 bool allow_tf32() { return tf32_flag(); }
 namespace {
 std::atomic<bool>& lt_bias_flag() {
-  static std::atomic<bool> on{[] {
-    const char* e = std::getenv("STRAND_CUBLASLT_BIAS");
-    return e && std::string(e) == "1";
-  }()};
+  static std::atomic<bool> on{env_switch("STRAND_CUBLASLT_BIAS")};
   return on;
 }
 }  // namespace
@@ -591,10 +588,7 @@ void set_cublaslt_bias(bool on) { lt_bias_flag() = on; }
 bool cublaslt_bias() { return lt_bias_flag(); }
 namespace {
 std::atomic<bool>& cudnn_conv_flag() {
-  static std::atomic<bool> on{[] {
-    const char* e = std::getenv("STRAND_CUDNN_CONV");
-    return e && std::string(e) == "1";
-  }()};
+  static std::atomic<bool> on{env_switch("STRAND_CUDNN_CONV")};
   return on;
 }
 }  // namespace

@@ -43,6 +43,17 @@ bool cuda_available() { return cuda_device_count() > 0; }
 namespace cuda_rt {
 #ifdef STRAND_WITH_CUDA
 namespace {
+// The answer of cudaEventQuery / cudaStreamQuery: true when the work has completed, false while it
+// is still running; any other status is an error.
+bool completed(cudaError_t r) {
+  if (r == cudaErrorNotReady) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  STRAND_CUDA_CHECK(r);
+  return true;
+}
+
 // Makes `device` current for a scope (events and streams belong to a device).
 class DeviceScope {
  public:
@@ -98,15 +109,7 @@ BlockPool& device_pool(int device) {
                             }
                             return e;
                           },
-                          [](void* e) {
-                            const cudaError_t r = cudaEventQuery(static_cast<cudaEvent_t>(e));
-                            if (r == cudaErrorNotReady) {
-                              (void)cudaGetLastError();
-                              return false;
-                            }
-                            STRAND_CUDA_CHECK(r);
-                            return true;
-                          },
+                          [](void* e) { return completed(cudaEventQuery(static_cast<cudaEvent_t>(e))); },
                           [](void* e) { STRAND_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e))); },
                           [](void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); }});
   }
@@ -235,13 +238,7 @@ void Stream::synchronize() const {
 }
 bool Stream::query() const {
   if (device_.is_cpu()) return true;
-  const cudaError_t r = cudaStreamQuery(raw(*this));
-  if (r == cudaErrorNotReady) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  STRAND_CUDA_CHECK(r);
-  return true;
+  return cuda_rt::completed(cudaStreamQuery(raw(*this)));
 }
 void Stream::wait(const Event& e) const { e.wait(*this); }
 
@@ -280,13 +277,7 @@ void Event::synchronize() const {
 }
 bool Event::query() const {
   if (!ev_) return true;
-  const cudaError_t r = cudaEventQuery(static_cast<cudaEvent_t>(ev_));
-  if (r == cudaErrorNotReady) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  STRAND_CUDA_CHECK(r);
-  return true;
+  return cuda_rt::completed(cudaEventQuery(static_cast<cudaEvent_t>(ev_)));
 }
 double Event::elapsed_ms(const Event& end) const {
   STRAND_CHECK(timing_ && end.timing_, "Event::elapsed_ms needs two events created with timing = true");

@@ -7,6 +7,7 @@
 // deterministic (no atomics, as every strand kernel) and respects the TF32 switch, cached per shape.
 #include "kernels/cuda/conv_cudnn.h"
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -30,14 +31,19 @@ namespace {
                  "` at ", __FILE__, ":", __LINE__);                                                          \
   } while (0)
 
-cudnnHandle_t cudnn_handle(int device) {  // one per (device, stream), bound to it
-  static std::mutex mu;
-  static std::map<std::pair<int, StreamId>, cudnnHandle_t> handles;
+// One handle per (thread, device, stream), bound to the stream: a cuDNN handle must not be used by
+// two threads at once, and every thread's current stream starts as the same default stream.
+cudnnHandle_t cudnn_handle(int device) {
+  thread_local std::map<std::pair<int, StreamId>, cudnnHandle_t> handles;
   const StreamId s = cuda_rt::current_stream_id(device);
-  std::lock_guard<std::mutex> lock(mu);
   cudnnHandle_t& h = handles[{device, s}];
   if (!h) {
-    STRAND_CUDNN_CHECK(cudnnCreate(&h));
+    int prev = 0;
+    cudaGetDevice(&prev);
+    cudaSetDevice(device);
+    const cudnnStatus_t st = cudnnCreate(&h);
+    cudaSetDevice(prev);
+    STRAND_CUDNN_CHECK(st);
     STRAND_CUDNN_CHECK(cudnnSetStream(h, reinterpret_cast<cudaStream_t>(s)));
   }
   return h;
@@ -53,27 +59,30 @@ bool cudnn_type(DType t, cudnnDataType_t& out) {
 }
 
 // One call's descriptors: x [B, L, Cin], w [Cout, K, Cin], y [B, Lout, Cout], padding `pad`.
+// init() is false (nothing thrown) when cuDNN refuses a descriptor; the destructor frees what exists.
 struct Problem {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   bool tf32 = false;
-  Problem(cudnnDataType_t dt, int64_t B, int64_t L, int64_t Cin, int64_t Cout, int64_t K, int64_t pad, int64_t Lout,
-          bool fp32) {
-    STRAND_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
-    STRAND_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
-    STRAND_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
-    STRAND_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+  bool init(cudnnDataType_t dt, int64_t B, int64_t L, int64_t Cin, int64_t Cout, int64_t K, int64_t pad, int64_t Lout,
+            bool fp32) {
     auto i = [](int64_t v) { return static_cast<int>(v); };
-    STRAND_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, dt, i(B), i(Cin), 1, i(L)));
-    STRAND_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, dt, i(B), i(Cout), 1, i(Lout)));
-    STRAND_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, dt, CUDNN_TENSOR_NHWC, i(Cout), i(Cin), 1, i(K)));
-    STRAND_CUDNN_CHECK(
-        cudnnSetConvolution2dDescriptor(conv, 0, i(pad), 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     // f32 without TF32: no tensor cores at all (PyTorch's CUDNN_FMA_MATH when allow_tf32 is off)
     tf32 = fp32 && ops::allow_tf32();
-    STRAND_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, fp32 && !tf32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+    return cudnnCreateTensorDescriptor(&x) == CUDNN_STATUS_SUCCESS &&
+           cudnnCreateTensorDescriptor(&y) == CUDNN_STATUS_SUCCESS &&
+           cudnnCreateFilterDescriptor(&w) == CUDNN_STATUS_SUCCESS &&
+           cudnnCreateConvolutionDescriptor(&conv) == CUDNN_STATUS_SUCCESS &&
+           cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NHWC, dt, i(B), i(Cin), 1, i(L)) == CUDNN_STATUS_SUCCESS &&
+           cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NHWC, dt, i(B), i(Cout), 1, i(Lout)) == CUDNN_STATUS_SUCCESS &&
+           cudnnSetFilter4dDescriptor(w, dt, CUDNN_TENSOR_NHWC, i(Cout), i(Cin), 1, i(K)) == CUDNN_STATUS_SUCCESS &&
+           cudnnSetConvolution2dDescriptor(conv, 0, i(pad), 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT) ==
+               CUDNN_STATUS_SUCCESS &&
+           cudnnSetConvolutionMathType(conv, fp32 && !tf32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH) ==
+               CUDNN_STATUS_SUCCESS;
   }
+  Problem() = default;
   ~Problem() {
     if (conv) cudnnDestroyConvolutionDescriptor(conv);
     if (w) cudnnDestroyFilterDescriptor(w);
@@ -85,7 +94,9 @@ struct Problem {
 };
 
 enum class Pass { forward, data, filter };
-using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+using Key = std::tuple<int, int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool>;
+constexpr size_t kMaxWorkspace = size_t{2} << 30;  // algorithms wanting more (FFT at 196,608) are skipped
+std::atomic<int64_t> g_calls{0};
 struct Choice {
   bool ok = false;
   int algo = 0;
@@ -93,14 +104,14 @@ struct Choice {
   size_t workspace = 0;
 };
 
-// The first heuristic result that ran, is deterministic, and keeps f32 off the tensor cores unless
-// TF32 is allowed.
+// The first heuristic result that ran, is deterministic, needs at most kMaxWorkspace, and keeps f32
+// off the tensor cores unless TF32 is allowed (only FMA math: DEFAULT_MATH may use TF32 on sm_80+).
 template <class Perf>
 Choice pick(const Perf* perf, int n, bool fp32_strict) {
   for (int i = 0; i < n; ++i) {
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC) continue;
-    if (fp32_strict && p.mathType != CUDNN_FMA_MATH && p.mathType != CUDNN_DEFAULT_MATH) continue;
+    if (p.memory > kMaxWorkspace || (fp32_strict && p.mathType != CUDNN_FMA_MATH)) continue;
     return {true, static_cast<int>(p.algo), p.mathType, p.memory};
   }
   return {};
@@ -141,16 +152,28 @@ bool run(Pass pass, const Tensor& x, const Tensor& wf, const Tensor& y, int64_t 
   cudnnDataType_t dt;
   if (!cudnn_type(x.dtype(), dt)) return false;
   const int64_t B = x.size(0), L = x.size(1), Cin = x.size(2), Lout = y.size(1);
+  // cuDNN's descriptors take int dims and refuse empty ones: those cases stay with im2col
+  constexpr int64_t kIntMax = 2147483647;
+  if (B == 0 || L == 0 || Lout == 0 || Cin == 0 || Cout == 0 || B * L * Cin > kIntMax || B * Lout * Cout > kIntMax ||
+      Cout * K * Cin > kIntMax)
+    return false;
   const int device = x.device().index;
   const bool fp32 = x.dtype() == DType::f32;
-  Problem pr(dt, B, L, Cin, Cout, K, pad, Lout, fp32);
+  Problem pr;
+  if (!pr.init(dt, B, L, Cin, Cout, K, pad, Lout, fp32)) return false;
   cudnnHandle_t h = cudnn_handle(device);
-  const Key key{static_cast<int>(pass), static_cast<int>(dt), B, L, Cin, Cout, K, pad, pr.tf32};
+  const Key key{device, static_cast<int>(pass), static_cast<int>(dt), B, L, Cin, Cout, K, pad, pr.tf32};
   const Choice c = choose(pass, h, pr, key, fp32 && !pr.tf32);
   if (!c.ok) return false;
   STRAND_CUDNN_CHECK(cudnnSetConvolutionMathType(pr.conv, c.math));
-  const Tensor ws = c.workspace ? ops::empty({static_cast<int64_t>(c.workspace)}, TensorOptions(DType::u8, x.device()))
-                                : Tensor();
+  Tensor ws;
+  if (c.workspace) {
+    try {
+      ws = ops::empty({static_cast<int64_t>(c.workspace)}, TensorOptions(DType::u8, x.device()));
+    } catch (const Error&) {  // out of memory for the workspace: im2col needs less
+      return false;
+    }
+  }
   void* wsp = ws.defined() ? ws.raw_data() : nullptr;
   const float one = 1, zero = 0;
   if (pass == Pass::forward) {
@@ -166,12 +189,14 @@ bool run(Pass pass, const Tensor& x, const Tensor& wf, const Tensor& y, int64_t 
                                                       static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), wsp,
                                                       c.workspace, &zero, pr.w, wf.raw_data()));
   }
+  ++g_calls;
   return true;
 }
 
 }  // namespace
 
 bool cudnn_conv_available() { return true; }
+int64_t cudnn_conv_calls() { return g_calls.load(); }
 
 bool conv1d_forward_cudnn(const Tensor& x, const Tensor& wf, int64_t Cout, int64_t K, int64_t pad, const Tensor& out,
                           bool accumulate) {
@@ -186,6 +211,7 @@ bool conv1d_filter_cudnn(const Tensor& grad, const Tensor& x, int64_t Cout, int6
 }
 #else
 bool cudnn_conv_available() { return false; }
+int64_t cudnn_conv_calls() { return 0; }
 bool conv1d_forward_cudnn(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, const Tensor&, bool) { return false; }
 bool conv1d_data_cudnn(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, const Tensor&) { return false; }
 bool conv1d_filter_cudnn(const Tensor&, const Tensor&, int64_t, int64_t, int64_t, const Tensor&) { return false; }

@@ -7,6 +7,7 @@
 namespace strand::cuda {
 
 bool cudnn_conv_available();  // this build found cuDNN
+int64_t cudnn_conv_calls();   // passes cuDNN has run (tests check that it did)
 // out = conv(x, w) (+ out when accumulate: the bias rows already written there)
 bool conv1d_forward_cudnn(const Tensor& x, const Tensor& wf, int64_t Cout, int64_t K, int64_t pad, const Tensor& out,
                           bool accumulate);

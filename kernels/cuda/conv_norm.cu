@@ -236,7 +236,7 @@ void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, c
       if (KC == 0 || Cout == 0) return;  // no input channels: the bias rows are the output
       const Tensor wf = reorder<T>(w, false);
       // cuDNN (opt-in): onto the bias rows (beta = 1), one rounding as below
-      if (ops::cudnn_conv() && conv1d_forward_cudnn(x, wf, Cout, K, pad, out, /*accumulate=*/true)) return;
+      if (ops::cudnn_conv() && conv1d_forward_cudnn(x, wf, Cout, K, pad, out, /*accumulate=*/bias.defined())) return;
       cublasHandle_t h = cublas_handle(x.device().index);
       for_each_col_block<T>(x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
         gemm<T>(h, false, true, rows, Cout, KC, a, KC, ptr<T>(wf), KC, T(1), op + (b * Lout + l0) * Cout, Cout);
@@ -265,7 +265,7 @@ void conv1d_backward(const Tensor& grad, const Tensor& x, const Tensor& w, int64
       const T* gp = ptr<T>(grad);
       cublasHandle_t h = cublas_handle(x.device().index);
       // cuDNN (opt-in) for the input and weight gradients; each falls back to the GEMMs below
-      const bool dnn = ops::cudnn_conv() && KC > 0 && Cout > 0;
+      const bool dnn = ops::cudnn_conv() && !std::is_same_v<T, double> && KC > 0 && Cout > 0;
       bool gx_done = false, gw_done = false;
       if (dnn && gx.defined() && gx.numel() > 0) gx_done = conv1d_data_cudnn(grad, reorder<T>(w, false), Cout, K, pad, gx);
       if (dnn && gw.defined() && gw.numel() > 0) {

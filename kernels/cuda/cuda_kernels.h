@@ -62,6 +62,9 @@ void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, c
 void adamw_multi(const std::vector<AdamWParam>& params);
 std::vector<double> sum_squares(const std::vector<Tensor>& xs);
 
+// gemm_lt.cu — how many GEMMs have taken the cuBLASLt bias epilogue (tests check that it ran)
+int64_t gemm_bias_lt_calls();
+
 // attention.cu — the contract of cpu::attention_forward / attention_backward (f32/f64, head dim
 // up to 256; masks are device pointers)
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m, double scale,

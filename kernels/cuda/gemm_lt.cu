@@ -4,9 +4,11 @@
 // read of C). f32 (TF32 when ops::allow_tf32), bf16 and f16 with f32 accumulation; bf16/f16 split-K
 // reductions restricted to f32 (as the cuBLAS handles' DISALLOW_REDUCED_PRECISION_REDUCTION).
 // The algorithm for a (shape, layout, dtype, alignment) is found once by cuBLASLt's heuristic and
-// cached; descriptors are made per call (cheap, and nothing mutable is shared between threads).
+// cached per device; descriptors are made per call (cheap, and nothing mutable is shared between
+// threads).
 #include <cublasLt.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -69,7 +71,8 @@ struct Descs {  // RAII for one call's descriptors
   }
 };
 
-using Key = std::tuple<int, int, int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>;
+using Key = std::tuple<int, int, int, int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>;
+std::atomic<int64_t> g_calls{0};
 
 }  // namespace
 
@@ -98,7 +101,7 @@ bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
   STRAND_LT_CHECK(cublasLtMatrixLayoutCreate(&d.c, dt, N, M, ldc));
 
   const int al_a = alignment(B), al_b = alignment(A), al_c = alignment(C), al_bias = alignment(bias);
-  const Key key{static_cast<int>(dt), ta, tb, tf32, M, N, K, lda, ldb, ldc, al_a, al_b, al_c, al_bias};
+  const Key key{device, static_cast<int>(dt), ta, tb, tf32, M, N, K, lda, ldb, ldc, al_a, al_b, al_c, al_bias};
   static std::mutex mu;
   static std::map<Key, std::pair<bool, cublasLtMatmulAlgo_t>> algos;  // (found, algorithm)
   std::pair<bool, cublasLtMatmulAlgo_t> found{false, {}};
@@ -111,8 +114,8 @@ bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
       STRAND_LT_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
       const uint64_t ws = kWorkspace;
       STRAND_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-      if (!std::is_same_v<T, float>) {  // split-K partial sums in f32 (or in place), never in bf16/f16
-        const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_INPLACE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      if (!std::is_same_v<T, float>) {  // split-K partial sums in f32 only (INPLACE would add them in bf16/f16)
+        const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
         STRAND_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask,
                                                              sizeof mask));
       }
@@ -135,8 +138,11 @@ bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
   const float one = 1, zero = 0;
   STRAND_LT_CHECK(cublasLtMatmul(lt_handle(device), d.op, &one, B, d.a, A, d.b, &zero, C, d.c, C, d.c, &found.second,
                                  workspace(device), kWorkspace, stream()));
+  ++g_calls;
   return true;
 }
+
+int64_t gemm_bias_lt_calls() { return g_calls.load(); }
 
 template bool gemm_bias_lt<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
                                   const float*, float*, int64_t);

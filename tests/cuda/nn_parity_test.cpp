@@ -11,6 +11,7 @@
 #include "nn/clip_grad.h"
 #ifdef STRAND_WITH_CUDA
 #include "kernels/cuda/conv_cudnn.h"
+#include "kernels/cuda/cuda_kernels.h"
 #endif
 #include "tests/test_util.h"
 
@@ -152,6 +153,9 @@ TEST(CudaNnParity, CublasLtBiasEpilogueLinearMatchesTheCpu) {
     ~Restore() { ops::set_cublaslt_bias(was); }
   } restore;
   ops::set_cublaslt_bias(true);
+#ifdef STRAND_WITH_CUDA
+  const int64_t lt_before = cuda::gemm_bias_lt_calls();
+#endif
   for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
     const double ulp = dt == DType::bf16 ? 1.0 / 128 : dt == DType::f16 ? 1.0 / 1024 : 1e-6;
     for (auto [rows, in, out] : {std::tuple<int64_t, int64_t, int64_t>{33, 9, 6}, {64, 512, 96}, {130, 64, 40}}) {
@@ -175,6 +179,9 @@ TEST(CudaNnParity, CublasLtBiasEpilogueLinearMatchesTheCpu) {
     expect_parity([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, w, bias}, {3, 11, 6},
                   dt == DType::f32 ? 1e-5 : 2 * ulp);
   }
+#ifdef STRAND_WITH_CUDA
+  EXPECT_GT(cuda::gemm_bias_lt_calls(), lt_before) << "every linear fell back to the cuBLAS path";
+#endif
 }
 
 // bf16 conv1d gradients are sums over taps and batch items: accumulated in f32 and rounded once
@@ -229,6 +236,9 @@ TEST(CudaNnParity, CudnnConv1dMatchesTheCpu) {
     ~Restore() { ops::set_cudnn_conv(was); }
   } restore;
   ops::set_cudnn_conv(true);
+#ifdef STRAND_WITH_CUDA
+  const int64_t dnn_before = cuda::cudnn_conv_calls();
+#endif
   for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
     const double tol = dt == DType::f32 ? 2e-5 : dt == DType::bf16 ? 1.0 / 64 : 1.0 / 512;
     struct Case { int64_t L, cin, cout, k, pad; };
@@ -243,6 +253,9 @@ TEST(CudaNnParity, CudnnConv1dMatchesTheCpu) {
                     {2, lout, c.cout}, tol);
     }
   }
+#ifdef STRAND_WITH_CUDA
+  EXPECT_GT(cuda::cudnn_conv_calls(), dnn_before) << "every pass fell back to im2col";
+#endif
 }
 
 TEST(CudaNnParity, Conv1dWithoutChannels) {  // K·Cin = 0 or Cout = 0: no GEMM (cuBLAS rejects ld 0)
