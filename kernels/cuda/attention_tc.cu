@@ -67,9 +67,29 @@ __device__ __forceinline__ uint32_t lds32(const uint16_t* p) { return *reinterpr
 
 // Rows [r0, r0 + 64) of a [rows, D] operand (row stride `rs`, unit last stride) into shared memory,
 // zero past the last row and feature: row-major s[r * stride + d], or transposed s[d * stride + r].
+// Full-width rows (D = DM) that start on 16-byte boundaries move 8 halves per load (uint4; the
+// row-major tiles' rows, DM + 8 halves apart, keep that alignment); other operands go half by half.
 template <int DM, bool kTransposed, class T>
 __device__ void load_tile(uint16_t* s, int stride, const T* base, int64_t rs, int64_t r0, int64_t rows, int64_t D) {
   const uint16_t* src = reinterpret_cast<const uint16_t*>(base);
+  const bool wide = D == DM && rs % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;  // same for the block
+  if (wide) {
+    constexpr int kPerRow = DM / 8;
+#pragma unroll 1
+    for (int e = threadIdx.x; e < kRows * kPerRow; e += kThreads4) {
+      const int r = e / kPerRow, d = (e % kPerRow) * 8;
+      const uint4 u = r0 + r < rows ? *reinterpret_cast<const uint4*>(src + (r0 + r) * rs + d) : make_uint4(0, 0, 0, 0);
+      if constexpr (kTransposed) {
+        const uint16_t* hv = reinterpret_cast<const uint16_t*>(&u);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s[(d + j) * stride + r] = hv[j];
+      } else {
+        *reinterpret_cast<uint4*>(s + r * stride + d) = u;
+      }
+    }
+    return;
+  }
+#pragma unroll 1
   for (int e = threadIdx.x; e < kRows * DM; e += kThreads4) {
     const int r = e / DM, d = e % DM;
     const uint16_t x = r0 + r < rows && d < D ? src[(r0 + r) * rs + d] : uint16_t(0);
