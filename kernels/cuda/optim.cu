@@ -12,70 +12,12 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/tensor_list.h"
 #include "kernels/ops.h"
 
 namespace strand::cuda {
 
 namespace {
-
-constexpr int kListTensors = 36, kListBlocks = 320;
-constexpr int64_t kChunk = 65536;
-
-// Under the 4 KiB kernel-parameter limit of every CUDA version for Depth <= 4.
-template <int Depth>
-struct TensorList {
-  void* ptr[Depth][kListTensors];
-  int64_t n[kListTensors];
-  double a[kListTensors], b[kListTensors];  // per-tensor scalars (AdamW: step size, sqrt(bias correction 2))
-  int64_t first_chunk[kListTensors];        // the tensor's first chunk in the whole list (partials' index)
-  uint8_t block_tensor[kListBlocks];        // block -> slot in the table
-  int32_t block_chunk[kListBlocks];         // block -> chunk of that tensor
-};
-static_assert(sizeof(TensorList<4>) + 64 <= 4096, "kernel arguments must fit in 4 KiB");
-
-struct Entry {
-  std::array<void*, 4> ptr;
-  int64_t n;
-  double a = 0, b = 0;
-  int64_t first_chunk = -1;  // where its chunks are numbered from; -1: after the previous entry's
-};
-
-// Fills TensorLists with `entries` in order and calls launch(list, blocks) whenever the table or
-// the block list is full, and once at the end. A tensor cut by a full block list continues in slot
-// 0 of the next launch.
-template <int Depth, class Launch>
-void apply(const std::vector<Entry>& entries, Launch launch) {
-  TensorList<Depth> l{};
-  int slot = 0, blocks = 0;
-  int64_t chunks_before = 0;
-  for (const Entry& e : entries) {
-    if (e.n == 0) continue;
-    for (int d = 0; d < Depth; ++d) l.ptr[d][slot] = e.ptr[d];
-    l.n[slot] = e.n, l.a[slot] = e.a, l.b[slot] = e.b;
-    l.first_chunk[slot] = e.first_chunk >= 0 ? e.first_chunk : chunks_before;
-    const int64_t chunks = (e.n + kChunk - 1) / kChunk;
-    for (int64_t c = 0; c < chunks; ++c) {
-      l.block_tensor[blocks] = static_cast<uint8_t>(slot);
-      l.block_chunk[blocks] = static_cast<int32_t>(c);
-      ++blocks;
-      const bool last = c + 1 == chunks;
-      if (blocks == kListBlocks || (last && slot + 1 == kListTensors)) {
-        launch(l, blocks);
-        blocks = 0;
-        if (last) {
-          slot = -1;  // the next tensor starts a fresh table
-        } else {      // this tensor goes on in slot 0
-          for (int d = 0; d < Depth; ++d) l.ptr[d][0] = l.ptr[d][slot];
-          l.n[0] = l.n[slot], l.a[0] = l.a[slot], l.b[0] = l.b[slot], l.first_chunk[0] = l.first_chunk[slot];
-          slot = 0;
-        }
-      }
-    }
-    chunks_before += chunks;
-    ++slot;
-  }
-  if (blocks > 0) launch(l, blocks);
-}
 
 template <int Depth>
 __device__ void chunk_range(const TensorList<Depth>& l, int& t, int64_t& begin, int64_t& end) {
@@ -148,7 +90,7 @@ void adamw_multi(const std::vector<AdamWParam>& params) {
     const DType dt = params[begin].p.dtype();
     const AdamWStep& s = params[begin].s;
     while (end < params.size() && params[end].p.dtype() == dt && same_hyper(params[end].s, s)) ++end;
-    std::vector<Entry> entries;
+    std::vector<ListEntry> entries;
     for (size_t i = begin; i < end; ++i) {
       const AdamWParam& e = params[i];
       entries.push_back({{e.p.raw_data(), e.g.raw_data(), e.m.raw_data(), e.v.raw_data()}, e.p.numel(),
@@ -159,7 +101,7 @@ void adamw_multi(const std::vector<AdamWParam>& params) {
       using A = acc_t<T>;
       const AdamWConsts<A> k{A(1 - s.lr * s.weight_decay), A(1 - s.beta1), A(s.beta2), A(1 - s.beta2), A(s.eps),
                              A(s.grad_scale), s.weight_decay != 0, s.grad_scale != 1};
-      apply<4>(entries, [&](const TensorList<4>& l, int blocks) {
+      apply_lists<4>(entries, [&](const TensorList<4>& l, int blocks) {
         adamw_kernel<T><<<blocks, kThreads, 0, stream()>>>(l, k);
         STRAND_CUDA_LAUNCH_CHECK();
       });
@@ -184,13 +126,13 @@ std::vector<double> sum_squares(const std::vector<Tensor>& xs) {
   const Tensor partials = ops::empty({total}, TensorOptions(DType::f64, xs.front().device()));
   // One pass per dtype over the tensors of that dtype; each chunk's partial lands at its global index.
   for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
-    std::vector<Entry> entries;
+    std::vector<ListEntry> entries;
     for (size_t i = 0; i < xs.size(); ++i)
       if (xs[i].dtype() == dt) entries.push_back({{xs[i].raw_data(), nullptr, nullptr, nullptr}, xs[i].numel(), 0, 0, first[i]});
     if (entries.empty()) continue;
     dispatch_float(dt, "sum_squares", [&](auto tag) {
       using T = typename decltype(tag)::type;
-      apply<1>(entries, [&](const TensorList<1>& l, int blocks) {
+      apply_lists<1>(entries, [&](const TensorList<1>& l, int blocks) {
         sum_squares_kernel<T><<<blocks, kThreads, 0, stream()>>>(l, ptr<double>(partials));
         STRAND_CUDA_LAUNCH_CHECK();
       });
