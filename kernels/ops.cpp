@@ -594,6 +594,14 @@ std::atomic<bool>& cudnn_conv_flag() {
 }  // namespace
 void set_cudnn_conv(bool on) { cudnn_conv_flag() = on; }
 bool cudnn_conv() { return cudnn_conv_flag(); }
+namespace {
+std::atomic<bool>& fused_gpu_attention_flag() {
+  static std::atomic<bool> on{env_switch("STRAND_FUSED_GPU_ATTENTION")};
+  return on;
+}
+}  // namespace
+void set_fused_gpu_attention(bool on) { fused_gpu_attention_flag() = on; }
+bool fused_gpu_attention() { return fused_gpu_attention_flag(); }
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   check_defined(a_in, "matmul", "first operand");

@@ -121,6 +121,12 @@ bool cublaslt_bias();
 // STRAND_CUDNN_CONV=1 in the environment turns it on at start.
 void set_cudnn_conv(bool on);
 bool cudnn_conv();
+// The models' attention on a GPU through the fused ops where it is still composed there: Enformer's
+// relative-position attention (ops::rel_attention) and attention with dropout (ESM-2, AIDO.RNA).
+// Off by default until the CUDA kernels' parity tests have run on a GPU;
+// STRAND_FUSED_GPU_ATTENTION=1 in the environment turns it on at start.
+void set_fused_gpu_attention(bool on);
+bool fused_gpu_attention();
 // x [..., in] · wᵀ (w [out, in]) + bias [out] (bias optional).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 

@@ -118,8 +118,8 @@ Tensor RNABertSelfAttention::forward(const Tensor& x, const Tensor& pad, const R
   Tensor o;  // [B, H, T, hd]
   const double drop = is_training() ? attn_dropout : 0.0;
   // Attention dropout on a GPU: the composed path, until the CUDA kernels' dropout (written, with
-  // CudaNnParity.FusedAttentionEveryVariant covering it) has run on one.
-  if (drop > 0 && x.is_cuda()) {
+  // CudaNnParity.FusedAttentionEveryVariant covering it) has run on one (ops::fused_gpu_attention).
+  if (drop > 0 && x.is_cuda() && !ops::fused_gpu_attention()) {
     Tensor s = matmul(q, transpose(k, -1, -2)) / std::sqrt(static_cast<double>(head_dim));
     // s + finfo.min equals finfo.min in fp32 for any finite score, so masked_fill gives the same
     // softmax: pad keys get exactly 0, fully blocked (pad query) rows are uniform, then zeroed.

@@ -266,11 +266,11 @@ Tensor Enformer::attention(size_t l, const Tensor& x) {
   Tensor rk = view(linear(pos, b.to_rel_k->weight), {2 * T - 1, H, Dk});  // row m: distance m - (T-1)
   Tensor qc = q + b.rel_content_bias, qr = q + b.rel_pos_bias;
   Tensor o;  // [B, H, T, Dv]
-  if (!x.is_cuda()) {
+  if (!x.is_cuda() || ops::fused_gpu_attention()) {
     // Fused (ops::rel_attention): the same logits, softmax and dropout mask without the
     // [B, H, T, T] and [B, H, T, 2T-1] tensors.
     o = rel_attention(qc, qr, k, permute(rk, {1, 0, 2}), v, is_training() ? config_.attn_dropout : 0.0);
-  } else {  // composed (no CUDA kernel of the fused op yet)
+  } else {  // composed on a GPU until the CUDA kernel of the fused op has run on one (opt-in until then)
     Tensor content = matmul(qc, transpose(k, -1, -2));                      // [B, H, T, T]
     Tensor rel = rel_shift(matmul(qr, permute(rk, {1, 2, 0})));              // [B, H, T, 2T-1] -> [B, H, T, T]
     o = matmul(dropout(softmax(content + rel, -1), config_.attn_dropout, is_training()), v);

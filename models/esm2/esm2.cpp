@@ -113,8 +113,8 @@ Tensor EsmSelfAttention::forward(const Tensor& x, const Tensor& key_pad, const R
   Tensor o;  // [B, H, T, hd]
   const double p = is_training() ? attn_dropout : 0.0;
   // Attention dropout on a GPU: the composed path, until the CUDA kernels' dropout (written, with
-  // CudaNnParity.FusedAttentionEveryVariant covering it) has run on one.
-  if (p > 0 && x.is_cuda()) {
+  // CudaNnParity.FusedAttentionEveryVariant covering it) has run on one (ops::fused_gpu_attention).
+  if (p > 0 && x.is_cuda() && !ops::fused_gpu_attention()) {
     Tensor s = matmul(q, transpose(k, -1, -2));  // [B, H, T, T]
     if (key_pad.defined()) s = masked_fill(s, key_pad, -FLT_MAX);  // HF adds finfo(float).min: the same after softmax
     o = matmul(dropout(softmax(s, -1), p, true), v);
