@@ -53,14 +53,10 @@ void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v) {
                shape_str(q.sizes()), " does not match k ", shape_str(k.sizes()),
                " (batch, heads and head dim must agree)");
 }
-std::atomic<bool>& tc_flag() {
-  static std::atomic<bool> on{env_switch("STRAND_TC_ATTENTION")};
-  return on;
-}
 // Whether this call runs on the tensor-core kernels (bf16/f16 operands kept as they are).
 bool use_tensor_cores(const Tensor& q, const Tensor& k) {
 #ifdef STRAND_WITH_CUDA
-  return q.is_cuda() && tc_flag().load() && cuda::attention_tc_supported(q, k);
+  return q.is_cuda() && tensor_core_attention() && cuda::attention_tc_supported(q, k);
 #else
   (void)q, (void)k;
   return false;
@@ -68,8 +64,7 @@ bool use_tensor_cores(const Tensor& q, const Tensor& k) {
 }
 }  // namespace
 
-void set_tensor_core_attention(bool on) { tc_flag() = on; }
-bool tensor_core_attention() { return tc_flag(); }
+STRAND_OPT_IN_SWITCH(set_tensor_core_attention, tensor_core_attention, "STRAND_TC_ATTENTION")
 
 AttentionOut fused_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const AttentionParams& p) {
   check_qkv(q_in, k_in, v_in);

@@ -1,5 +1,6 @@
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 // Internals shared by the op-layer files (kernels/*.cpp): STRAND_DISPATCH(t, fn, args...) calls
 // cuda::fn(args...) when t lives on a GPU (CUDA builds), else cpu::fn(args...), timed under fn's name
@@ -31,6 +32,16 @@ inline bool env_switch(const char* name) {
   const char* e = std::getenv(name);
   return e != nullptr && e[0] == '1' && e[1] == '\0';
 }
+// Defines `bool get()` and `void set(bool)` for an opt-in switch that starts as env_switch(env).
+#define STRAND_OPT_IN_SWITCH(set, get, env)                   \
+  namespace {                                                 \
+  std::atomic<bool>& get##_flag() {                           \
+    static std::atomic<bool> on{env_switch(env)};             \
+    return on;                                                \
+  }                                                           \
+  }                                                           \
+  void set(bool on) { get##_flag() = on; }                    \
+  bool get() { return get##_flag(); }
 // The dtype kernels compute in: f64 stays f64, every other floating type goes through f32.
 inline DType compute_dtype(const Tensor& t) { return t.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 // The dtype a GEMM runs in: on a GPU, bf16 and f16 stay as they are (tensor cores, f32

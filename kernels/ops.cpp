@@ -578,30 +578,9 @@ std::atomic<bool>& tf32_flag() {
 }  // namespace
 void set_allow_tf32(bool on) { tf32_flag() = on; }
 bool allow_tf32() { return tf32_flag(); }
-namespace {
-std::atomic<bool>& lt_bias_flag() {
-  static std::atomic<bool> on{env_switch("STRAND_CUBLASLT_BIAS")};
-  return on;
-}
-}  // namespace
-void set_cublaslt_bias(bool on) { lt_bias_flag() = on; }
-bool cublaslt_bias() { return lt_bias_flag(); }
-namespace {
-std::atomic<bool>& cudnn_conv_flag() {
-  static std::atomic<bool> on{env_switch("STRAND_CUDNN_CONV")};
-  return on;
-}
-}  // namespace
-void set_cudnn_conv(bool on) { cudnn_conv_flag() = on; }
-bool cudnn_conv() { return cudnn_conv_flag(); }
-namespace {
-std::atomic<bool>& fused_gpu_attention_flag() {
-  static std::atomic<bool> on{env_switch("STRAND_FUSED_GPU_ATTENTION")};
-  return on;
-}
-}  // namespace
-void set_fused_gpu_attention(bool on) { fused_gpu_attention_flag() = on; }
-bool fused_gpu_attention() { return fused_gpu_attention_flag(); }
+STRAND_OPT_IN_SWITCH(set_cublaslt_bias, cublaslt_bias, "STRAND_CUBLASLT_BIAS")
+STRAND_OPT_IN_SWITCH(set_cudnn_conv, cudnn_conv, "STRAND_CUDNN_CONV")
+STRAND_OPT_IN_SWITCH(set_fused_gpu_attention, fused_gpu_attention, "STRAND_FUSED_GPU_ATTENTION")
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   check_defined(a_in, "matmul", "first operand");
