@@ -97,26 +97,20 @@ BENCHMARK(BM_SoftmaxBackward)->Args({24576, 1536})->Args({65536, 1024})->UseManu
 
 // ---- GEMM: linear(x [M, K], w [N, K]); last arg 0 = fp32, 1 = TF32 (ops::set_allow_tf32),
 // 2 = bf16 operands and result (the bf16-mixed GEMM: tensor cores, f32 accumulation) ----
-struct Tf32Scope {  // TF32 for one benchmark, restored after
-  explicit Tf32Scope(bool on) { ops::set_allow_tf32(on); }
-  ~Tf32Scope() { ops::set_allow_tf32(false); }
-};
 // last arg: 0 f32, 1 TF32, 2 bf16; 3 f32 and 4 bf16 with a bias through cuBLASLt's epilogue, 5 bf16
 // with a bias the old way (bias pre-filled, cuBLAS GEMM onto it)
 void BM_Linear(benchmark::State& st) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(2), mode = st.range(3);
-  const Tf32Scope tf32(mode == 1);
+  const ops::SwitchScope tf32(ops::set_allow_tf32, ops::allow_tf32, mode == 1);
   if (!cuda_available()) return (void)time_gpu(st, {});
   Tensor x = randn_gpu({M, K}), w = randn_gpu({N, K}), b = mode >= 3 ? randn_gpu({N}) : Tensor();
   if (mode == 2 || mode == 4 || mode == 5) {
     x = ops::to(x, DType::bf16), w = ops::to(w, DType::bf16);
     if (b.defined()) b = ops::to(b, DType::bf16);
   }
-  const bool was = ops::cublaslt_bias();
-  ops::set_cublaslt_bias(mode == 3 || mode == 4);
+  const ops::SwitchScope lt(ops::set_cublaslt_bias, ops::cublaslt_bias, mode == 3 || mode == 4);
   if (time_gpu(st, [&] { benchmark::DoNotOptimize(ops::linear(x, w, b).raw_data()); }))
     rate(st, "FLOP/s", 2.0 * M * N * K);
-  ops::set_cublaslt_bias(was);
 }
 BENCHMARK(BM_Linear)
     ->Args({3072, 1536, 1536, 0})   // Enformer trunk projection
@@ -148,8 +142,7 @@ void BM_Attention(benchmark::State& st) {
   };
   Tensor q = in(bwd), k = in(bwd), v = in(bwd), g = in(false);
   const ops::AttentionParams p{1.0 / std::sqrt(static_cast<double>(D))};
-  const bool was = ops::tensor_core_attention();
-  ops::set_tensor_core_attention(half);
+  const ops::SwitchScope tc(ops::set_tensor_core_attention, ops::tensor_core_attention, half);
   auto step = [&] {
     if (!bwd) {
       NoGradGuard ng;
@@ -161,7 +154,6 @@ void BM_Attention(benchmark::State& st) {
   };
   const double fwd_flop = 4.0 * B * H * T * T * D;
   if (time_gpu(st, step)) rate(st, "FLOP/s", bwd ? 3.5 * fwd_flop : fwd_flop);  // backward = 2.5 forwards
-  ops::set_tensor_core_attention(was);
 }
 BENCHMARK(BM_Attention)
     ->Args({2, 32, 1024, 64, 0, 0})->Args({2, 32, 1024, 64, 1, 0})   // AIDO.RNA-1.6B
@@ -201,10 +193,9 @@ void BM_Conv1d(benchmark::State& st) {
   // last argument: 0 fp32, 1 TF32, 2 bf16 (operands and result) through im2col + cuBLAS; 3, 4, 5 the
   // same through cuDNN (ops::set_cudnn_conv)
   const int64_t mode = st.range(6), precision = mode % 3;
-  const Tf32Scope tf32(precision == 1);
+  const ops::SwitchScope tf32(ops::set_allow_tf32, ops::allow_tf32, precision == 1);
   if (!cuda_available()) return (void)time_gpu(st, {});
-  const bool was = ops::cudnn_conv();
-  ops::set_cudnn_conv(mode >= 3);
+  const ops::SwitchScope dnn(ops::set_cudnn_conv, ops::cudnn_conv, mode >= 3);
   const DType dt = precision == 2 ? DType::bf16 : DType::f32;
   auto make = [&](const Shape& s, bool grad) {
     Tensor t = ops::to(ops::to(ops::randn(s), dt), kGpu);
@@ -224,7 +215,6 @@ void BM_Conv1d(benchmark::State& st) {
   };
   const double flop = 2.0 * B * L * Cout * Cin * K;
   if (time_gpu(st, step)) rate(st, "FLOP/s", bwd ? 3 * flop : flop);
-  ops::set_cudnn_conv(was);
 }
 BENCHMARK(BM_Conv1d)
     ->Args({2, 98304, 768, 768, 5, 0, 0})->Args({2, 98304, 768, 768, 5, 1, 0})   // Enformer first tower conv

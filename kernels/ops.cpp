@@ -3,10 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <map>
 #include <numeric>
-#include <string>
 
 #include "kernels/dispatch.h"
 

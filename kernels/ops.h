@@ -127,6 +127,19 @@ bool cudnn_conv();
 // STRAND_FUSED_GPU_ATTENTION=1 in the environment turns it on at start.
 void set_fused_gpu_attention(bool on);
 bool fused_gpu_attention();
+// One of the switches above (its set/get pair) set for a scope, then put back as it was (tests,
+// benchmarks): SwitchScope tc(set_tensor_core_attention, tensor_core_attention, true).
+class SwitchScope {
+ public:
+  SwitchScope(void (*set)(bool), bool (*get)(), bool on) : set_(set), was_(get()) { set_(on); }
+  ~SwitchScope() { set_(was_); }
+  SwitchScope(const SwitchScope&) = delete;
+  SwitchScope& operator=(const SwitchScope&) = delete;
+
+ private:
+  void (*set_)(bool);
+  bool was_;
+};
 // x [..., in] · wᵀ (w [out, in]) + bias [out] (bias optional).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 

@@ -6,6 +6,7 @@
 // The scalar math is kernels/elementwise_math.h, shared with the CPU, so parity is by construction.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <initializer_list>
@@ -159,11 +160,6 @@ __global__ void flat_kernel(int64_t n, F f, O* out, const I*... in) {
   for (int64_t i = packs * V + first; i < n; i += stride) out[i] = f(in[i]...);
 }
 
-constexpr size_t max_size(std::initializer_list<size_t> s) {
-  size_t m = 1;
-  for (size_t x : s) m = x > m ? x : m;
-  return m;
-}
 inline bool aligned_to(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 // out = f(in...) elementwise over out's shape; strides[0] are out's, strides[k] those of input k
@@ -175,7 +171,7 @@ void launch_map(const Tensor& out, const std::array<Shape, 1 + sizeof...(I)>& st
   if (n == 0) return;
   constexpr int K = 1 + sizeof...(I);
   const Offsets<K> o = make_offsets<K>(out.sizes(), strides);
-  constexpr int V = static_cast<int>(16 / max_size({sizeof(O), sizeof(I)...}));
+  constexpr int V = static_cast<int>(16 / std::max({sizeof(O), sizeof(I)...}));
   bool flat = o.nd == 0;
   if (o.nd == 1) {
     flat = true;

@@ -21,13 +21,6 @@ namespace strand::cuda {
 
 namespace {
 
-#define STRAND_LT_CHECK(stmt)                                                                             \
-  do {                                                                                                    \
-    cublasStatus_t s_ = (stmt);                                                                           \
-    STRAND_CHECK(s_ == CUBLAS_STATUS_SUCCESS, "cuBLASLt call failed (status ", static_cast<int>(s_), "): ", \
-                 #stmt, " at ", __FILE__, ":", __LINE__);                                                 \
-  } while (0)
-
 constexpr size_t kWorkspace = size_t{32} << 20;  // as PyTorch's default cuBLASLt workspace on Hopper
 
 cublasLtHandle_t lt_handle(int device) {
@@ -35,7 +28,7 @@ cublasLtHandle_t lt_handle(int device) {
   static std::map<int, cublasLtHandle_t> handles;
   std::lock_guard<std::mutex> lock(mu);
   cublasLtHandle_t& h = handles[device];
-  if (!h) STRAND_LT_CHECK(cublasLtCreate(&h));
+  if (!h) STRAND_CUBLAS_CHECK(cublasLtCreate(&h));
   return h;
 }
 
@@ -89,16 +82,16 @@ bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
   // Row-major C [M, N] = op(A) op(B) as column-major Cᵀ [N, M] = op(B)ᵀ op(A)ᵀ: cuBLASLt's "A" is B.
   const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   Descs d;
-  STRAND_LT_CHECK(cublasLtMatmulDescCreate(&d.op, compute, CUDA_R_32F));
-  STRAND_LT_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-  STRAND_LT_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  STRAND_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, compute, CUDA_R_32F));
+  STRAND_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+  STRAND_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
   const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;  // a vector over Cᵀ's rows: C's columns
-  STRAND_LT_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-  STRAND_LT_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  STRAND_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+  STRAND_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   // cuBLASLt's A = B: [N, K] (op N) or stored [K, N] (op T); its B = A: [K, M] or stored [M, K].
-  STRAND_LT_CHECK(cublasLtMatrixLayoutCreate(&d.a, dt, tb ? K : N, tb ? N : K, ldb));
-  STRAND_LT_CHECK(cublasLtMatrixLayoutCreate(&d.b, dt, ta ? M : K, ta ? K : M, lda));
-  STRAND_LT_CHECK(cublasLtMatrixLayoutCreate(&d.c, dt, N, M, ldc));
+  STRAND_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, dt, tb ? K : N, tb ? N : K, ldb));
+  STRAND_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, dt, ta ? M : K, ta ? K : M, lda));
+  STRAND_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, dt, N, M, ldc));
 
   const int al_a = alignment(B), al_b = alignment(A), al_c = alignment(C), al_bias = alignment(bias);
   const Key key{device, static_cast<int>(dt), ta, tb, tf32, M, N, K, lda, ldb, ldc, al_a, al_b, al_c, al_bias};
@@ -111,12 +104,12 @@ bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
     if (it != algos.end()) {
       found = it->second;
     } else {
-      STRAND_LT_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+      STRAND_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
       const uint64_t ws = kWorkspace;
-      STRAND_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+      STRAND_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
       if (!std::is_same_v<T, float>) {  // split-K partial sums in f32 only (INPLACE would add them in bf16/f16)
         const uint32_t mask = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-        STRAND_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask,
+        STRAND_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask,
                                                              sizeof mask));
       }
       for (auto [attr, al] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_a},
@@ -124,7 +117,7 @@ bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
                               {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_c},
                               {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_c}}) {
         const uint32_t v = static_cast<uint32_t>(al);
-        STRAND_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, attr, &v, sizeof v));
+        STRAND_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, attr, &v, sizeof v));
       }
       cublasLtMatmulHeuristicResult_t res{};
       int count = 0;
@@ -136,7 +129,7 @@ bool gemm_bias_lt(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A,
   }
   if (!found.first) return false;  // no fused algorithm for this case: the caller's cuBLAS path
   const float one = 1, zero = 0;
-  STRAND_LT_CHECK(cublasLtMatmul(lt_handle(device), d.op, &one, B, d.a, A, d.b, &zero, C, d.c, C, d.c, &found.second,
+  STRAND_CUBLAS_CHECK(cublasLtMatmul(lt_handle(device), d.op, &one, B, d.a, A, d.b, &zero, C, d.c, C, d.c, &found.second,
                                  workspace(device), kWorkspace, stream()));
   ++g_calls;
   return true;

@@ -148,11 +148,7 @@ TEST(CudaNnParity, HalfGemmsMatchTheCpuToOneUlp) {
 // gradients (which do not use the epilogue) through autograd.
 TEST(CudaNnParity, CublasLtBiasEpilogueLinearMatchesTheCpu) {
   STRAND_SKIP_WITHOUT_GPU();
-  struct Restore {
-    bool was = ops::cublaslt_bias();
-    ~Restore() { ops::set_cublaslt_bias(was); }
-  } restore;
-  ops::set_cublaslt_bias(true);
+  const ops::SwitchScope on(ops::set_cublaslt_bias, ops::cublaslt_bias, true);
 #ifdef STRAND_WITH_CUDA
   const int64_t lt_before = cuda::gemm_bias_lt_calls();
 #endif
@@ -231,11 +227,7 @@ TEST(CudaNnParity, CudnnConv1dMatchesTheCpu) {
 #ifdef STRAND_WITH_CUDA
   if (!cuda::cudnn_conv_available()) GTEST_SKIP() << "this build has no cuDNN";
 #endif
-  struct Restore {
-    bool was = ops::cudnn_conv();
-    ~Restore() { ops::set_cudnn_conv(was); }
-  } restore;
-  ops::set_cudnn_conv(true);
+  const ops::SwitchScope on(ops::set_cudnn_conv, ops::cudnn_conv, true);
 #ifdef STRAND_WITH_CUDA
   const int64_t dnn_before = cuda::cudnn_conv_calls();
 #endif
@@ -547,11 +539,7 @@ TEST(CudaNnParity, FusedAttentionEveryVariant) {
 // matmul, each rounded to bf16/f16).
 TEST(CudaNnParity, TensorCoreAttentionWithinTwiceTheComposedHalfPrecisionError) {
   STRAND_SKIP_WITHOUT_GPU();
-  struct Restore {
-    bool was = ops::tensor_core_attention();
-    ~Restore() { ops::set_tensor_core_attention(was); }
-  } restore;
-  ops::set_tensor_core_attention(true);
+  const ops::SwitchScope on(ops::set_tensor_core_attention, ops::tensor_core_attention, true);
   std::vector<AttentionCase> cases;  // the head dims the tensor-core kernels serve (up to 128)
   for (const AttentionCase& c : attention_cases())
     if (c.D <= 128) cases.push_back(c);
