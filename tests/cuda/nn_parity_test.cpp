@@ -13,6 +13,7 @@
 #include "kernels/cuda/conv_cudnn.h"
 #include "kernels/cuda/cuda_kernels.h"
 #endif
+#include "tests/attention_cases.h"
 #include "tests/test_util.h"
 
 namespace strand {
@@ -21,27 +22,12 @@ namespace {
 using test::allclose;
 const Device kGpu = Device::cuda(0);
 
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
-
-// Runs f on the inputs (each a leaf requiring grad) on `dev`; returns the output and every input's
-// gradient for the upstream gradient `up`, all copied to the CPU.
-std::vector<Tensor> run(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& up, Device dev) {
-  std::vector<Tensor> in;
-  for (const Tensor& t : inputs) {
-    Tensor d = ops::clone(ops::to(t, dev));  // a fresh leaf on both devices: no grad accumulates across runs
-    d.set_requires_grad(true);
-    in.push_back(d);
-  }
-  Tensor y = f(in);
-  backward(y, ops::to(up, dev));
-  std::vector<Tensor> r{ops::to(y, Device::cpu())};
-  for (const Tensor& t : in) r.push_back(ops::to(t.grad(), Device::cpu()));
-  return r;
-}
+using test::Fn;
+using test::run_with_grads;
 
 void expect_parity(const Fn& f, const std::vector<Tensor>& inputs, const Shape& out_shape, double tol) {
   const Tensor up = test::uniform(out_shape, -1, 1, 99, inputs[0].dtype());
-  const auto c = run(f, inputs, up, Device::cpu()), g = run(f, inputs, up, kGpu);
+  const auto c = run_with_grads(f, inputs, up, Device::cpu()), g = run_with_grads(f, inputs, up, kGpu);
   for (size_t i = 0; i < c.size(); ++i) EXPECT_TRUE(allclose(g[i], c[i], tol, tol)) << (i ? "grad " : "value ") << i;
 }
 
@@ -187,9 +173,9 @@ TEST(CudaNnParity, Bf16Conv1dGradientsAccumulateInF32) {
   const DType dt = DType::bf16;
   Tensor x = test::uniform({6, 300, 32}, -1, 1, 51, dt), w = test::uniform({24, 32, 9}, -1, 1, 52, dt);
   Tensor up = test::uniform({6, 300, 24}, -1, 1, 53, dt);
-  const auto c = run([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), -1); }, {x, w}, up,
+  const auto c = run_with_grads([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), -1); }, {x, w}, up,
                      Device::cpu());
-  const auto g = run([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), -1); }, {x, w}, up, kGpu);
+  const auto g = run_with_grads([](const std::vector<Tensor>& in) { return conv1d(in[0], in[1], Tensor(), -1); }, {x, w}, up, kGpu);
   for (size_t i = 0; i < c.size(); ++i) {
     EXPECT_EQ(g[i].dtype(), dt);
     const double scale = item(ops::amax(ops::unary(UnaryOp::abs, ops::to(c[i], DType::f64))));
@@ -480,26 +466,8 @@ TEST(CudaNnParity, RelAttentionOneAndSeveralBlocksWithDropout) {
   }
 }
 
-struct AttentionCase {
-  int64_t B, H, Tq, Tk, D;
-  ops::AttentionParams p;
-};
-// The fused attention's variants: the models' masks, cross-attention, several and ragged 64-row
-// tiles, head dims 8-200 (the row kernels above 128), every key masked.
-std::vector<AttentionCase> attention_cases() {
-  return {
-      {2, 3, 70, 70, 16, {0.25, {}, {}}},
-      {2, 3, 70, 70, 64, {0.125, pad_mask(2, 70, {70, 41}), {}}},                       // ESM-2
-      {2, 2, 65, 65, 40, {0.2, pad_mask(2, 65, {60, 30}), pad_mask(2, 65, {60, 30})}},  // AIDO.RNA
-      {2, 2, 33, 17, 8, {0.5, pad_mask(2, 17, {17, 0}), pad_mask(2, 33, {20, 33}), false}},  // cross-attention
-      {1, 1, 5, 9, 200, {0.07, {}, {}}},                                                // wide heads
-      // several 64-row tiles, ragged last tiles (the tiled kernels), head dims 32 and 128
-      {2, 2, 150, 131, 32, {0.17, pad_mask(2, 131, {131, 77}), {}}},
-      {1, 2, 130, 130, 128, {0.09, pad_mask(1, 130, {100}), pad_mask(1, 130, {100})}},
-      {1, 1, 70, 129, 64, {0.3, pad_mask(1, 129, {0}), pad_mask(1, 70, {10}), false}},  // every key masked
-      {1, 1, 20, 9, 200, {0.3, pad_mask(1, 9, {0}), pad_mask(1, 20, {5}), false}},  // the same, row kernels
-  };
-}
+using test::AttentionCase;
+using test::attention_cases;
 
 // attention(q, k, v) with p (and dropout) on whichever device the inputs are, the default generator
 // set back to where it is now at every call, so both devices draw the same dropout mask.
@@ -548,39 +516,19 @@ TEST(CudaNnParity, TensorCoreAttentionWithinTwiceTheComposedHalfPrecisionError) 
     for (DType dt : {DType::bf16, DType::f16})
       for (size_t ci = 0; ci < cases.size(); ++ci) {
         const AttentionCase& c = cases[ci];
-        ops::AttentionParams cp = c.p;
-        cp.dropout = dropout;
         const Generator start = default_generator();
         const Fn fused = attention_on_both(c.p, dropout);
-        const double lowest = dt == DType::bf16 ? -3.3895313892515355e38 : -65504.0;  // finite in dt
-        auto composed = [&](const std::vector<Tensor>& in) {
-          default_generator() = start;
-          Tensor s = mul(matmul(in[0], transpose(in[1], 2, 3)), cp.scale);
-          if (cp.key_pad.defined()) s = masked_fill(s, reshape(cp.key_pad, {c.B, 1, 1, c.Tk}), lowest);
-          const Tensor qp = cp.query_pad.defined() ? reshape(cp.query_pad, {c.B, 1, c.Tq, 1}) : Tensor();
-          if (qp.defined() && !cp.zero_padded_queries) s = masked_fill(s, qp, lowest);
-          Tensor pr = softmax(s, -1);
-          if (dropout > 0) pr = strand::dropout(pr, dropout, true);
-          Tensor o = matmul(pr, in[2]);
-          return qp.defined() && cp.zero_padded_queries ? masked_fill(o, qp, 0.0) : o;
-        };
+        auto composed = [&](const std::vector<Tensor>& in) { return test::composed_attention(c, dropout, start, in); };
         const Tensor q = test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt),
                      k = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt),
                      v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt), up = test::uniform(q.sizes(), -1, 1, 99, dt);
         auto f64 = [](const Tensor& t) { return ops::to(t, DType::f64); };
-        const auto ref = run(fused, {f64(q), f64(k), f64(v)}, f64(up), Device::cpu());
-        const auto tc = run(fused, {q, k, v}, up, kGpu);
-        const auto base = run(composed, {q, k, v}, up, Device::cpu());
-        const char* names[] = {"out", "dq", "dk", "dv"};
-        for (size_t i = 0; i < ref.size(); ++i) {
-          if (ops::item(ops::amax(ops::unary(UnaryOp::abs, ref[i]))) == 0) {  // every key masked: no gradient
-            EXPECT_EQ(test::bf16_error(f64(tc[i]), ref[i]).max_abs, 0.0) << names[i] << " case " << ci;
-            continue;
-          }
-          const double e_tc = test::bf16_error(f64(tc[i]), ref[i]).rel_l2, e_base = test::bf16_error(f64(base[i]), ref[i]).rel_l2;
-          EXPECT_LE(e_tc, 2 * e_base + 1e-6) << names[i] << " case " << ci << " " << dtype_name(dt) << " dropout "
-                                            << dropout << ": tensor cores " << e_tc << ", composed " << e_base;
-        }
+        const auto ref = run_with_grads(fused, {f64(q), f64(k), f64(v)}, f64(up), Device::cpu());
+        const auto tc = run_with_grads(fused, {q, k, v}, up, kGpu);
+        const auto base = run_with_grads(composed, {q, k, v}, up, Device::cpu());
+        test::expect_within_twice_composed(tc, base, ref,
+                                           "case " + std::to_string(ci) + " " + std::string(dtype_name(dt)) + " dropout " +
+                                               std::to_string(dropout));
       }
 }
 

@@ -1,0 +1,519 @@
+// CUDA fused attention on the tensor cores: bf16/f16 q, k, v (the bf16-mixed attention of ESM-2,
+// AIDO.RNA and the fusion heads), head dims up to 128, the same function, masks and dropout as
+// attention.cu (and the CPU kernel), the logsumexp saved in f32.
+//
+// FlashAttention-2's algorithm with its register layout: a block of 4 warps owns 64 rows, each warp
+// 16, and streams 64-row tiles of the other operand through shared memory. Every product is
+// mma.sync.m16n8k16 (f32 accumulation): S = Q Kᵀ and dP = dO Vᵀ leave their scores in the
+// accumulator layout (thread (g, t) = (lane / 4, lane % 4) holds rows g and g + 8, columns 2t and
+// 2t + 1 of each 8-column tile), where the online softmax reduces a row over the 4 threads of a quad;
+// the probabilities (and dS) are rounded to bf16/f16 and reused in place as the A operand of the
+// next product (P V, dS K, Pᵀ dO, dSᵀ Q), as FlashAttention does. Row-major tiles serve the
+// products whose B operand runs along the head dim; transposed tiles ([feature][row]) the others,
+// so every B fragment is one 32-bit shared-memory load. Rows are padded by 8 halves (16 bytes),
+// which makes those loads free of bank conflicts.
+//   forward: one block per 64 queries;
+//   dQ:      one block per 64 queries (and delta = rowsum(dO ∘ O) for the next kernel);
+//   dK, dV:  one block per 64 keys.
+// No atomics: the gradients are deterministic. sm_80 or newer.
+//
+// The kernels and their launch sequence live here, templated on how a kernel is launched: the CUDA
+// policy (attention_tc.cu) or the SIMT emulator of the tests (tests/simt/), which runs these same
+// kernels on the CPU.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <atomic>
+#include <type_traits>
+
+#include "kernels/cuda/attention_common.cuh"
+
+namespace strand::cuda::tc {
+
+constexpr int kRows = 64, kThreads4 = 128;  // 64 rows per block, 4 warps of 16 rows
+
+template <class T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(STRAND_SIMT_EMULATOR)
+  simt::mma16816<T>(c, a, b0, b1);  // tests/simt: the same product on the CPU
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, bf16>) {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+#else
+  __trap();  // the host refuses these kernels below sm_80
+#endif
+}
+
+// Two values rounded to T, the first in the low half (the lower column of an A fragment pair).
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+__device__ __forceinline__ uint32_t lds32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// Rows [r0, r0 + 64) of a [rows, D] operand (row stride `rs`, unit last stride) into shared memory,
+// zero past the last row and feature: row-major s[r * stride + d], or transposed s[d * stride + r].
+// Full-width rows (D = DM) that start on 16-byte boundaries move 8 halves per load (uint4; the
+// row-major tiles' rows, DM + 8 halves apart, keep that alignment); other operands go half by half.
+template <int DM, bool kTransposed, class T>
+__device__ void load_tile(uint16_t* s, int stride, const T* base, int64_t rs, int64_t r0, int64_t rows, int64_t D) {
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(base);
+  const bool wide = D == DM && rs % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;  // same for the block
+  if (wide) {
+    constexpr int kPerRow = DM / 8;
+#pragma unroll 1
+    for (int e = threadIdx.x; e < kRows * kPerRow; e += kThreads4) {
+      const int r = e / kPerRow, d = (e % kPerRow) * 8;
+      const uint4 u = r0 + r < rows ? *reinterpret_cast<const uint4*>(src + (r0 + r) * rs + d) : make_uint4(0, 0, 0, 0);
+      if constexpr (kTransposed) {
+        const uint16_t* hv = reinterpret_cast<const uint16_t*>(&u);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s[(d + j) * stride + r] = hv[j];
+      } else {
+        *reinterpret_cast<uint4*>(s + r * stride + d) = u;
+      }
+    }
+    return;
+  }
+#pragma unroll 1
+  for (int e = threadIdx.x; e < kRows * DM; e += kThreads4) {
+    const int r = e / DM, d = e % DM;
+    const uint16_t x = r0 + r < rows && d < D ? src[(r0 + r) * rs + d] : uint16_t(0);
+    s[kTransposed ? d * stride + r : r * stride + d] = x;
+  }
+}
+
+// The A fragments of a warp's 16 rows (rows w0 .. w0 + 15 of a row-major tile), all DM features.
+template <int DM>
+__device__ void load_a(uint32_t (&a)[DM / 16][4], const uint16_t* s, int stride, int w0, int g, int t) {
+#pragma unroll
+  for (int kk = 0; kk < DM / 16; ++kk) {
+    const uint16_t* p = s + (w0 + g) * stride + kk * 16 + 2 * t;
+    a[kk][0] = lds32(p);
+    a[kk][1] = lds32(p + 8 * stride);
+    a[kk][2] = lds32(p + 8);
+    a[kk][3] = lds32(p + 8 * stride + 8);
+  }
+}
+
+// A block's own 64 rows of two operands (x, y: [rows, D] views at row stride xs, ys) staged through
+// shared memory into each warp's A fragments of its 16 rows.
+template <int DM, class T>
+__device__ void own_rows(uint32_t (&xa)[DM / 16][4], uint32_t (&ya)[DM / 16][4], uint16_t* xs_tile, uint16_t* ys_tile,
+                         const T* x, int64_t xs, const T* y, int64_t ys, int64_t r0, int64_t rows, int64_t D, int w0,
+                         int g, int t) {
+  constexpr int RS = DM + 8;
+  load_tile<DM, false>(xs_tile, RS, x, xs, r0, rows, D);
+  load_tile<DM, false>(ys_tile, RS, y, ys, r0, rows, D);
+  __syncthreads();
+  load_a<DM>(xa, xs_tile, RS, w0, g, t);
+  load_a<DM>(ya, ys_tile, RS, w0, g, t);
+}
+
+// c[nt] = A · B where B's column n (of 64) is row n of the row-major tile `s` (all DM features):
+// the [16 x 64] scores of a warp's rows against a streamed tile.
+template <class T, int DM>
+__device__ void scores(float (&c)[8][4], const uint32_t (&a)[DM / 16][4], const uint16_t* s, int stride, int g, int t) {
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+    c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0;
+#pragma unroll
+    for (int kk = 0; kk < DM / 16; ++kk) {
+      const uint16_t* p = s + (nt * 8 + g) * stride + kk * 16 + 2 * t;
+      mma16816<T>(c[nt], a[kk], lds32(p), lds32(p + 8));
+    }
+  }
+}
+
+// A warp's [16 x 64] accumulator tile (scores, P or dS) rounded to T as the A fragments of the next
+// product: the 16-column k-chunk kk is made of 8-column tiles 2kk and 2kk + 1.
+template <class T>
+__device__ void pack_tile(uint32_t (&a)[4][4], const float (&p)[8][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    a[kk][0] = pack2<T>(p[2 * kk][0], p[2 * kk][1]);
+    a[kk][1] = pack2<T>(p[2 * kk][2], p[2 * kk][3]);
+    a[kk][2] = pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    a[kk][3] = pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+  }
+}
+
+// acc += P · X where P [16 x 64] is given as packed A fragments and X [64 x DM] is held transposed
+// in `st` ([feature][row]).
+template <class T, int DM>
+__device__ void accumulate(float (&acc)[DM / 8][4], const uint32_t (&a)[4][4], const uint16_t* st, int stride, int g,
+                           int t) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+    for (int dt = 0; dt < DM / 8; ++dt) {
+      const uint16_t* q = st + (dt * 8 + g) * stride + kk * 16 + 2 * t;
+      mma16816<T>(acc[dt], a[kk], lds32(q), lds32(q + 8));
+    }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// A warp's [16 x DM] accumulator rows (rows r0 + g and r0 + g + 8) into out, times each row's factor;
+// a factor of 0 writes zeros (selected, so an inf or NaN in a zeroed row's sum cannot leak).
+template <class T, int DM>
+__device__ void store_acc(const float (&acc)[DM / 8][4], const float (&f)[2], T* base, View4 w, int64_t b, int64_t h,
+                          int64_t r0, int64_t rows, int64_t D, int g, int t) {
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const int64_t r = r0 + g + 8 * hr;
+    if (r >= rows) continue;
+    T* row = base + w.at(b, h, r);
+#pragma unroll
+    for (int dt = 0; dt < DM / 8; ++dt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int64_t d = dt * 8 + 2 * t + e;
+        if (d < D) row[d] = f[hr] == 0.f ? T(0.f) : T(acc[dt][2 * hr + e] * f[hr]);
+      }
+  }
+}
+
+template <int DM>
+constexpr int row_stride() {
+  return DM + 8;  // halves: a row-major tile's row
+}
+constexpr int kTStride = kRows + 8;  // halves: a transposed tile's row (one feature)
+
+template <class T, int DM>
+__global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q, View4 qv, const T* k, View4 kv,
+                                                         const T* v, View4 vv, T* o, View4 ov, float* lse) {
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  constexpr int RS = row_stride<DM>();
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; holds the Q tile at first
+  uint16_t* Vt = Ks + kRows * RS;                        // [DM][kTStride]
+  const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, q0 = int64_t(blockIdx.x) * kRows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
+  const float scale = static_cast<float>(g.scale);
+
+  load_tile<DM, false>(Ks, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
+  __syncthreads();
+  uint32_t qa[DM / 16][4];
+  load_a<DM>(qa, Ks, RS, w0, gr, t);
+
+  int64_t row[2];
+  bool qpad[2];
+  float m[2], l[2], acc[DM / 8][4];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    row[hr] = q0 + w0 + gr + 8 * hr;
+    qpad[hr] = g.query_pad && row[hr] < g.Tq && g.query_pad[b * g.Tq + row[hr]];
+    m[hr] = -INFINITY;
+    l[hr] = 0;
+  }
+#pragma unroll
+  for (int dt = 0; dt < DM / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0;
+
+  for (int64_t k0 = 0; k0 < g.Tk; k0 += kRows) {
+    __syncthreads();  // the Q tile (first pass) or the previous K and V tiles are read
+    load_tile<DM, false>(Ks, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
+    load_tile<DM, true>(Vt, kTStride, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
+    __syncthreads();
+    float s[8][4];
+    scores<T, DM>(s, qa, Ks, RS, gr, t);
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t c = k0 + nt * 8 + 2 * t + (i & 1);
+        const int hr = i >> 1;
+        float x = s[nt][i];
+        if (c >= g.Tk) x = -INFINITY;  // past the last key: no weight at all
+        else if (qpad[hr] || (g.key_pad && g.key_pad[b * g.Tk + c])) x = -FLT_MAX;
+        else x *= scale;
+        s[nt][i] = x;
+        mx[hr] = fmaxf(mx[hr], x);
+      }
+    float corr[2], rs[2] = {0, 0};
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      const float mn = fmaxf(m[hr], quad_max(mx[hr]));  // finite: every tile holds a real key
+      corr[hr] = expf(m[hr] - mn);
+      m[hr] = mn;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int hr = i >> 1;
+        const float p = expf(s[nt][i] - m[hr]);
+        rs[hr] += p;
+        const int64_t c = k0 + nt * 8 + 2 * t + (i & 1);
+        // P V takes the dropped probabilities; the normaliser l does not
+        s[nt][i] = g.drop.on && c < g.Tk && row[hr] < g.Tq ? p * drop_factor<float>(g, b, h, row[hr], c) : p;
+      }
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) l[hr] = l[hr] * corr[hr] + quad_sum(rs[hr]);
+#pragma unroll
+    for (int dt = 0; dt < DM / 8; ++dt) {
+      acc[dt][0] *= corr[0];
+      acc[dt][1] *= corr[0];
+      acc[dt][2] *= corr[1];
+      acc[dt][3] *= corr[1];
+    }
+    uint32_t pa[4][4];
+    pack_tile<T>(pa, s);
+    accumulate<T, DM>(acc, pa, Vt, kTStride, gr, t);
+  }
+  float f[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    const bool zero = qpad[hr] && g.zero_padded_queries;
+    f[hr] = zero ? 0.f : 1.f / l[hr];
+    if (t == 0 && row[hr] < g.Tq)
+      lse[bh * g.Tq + row[hr]] = zero ? INFINITY : (m[hr] == -FLT_MAX ? -INFINITY : m[hr] + logf(l[hr]));
+  }
+  store_acc<T, DM>(acc, f, o, ov, b, h, q0 + w0, g.Tq, g.D, gr, t);
+}
+
+// dQ for 64 queries, and delta = rowsum(dO ∘ O) of those rows for the dK/dV kernel.
+template <class T, int DM>
+__global__ void __launch_bounds__(kThreads4) attn_bwd_q_tc(Geometry g, const T* q, View4 qv, const T* k, View4 kv,
+                                                           const T* v, View4 vv, const T* o, View4 ov, const T* dout,
+                                                           View4 gv, const float* lse, float* delta, T* dq, View4 dqv) {
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  constexpr int RS = row_stride<DM>();
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; the Q tile at first
+  uint16_t* Vs = Ks + kRows * RS;                        // [64][RS]; the dO tile at first
+  uint16_t* Kt = Vs + kRows * RS;                        // [DM][kTStride]
+  const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, q0 = int64_t(blockIdx.x) * kRows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
+  const float scale = static_cast<float>(g.scale);
+
+  uint32_t qa[DM / 16][4], ga[DM / 16][4];
+  own_rows<DM>(qa, ga, Ks, Vs, q + qv.at(b, h, 0), qv.t, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D, w0, gr, t);
+
+  // delta of the warp's 16 rows, one warp-wide sum per row; each thread keeps its rows' two.
+  float dl[2] = {0, 0}, l[2];
+  for (int rr = 0; rr < 16; ++rr) {
+    const int64_t r = q0 + w0 + rr;
+    float part = 0;
+    if (r < g.Tq)
+      for (int64_t d = lane; d < g.D; d += 32) part += float(dout[gv.at(b, h, r) + d]) * float(o[ov.at(b, h, r) + d]);
+    part = warp_sum(part);
+    if (rr == gr) dl[0] = part;
+    if (rr == gr + 8) dl[1] = part;
+    if (lane == 0 && r < g.Tq) delta[bh * g.Tq + r] = part;
+  }
+  int64_t row[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    row[hr] = q0 + w0 + gr + 8 * hr;
+    l[hr] = row[hr] < g.Tq ? lse[bh * g.Tq + row[hr]] : INFINITY;
+  }
+  float acc[DM / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < DM / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0;
+
+  for (int64_t k0 = 0; k0 < g.Tk; k0 += kRows) {
+    __syncthreads();
+    load_tile<DM, false>(Ks, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
+    load_tile<DM, false>(Vs, RS, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
+    load_tile<DM, true>(Kt, kTStride, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
+    __syncthreads();
+    float s[8][4], dp[8][4];
+    scores<T, DM>(s, qa, Ks, RS, gr, t);
+    scores<T, DM>(dp, ga, Vs, RS, gr, t);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t c = k0 + nt * 8 + 2 * t + (i & 1);
+        const int hr = i >> 1;
+        float ds = 0;
+        if (c < g.Tk && !isinf(l[hr])) {  // zeroed or uniform rows pass no gradient to the logits
+          const float sv = g.key_pad && g.key_pad[b * g.Tk + c] ? -FLT_MAX : s[nt][i] * scale;
+          const float dpk = g.drop.on ? dp[nt][i] * drop_factor<float>(g, b, h, row[hr], c) : dp[nt][i];
+          ds = prob(sv, l[hr], g.Tk) * (dpk - dl[hr]) * scale;
+        }
+        s[nt][i] = ds;
+      }
+    uint32_t da[4][4];
+    pack_tile<T>(da, s);
+    accumulate<T, DM>(acc, da, Kt, kTStride, gr, t);
+  }
+  const float one[2] = {1.f, 1.f};
+  store_acc<T, DM>(acc, one, dq, dqv, b, h, q0 + w0, g.Tq, g.D, gr, t);
+}
+
+// dK and dV for 64 keys (the warp's rows are keys; the streamed tiles hold queries).
+template <class T, int DM>
+__global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T* q, View4 qv, const T* k, View4 kv,
+                                                            const T* v, View4 vv, const T* dout, View4 gv,
+                                                            const float* lse, const float* delta, T* dk, View4 dkv,
+                                                            T* dv, View4 dvv) {
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  constexpr int RS = row_stride<DM>();
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; the K tile at first
+  uint16_t* Gs = Qs + kRows * RS;                        // [64][RS]; the V tile at first
+  uint16_t* Qt = Gs + kRows * RS;                        // [DM][kTStride]
+  uint16_t* Gt = Qt + DM * kTStride;                     // [DM][kTStride]
+  float* ls = reinterpret_cast<float*>(Gt + DM * kTStride);  // [64] lse of the query tile
+  float* dls = ls + kRows;                                    // [64] delta
+  const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, k0 = int64_t(blockIdx.x) * kRows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
+  const float scale = static_cast<float>(g.scale);
+
+  uint32_t ka[DM / 16][4], va[DM / 16][4];
+  own_rows<DM>(ka, va, Qs, Gs, k + kv.at(b, h, 0), kv.t, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D, w0, gr, t);
+  int64_t key[2];
+  bool kpad[2];
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    key[hr] = k0 + w0 + gr + 8 * hr;
+    kpad[hr] = g.key_pad && key[hr] < g.Tk && g.key_pad[b * g.Tk + key[hr]];
+  }
+  float ak[DM / 8][4], av[DM / 8][4];
+#pragma unroll
+  for (int dt = 0; dt < DM / 8; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) ak[dt][e] = av[dt][e] = 0;
+
+  for (int64_t q0 = 0; q0 < g.Tq; q0 += kRows) {
+    __syncthreads();
+    load_tile<DM, false>(Qs, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
+    load_tile<DM, false>(Gs, RS, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D);
+    load_tile<DM, true>(Qt, kTStride, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
+    load_tile<DM, true>(Gt, kTStride, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D);
+    for (int j = threadIdx.x; j < kRows; j += kThreads4) {
+      const bool in = q0 + j < g.Tq;
+      ls[j] = in ? lse[bh * g.Tq + q0 + j] : INFINITY;  // past the last query: p = 0
+      dls[j] = in ? delta[bh * g.Tq + q0 + j] : 0.f;
+    }
+    __syncthreads();
+    float p[8][4], ds[8][4];
+    scores<T, DM>(p, ka, Qs, RS, gr, t);   // Sᵀ: keys x queries
+    scores<T, DM>(ds, va, Gs, RS, gr, t);  // dPᵀ
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = nt * 8 + 2 * t + (i & 1);
+        const int hr = i >> 1;
+        const float l = ls[j];
+        float pv = 0, dsv = 0;
+        // a zeroed query row (or one past the last query) has p = 0, as has a key past the last
+        if (key[hr] < g.Tk && !(isinf(l) && l > 0)) {
+          pv = prob(kpad[hr] ? -FLT_MAX : p[nt][i] * scale, l, g.Tk);
+          const float keep = g.drop.on ? drop_factor<float>(g, b, h, q0 + j, key[hr]) : 1.f;
+          dsv = isinf(l) ? 0.f : pv * (ds[nt][i] * keep - dls[j]) * scale;
+          pv *= keep;  // dV takes the dropped probabilities
+        }
+        p[nt][i] = pv;
+        ds[nt][i] = dsv;
+      }
+    uint32_t pa[4][4], da[4][4];  // packed at once: 32 registers instead of 64 floats stay live
+    pack_tile<T>(pa, p);
+    pack_tile<T>(da, ds);
+    accumulate<T, DM>(av, pa, Gt, kTStride, gr, t);
+    accumulate<T, DM>(ak, da, Qt, kTStride, gr, t);
+  }
+  const float one[2] = {1.f, 1.f};
+  store_acc<T, DM>(ak, one, dk, dkv, b, h, k0 + w0, g.Tk, g.D, gr, t);
+  store_acc<T, DM>(av, one, dv, dvv, b, h, k0 + w0, g.Tk, g.D, gr, t);
+}
+
+template <int DM>
+size_t fwd_smem() {
+  return sizeof(uint16_t) * (size_t(kRows) * row_stride<DM>() + size_t(DM) * kTStride);
+}
+template <int DM>
+size_t bwd_q_smem() {
+  return sizeof(uint16_t) * (2 * size_t(kRows) * row_stride<DM>() + size_t(DM) * kTStride);
+}
+template <int DM>
+size_t bwd_kv_smem() {
+  return sizeof(uint16_t) * (2 * size_t(kRows) * row_stride<DM>() + 2 * size_t(DM) * kTStride) +
+         2 * kRows * sizeof(float);
+}
+
+inline int rounded_dm(int64_t D) { return D <= 16 ? 16 : D <= 32 ? 32 : D <= 64 ? 64 : D <= 128 ? 128 : 0; }
+
+template <class F>
+void with_tc_dm(int64_t D, F&& f) {
+  switch (rounded_dm(D)) {
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    case 64: f(std::integral_constant<int, 64>{}); break;
+    default: f(std::integral_constant<int, 128>{}); break;
+  }
+}
+inline dim3 tc_grid(int64_t rows, const Geometry& g) {
+  return dim3(static_cast<unsigned>((rows + kRows - 1) / kRows), static_cast<unsigned>(g.B * g.H));
+}
+template <class F>
+void with_half(DType dt, F&& f) {
+  if (dt == DType::bf16) f(bf16{});
+  else f(f16{});
+}
+
+
+// The forward: out and lse (f32) of bf16/f16 q, k, v ([B, H, T, D] views, unit last stride).
+// launch(kernel, grid, threads, dynamic shared bytes, args...) runs one kernel.
+template <class Launch>
+void forward(const Launch& launch, const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m,
+             double scale, const Tensor& out, const Tensor& lse) {
+  const Geometry g = geometry(q, k, m, scale);
+  with_half(q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    with_tc_dm(g.D, [&](auto c) {
+      constexpr int DM = decltype(c)::value;
+      launch(attn_fwd_tc<T, DM>, tc_grid(g.Tq, g), kThreads4, fwd_smem<DM>(), g, ptr<T>(q), view_of(q), ptr<T>(k),
+             view_of(k), ptr<T>(v), view_of(v), ptr<T>(out), view_of(out), ptr<float>(lse));
+    });
+  });
+}
+
+// The backward: dq, dk, dv (delta = rowsum(dO o O) on the way, in f32 on q's device).
+template <class Launch>
+void backward(const Launch& launch, const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+              const Tensor& out, const Tensor& lse, const cpu::AttentionMasks& m, double scale, const Tensor& dq,
+              const Tensor& dk, const Tensor& dv) {
+  const Geometry g = geometry(q, k, m, scale);
+  const Tensor delta = Tensor::empty({g.B * g.H * g.Tq}, TensorOptions(DType::f32, q.device()));
+  with_half(q.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    with_tc_dm(g.D, [&](auto c) {
+      constexpr int DM = decltype(c)::value;
+      launch(attn_bwd_q_tc<T, DM>, tc_grid(g.Tq, g), kThreads4, bwd_q_smem<DM>(), g, ptr<T>(q), view_of(q), ptr<T>(k),
+             view_of(k), ptr<T>(v), view_of(v), ptr<T>(out), view_of(out), ptr<T>(dout), view_of(dout),
+             ptr<float>(lse), ptr<float>(delta), ptr<T>(dq), view_of(dq));
+      launch(attn_bwd_kv_tc<T, DM>, tc_grid(g.Tk, g), kThreads4, bwd_kv_smem<DM>(), g, ptr<T>(q), view_of(q),
+             ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(dout), view_of(dout), ptr<float>(lse),
+             ptr<float>(delta), ptr<T>(dk), view_of(dk), ptr<T>(dv), view_of(dv));
+    });
+  });
+}
+
+}  // namespace strand::cuda::tc

@@ -1,0 +1,186 @@
+// The SIMT emulator's scheduler (simt.h): a block's threads as fibers on the calling OS thread.
+#include "tests/simt/simt.h"
+
+#include <ucontext.h>
+
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensor/error.h"
+
+namespace strand::simt {
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+
+struct Barrier {
+  int arrived = 0;
+  uint64_t generation = 0;
+};
+
+struct Fiber {
+  ucontext_t ctx;
+  ThreadState state;
+  bool done = false;
+  unsigned collectives = 0;  // this thread's warp collectives so far: picks one of two slot buffers
+};
+
+// One block being run.
+struct BlockRun {
+  std::vector<Fiber> fibers;
+  ucontext_t scheduler;
+  int current = -1;
+  int live = 0;
+  Barrier block;
+  std::vector<Barrier> warp;
+  std::vector<int> warp_lanes;
+  std::vector<unsigned char> slots;  // [warp][2][32 lanes][kSlotBytes]
+  const std::function<void()>* body = nullptr;
+  uint64_t progress = 0;  // arrivals and exits: a pass over the fibers without any is a deadlock
+  std::exception_ptr error;
+};
+
+BlockRun* g_run = nullptr;
+uint64_t g_blocks = 0;
+std::vector<unsigned char*>& shared_buffers() {
+  static std::vector<unsigned char*> b;
+  return b;
+}
+std::vector<std::unique_ptr<unsigned char[]>>& stacks() {  // kept between blocks (not zeroed)
+  static std::vector<std::unique_ptr<unsigned char[]>> s;
+  return s;
+}
+
+Fiber& running() {
+  STRAND_CHECK(g_run && g_run->current >= 0, "SIMT emulator: a CUDA built-in used outside a kernel");
+  return g_run->fibers[static_cast<size_t>(g_run->current)];
+}
+
+void yield() { swapcontext(&running().ctx, &g_run->scheduler); }
+
+// Arrives at b, which opens when n threads have arrived; waits (yielding) until it opens.
+void wait(Barrier& b, int n) {
+  ++g_run->progress;
+  const uint64_t gen = b.generation;
+  if (++b.arrived >= n) {
+    b.arrived = 0;
+    ++b.generation;
+    return;
+  }
+  while (b.generation == gen) yield();
+}
+
+void entry(int index) {
+  BlockRun& r = *g_run;
+  try {
+    (*r.body)();
+  } catch (...) {
+    if (!r.error) r.error = std::current_exception();
+  }
+  r.fibers[static_cast<size_t>(index)].done = true;
+  --r.live;
+  ++r.progress;
+  if (r.block.arrived > 0 && r.block.arrived >= r.live) {  // the others wait for the live threads only
+    r.block.arrived = 0;
+    ++r.block.generation;
+  }
+}  // returns to the scheduler (uc_link)
+
+void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims) {
+  const int n = static_cast<int>(dims.x * dims.y * dims.z), warps = (n + 31) / 32;
+  r.fibers.assign(static_cast<size_t>(n), Fiber{});
+  r.current = -1;
+  r.live = n;
+  r.block = {};
+  r.warp.assign(static_cast<size_t>(warps), Barrier{});
+  r.warp_lanes.assign(static_cast<size_t>(warps), 32);
+  if (n % 32) r.warp_lanes.back() = n % 32;
+  r.slots.assign(static_cast<size_t>(warps) * 2 * 32 * kSlotBytes, 0);
+  r.progress = 0;
+  r.error = nullptr;
+  for (unsigned char* s : shared_buffers()) std::memset(s, 0xff, kSharedBytes);
+  while (stacks().size() < static_cast<size_t>(n)) stacks().push_back(std::make_unique<unsigned char[]>(kStackBytes));
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = r.fibers[static_cast<size_t>(i)];
+    const unsigned u = static_cast<unsigned>(i);
+    f.state = {{u % dims.x, (u / dims.x) % dims.y, u / (dims.x * dims.y)}, block, dims, grid};
+    STRAND_CHECK(getcontext(&f.ctx) == 0, "SIMT emulator: getcontext failed");
+    f.ctx.uc_stack.ss_sp = stacks()[static_cast<size_t>(i)].get();
+    f.ctx.uc_stack.ss_size = kStackBytes;
+    f.ctx.uc_link = &r.scheduler;
+    makecontext(&f.ctx, reinterpret_cast<void (*)()>(&entry), 1, i);
+  }
+  while (r.live > 0 && !r.error) {
+    const uint64_t before = r.progress;
+    for (int i = 0; i < n && !r.error; ++i) {
+      if (r.fibers[static_cast<size_t>(i)].done) continue;
+      r.current = i;
+      STRAND_CHECK(swapcontext(&r.scheduler, &r.fibers[static_cast<size_t>(i)].ctx) == 0,
+                   "SIMT emulator: swapcontext failed");
+    }
+    r.current = -1;
+    if (r.error) break;
+    if (r.live > 0 && r.progress == before) {
+      int in_warp = 0;
+      for (const Barrier& w : r.warp) in_warp += w.arrived;
+      STRAND_CHECK(false, "SIMT emulator: deadlock in block (", block.x, ", ", block.y, ", ", block.z, "): ", r.live,
+                   " threads live, ", r.block.arrived, " waiting at __syncthreads, ", in_warp,
+                   " in warp collectives that not every lane of the warp reaches");
+    }
+  }
+  r.current = -1;
+  if (r.error) std::rethrow_exception(r.error);
+}
+
+}  // namespace
+
+const ThreadState& current() { return running().state; }
+
+void syncthreads() { wait(g_run->block, g_run->live); }
+
+const unsigned char* warp_post(const void* mine, size_t bytes) {
+  STRAND_CHECK(bytes <= kSlotBytes, "SIMT emulator: a warp collective of ", bytes, " bytes (at most ", kSlotBytes, ")");
+  Fiber& f = running();
+  const unsigned lin = f.state.linear(), w = lin / 32, lane = lin % 32;
+  unsigned char* base = g_run->slots.data() + (static_cast<size_t>(w) * 2 + (f.collectives++ & 1)) * 32 * kSlotBytes;
+  std::memcpy(base + lane * kSlotBytes, mine, bytes);
+  wait(g_run->warp[w], g_run->warp_lanes[w]);
+  return base;
+}
+
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+  STRAND_CHECK(!g_run, "SIMT emulator: a launch from inside a kernel");
+  STRAND_CHECK(block.x * block.y * block.z > 0 && block.x * block.y * block.z <= 1024,
+               "SIMT emulator: blocks of 1 to 1024 threads, got ", block.x * block.y * block.z);
+  BlockRun r;
+  r.body = &body;
+  g_run = &r;
+  try {
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x) {
+          run_block(r, {x, y, z}, grid, block);
+          ++g_blocks;
+        }
+  } catch (...) {
+    g_run = nullptr;
+    throw;
+  }
+  g_run = nullptr;
+}
+
+uint64_t blocks_run() { return g_blocks; }
+
+bool register_shared(unsigned char* buffer) {
+  shared_buffers().push_back(buffer);
+  return true;
+}
+
+void check_shared(size_t bytes) {
+  STRAND_CHECK(bytes <= kSharedBytes, "SIMT emulator: ", bytes, " bytes of dynamic shared memory asked, ",
+               kSharedBytes, " emulated");
+}
+
+}  // namespace strand::simt

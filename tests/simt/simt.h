@@ -1,0 +1,171 @@
+#pragma once
+// A SIMT emulator for CUDA kernels, so that their logic can be tested on a machine without a GPU.
+//
+// A kernel's source (a .cuh of __device__ / __global__ templates) is compiled by the host compiler
+// with this header included first. Each block of the grid runs alone; each of its threads is a
+// fiber (ucontext) on the calling OS thread, switched cooperatively at the points where CUDA threads
+// communicate:
+//   - __syncthreads(): a barrier of the block's live threads;
+//   - warp collectives (__shfl_*_sync, mma.sync through simt::mma16816): every lane of the warp
+//     posts its operands, waits for the other 31, then reads theirs;
+//   - dynamic shared memory: one buffer (kSharedBytes), declared by STRAND_SIMT_DYNAMIC_SMEM under
+//     the name the kernel's `extern __shared__` uses, and handed to one block at a time.
+// mma.sync.m16n8k16 (bf16/f16 in, f32 accumulate) follows the PTX ISA's fragment layouts
+// ("Matrix Fragments for mma.m16n8k16 with floating point type") and accumulates in f32.
+//
+// What it does not model: the memory model and timing (a race that happens to be ordered here may
+// fail on a GPU), static __shared__ arrays (they would be per thread here: use dynamic ones), warp
+// divergence inside a collective (every lane must reach it: it is checked), and the hardware's
+// exact f32 summation order inside an mma. A deadlock (a barrier some threads never reach) aborts
+// the test with a message instead of hanging.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+#include "tensor/half.h"
+
+#define STRAND_SIMT_EMULATOR 1
+#ifndef __launch_bounds__
+#define __launch_bounds__(...)
+#endif
+
+namespace strand::simt {
+
+constexpr size_t kSharedBytes = 256 * 1024;  // more than any GPU gives one block (227 KB on an H100)
+constexpr size_t kSlotBytes = 32;            // what one lane may post to a warp collective
+
+struct ThreadState {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+  int lane() const { return static_cast<int>(linear() % 32); }
+  unsigned linear() const { return thread.x + block_dim.x * (thread.y + block_dim.y * thread.z); }
+};
+const ThreadState& current();  // the running thread's
+
+void syncthreads();
+// Posts `bytes` (<= kSlotBytes) for this lane and waits for the other lanes of the warp; returns
+// the 32 lanes' posts (lane i's at i * kSlotBytes), valid until this lane's next collective.
+const unsigned char* warp_post(const void* mine, size_t bytes);
+
+// Runs body() as every thread of every block of the grid, one block after another. Throws
+// strand::Error on a deadlock.
+void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+// The number of blocks run_grid has run since the process started (lets a test check coverage).
+uint64_t blocks_run();
+// A dynamic shared-memory buffer (STRAND_SIMT_DYNAMIC_SMEM): filled with 0xff bytes (NaN in every
+// float type) before each block, so a read of what the block never wrote shows.
+bool register_shared(unsigned char* buffer);
+// Throws strand::Error when a launch asks for more dynamic shared memory than the buffers hold.
+void check_shared(size_t bytes);
+
+// The launch policy: kernel(args...) on the emulator (the CUDA launch policy calls kernel<<<>>>).
+struct Launch {
+  template <class K, class... A>
+  void operator()(K kernel, dim3 grid, int threads, size_t smem, A... args) const;
+};
+
+template <class V>
+V shfl(V v, int src_lane) {
+  static_assert(sizeof(V) <= kSlotBytes && std::is_trivially_copyable_v<V>);
+  const unsigned char* all = warp_post(&v, sizeof v);
+  V r;
+  std::memcpy(&r, all + static_cast<size_t>(src_lane & 31) * kSlotBytes, sizeof r);
+  return r;
+}
+
+// One 16-bit element of a packed pair as f32: the first (lower-indexed) element in the low half.
+// T: bf16 (strand's or CUDA's) or f16.
+template <class T>
+float half_of(uint32_t pair, int which) {
+  const uint16_t bits = static_cast<uint16_t>(which ? pair >> 16 : pair & 0xffffu);
+  if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, __nv_bfloat16>) {
+    const uint32_t f = static_cast<uint32_t>(bits) << 16;
+    float x;
+    std::memcpy(&x, &f, sizeof x);
+    return x;
+  } else {
+    static_assert(std::is_same_v<T, f16> || std::is_same_v<T, __half>, "mma operands are bf16 or f16");
+    __half_raw r;
+    r.x = bits;
+    return __half2float(__half(r));
+  }
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: c[16 x 8] += A[16 x 16] B[16 x 8], where lane
+// (g, t) = (lane / 4, lane % 4) holds
+//   A: a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..);
+//   B: b0 = rows 2t..2t+1 of column g, b1 = rows 2t+8..2t+9;
+//   C: c[0..1] = (g, 2t..2t+1), c[2..3] = (g+8, 2t..2t+1).
+template <class T>
+void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  struct Frag {
+    uint32_t a[4], b[2];
+  } mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
+  const unsigned char* all = warp_post(&mine, sizeof mine);
+  auto frag = [&](int lane) {
+    Frag f;
+    std::memcpy(&f, all + static_cast<size_t>(lane) * kSlotBytes, sizeof f);
+    return f;
+  };
+  auto A = [&](int r, int k) {
+    const Frag f = frag(4 * (r % 8) + (k % 8) / 2);
+    return half_of<T>(f.a[(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  };
+  auto B = [&](int k, int n) {
+    const Frag f = frag(4 * n + (k % 8) / 2);
+    return half_of<T>(f.b[k >= 8 ? 1 : 0], k % 2);
+  };
+  const int lane = current().lane(), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int r = g + 8 * (i >> 1), n = 2 * t + (i & 1);
+    float s = c[i];
+    for (int k = 0; k < 16; ++k) s += A(r, k) * B(k, n);
+    c[i] = s;
+  }
+}
+
+template <class K, class... A>
+void Launch::operator()(K kernel, dim3 grid, int threads, size_t smem, A... args) const {
+  check_shared(smem);
+  run_grid(grid, dim3(static_cast<unsigned>(threads)), [&] { kernel(args...); });
+}
+
+}  // namespace strand::simt
+
+// The CUDA built-ins the kernels use, on the emulator.
+#define threadIdx (::strand::simt::current().thread)
+#define blockIdx (::strand::simt::current().block)
+#define blockDim (::strand::simt::current().block_dim)
+#define gridDim (::strand::simt::current().grid_dim)
+inline void __syncthreads() { ::strand::simt::syncthreads(); }
+template <class V>
+V __shfl_xor_sync(unsigned, V v, int lane_mask, int = 32) {
+  return ::strand::simt::shfl(v, ::strand::simt::current().lane() ^ lane_mask);
+}
+template <class V>
+V __shfl_sync(unsigned, V v, int src_lane, int = 32) {
+  return ::strand::simt::shfl(v, src_lane);
+}
+template <class V>
+V __shfl_down_sync(unsigned, V v, unsigned delta, int = 32) {
+  const int lane = ::strand::simt::current().lane(), src = lane + static_cast<int>(delta);
+  const V other = ::strand::simt::shfl(v, src < 32 ? src : lane);
+  return other;
+}
+using std::isinf;
+using std::isnan;
+
+// The dynamic shared memory of the kernels in namespace `ns` that declare `extern __shared__ ...
+// name[]` (a definition with external linkage, which their block-scope declaration names).
+#define STRAND_SIMT_DYNAMIC_SMEM(ns, name)                                                 \
+  namespace ns {                                                                           \
+  alignas(16) unsigned char name[::strand::simt::kSharedBytes];                            \
+  [[maybe_unused]] static const bool name##_registered = ::strand::simt::register_shared(name); \
+  }
