@@ -8,13 +8,12 @@ namespace strand::cuda {
 
 namespace {
 
-// Launches a kernel on the current stream, with the dynamic shared memory it asks for reserved.
-struct DeviceLaunch {
+// DeviceLaunch with the dynamic shared memory the kernel asks for reserved first.
+struct TcLaunch {
   template <class K, class... A>
-  void operator()(K kernel, dim3 grid, int threads, size_t smem, A... args) const {
+  void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
     allow_smem(kernel, smem);
-    kernel<<<grid, threads, smem, stream()>>>(args...);
-    STRAND_CUDA_LAUNCH_CHECK();
+    DeviceLaunch{}(kernel, grid, block, smem, args...);
   }
 };
 
@@ -39,13 +38,13 @@ bool attention_tc_supported(const Tensor& q, const Tensor& k) {
 
 void attention_forward_tc(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m,
                           double scale, const Tensor& out, const Tensor& lse) {
-  tc::forward(DeviceLaunch{}, q, k, v, m, scale, out, lse);
+  tc::forward(TcLaunch{}, q, k, v, m, scale, out, lse);
 }
 
 void attention_backward_tc(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                            const Tensor& lse, const cpu::AttentionMasks& m, double scale, const Tensor& dq,
                            const Tensor& dk, const Tensor& dv) {
-  tc::backward(DeviceLaunch{}, dout, q, k, v, out, lse, m, scale, dq, dk, dv);
+  tc::backward(TcLaunch{}, dout, q, k, v, out, lse, m, scale, dq, dk, dv);
 }
 
 }  // namespace strand::cuda

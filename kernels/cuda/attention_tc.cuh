@@ -208,7 +208,7 @@ constexpr int kTStride = kRows + 8;  // halves: a transposed tile's row (one fea
 template <class T, int DM>
 __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q, View4 qv, const T* k, View4 kv,
                                                          const T* v, View4 vv, T* o, View4 ov, float* lse) {
-  extern __shared__ __align__(16) unsigned char tc_smem[];
+  unsigned char* const tc_smem = dynamic_smem();
   constexpr int RS = row_stride<DM>();
   uint16_t* Ks = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; holds the Q tile at first
   uint16_t* Vt = Ks + kRows * RS;                        // [DM][kTStride]
@@ -302,7 +302,7 @@ template <class T, int DM>
 __global__ void __launch_bounds__(kThreads4) attn_bwd_q_tc(Geometry g, const T* q, View4 qv, const T* k, View4 kv,
                                                            const T* v, View4 vv, const T* o, View4 ov, const T* dout,
                                                            View4 gv, const float* lse, float* delta, T* dq, View4 dqv) {
-  extern __shared__ __align__(16) unsigned char tc_smem[];
+  unsigned char* const tc_smem = dynamic_smem();
   constexpr int RS = row_stride<DM>();
   uint16_t* Ks = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; the Q tile at first
   uint16_t* Vs = Ks + kRows * RS;                        // [64][RS]; the dO tile at first
@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
                                                             const T* v, View4 vv, const T* dout, View4 gv,
                                                             const float* lse, const float* delta, T* dk, View4 dkv,
                                                             T* dv, View4 dvv) {
-  extern __shared__ __align__(16) unsigned char tc_smem[];
+  unsigned char* const tc_smem = dynamic_smem();
   constexpr int RS = row_stride<DM>();
   uint16_t* Qs = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; the K tile at first
   uint16_t* Gs = Qs + kRows * RS;                        // [64][RS]; the V tile at first

@@ -23,6 +23,29 @@ inline cudaStream_t stream() {
                  __FILE__, ":", __LINE__);                                                          \
   } while (0)
 
+#ifdef __CUDACC__
+// The kernels' launch policy on the GPU: kernel(args...) on the current stream. Kernels whose
+// launchers take a policy (attention_tc.cuh, optim.cuh) also run on the SIMT emulator of the tests
+// (tests/simt/simt.h: simt::Launch), which executes them on the CPU.
+struct DeviceLaunch {
+  template <class K, class... A>
+  void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
+    kernel<<<grid, block, smem, stream()>>>(args...);
+    STRAND_CUDA_LAUNCH_CHECK();
+  }
+};
+#endif
+
+// The block's dynamic shared memory (the launch's third argument), 16-byte aligned.
+__device__ __forceinline__ unsigned char* dynamic_smem() {
+#ifdef STRAND_SIMT_EMULATOR
+  return simt::dynamic_shared();
+#else
+  extern __shared__ __align__(16) unsigned char strand_dynamic_smem[];
+  return strand_dynamic_smem;
+#endif
+}
+
 template <class T>
 T* ptr(const Tensor& t) {
   return static_cast<T*>(t.raw_data());

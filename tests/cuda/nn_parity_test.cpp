@@ -409,7 +409,9 @@ TEST(CudaNnParity, MultiTensorAdamWAndSumOfSquaresMatchTheCpu) {
     for (size_t i = 0; i < shapes.size(); ++i) cg.push_back(cpu_ps[i].g), gg.push_back(gpu_ps[i].g);
     const std::vector<double> sc = ops::sum_squares(cg), sg = ops::sum_squares(gg);
     ASSERT_EQ(sg.size(), sc.size());
-    for (size_t i = 0; i < sc.size(); ++i) EXPECT_NEAR(sg[i], sc[i], 1e-12 * (1 + sc[i])) << dtype_name(dt) << " " << i;
+    // sums of up to 21M squares in another order: 1e-10 relative (1e-12 failed on the SIMT emulator
+    // by 1.2e-12; one chunk missing is > 1e-3)
+    for (size_t i = 0; i < sc.size(); ++i) EXPECT_NEAR(sg[i], sc[i], 1e-10 * (1 + sc[i])) << dtype_name(dt) << " " << i;
     ASSERT_TRUE(ops::adamw_multi_(gpu_ps));
     for (const AdamWParam& e : cpu_ps) ASSERT_TRUE(ops::adamw_(e.p, e.g, e.m, e.v, e.s));
     const double tol = dt == DType::f64 ? 1e-15 : dt == DType::f32 ? 1e-7 : 1e-2;

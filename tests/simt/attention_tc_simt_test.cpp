@@ -5,9 +5,6 @@
 // kernels' indexing, fragment layouts, masks, dropout and online softmax without a GPU; it says
 // nothing of their speed or of races the emulator's ordering hides (tests/simt/simt.h).
 #include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
-
-STRAND_SIMT_DYNAMIC_SMEM(strand::cuda::tc, tc_smem)
-
 #include "kernels/cuda/attention_tc.cuh"
 #include "tests/attention_cases.h"
 

@@ -44,8 +44,8 @@ struct BlockRun {
 
 BlockRun* g_run = nullptr;
 uint64_t g_blocks = 0;
-std::vector<unsigned char*>& shared_buffers() {
-  static std::vector<unsigned char*> b;
+unsigned char* shared_buffer() {
+  alignas(16) static unsigned char b[kSharedBytes];
   return b;
 }
 std::vector<std::unique_ptr<unsigned char[]>>& stacks() {  // kept between blocks (not zeroed)
@@ -100,7 +100,7 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims) {
   r.slots.assign(static_cast<size_t>(warps) * 2 * 32 * kSlotBytes, 0);
   r.progress = 0;
   r.error = nullptr;
-  for (unsigned char* s : shared_buffers()) std::memset(s, 0xff, kSharedBytes);
+  std::memset(shared_buffer(), 0xff, kSharedBytes);
   while (stacks().size() < static_cast<size_t>(n)) stacks().push_back(std::make_unique<unsigned char[]>(kStackBytes));
   for (int i = 0; i < n; ++i) {
     Fiber& f = r.fibers[static_cast<size_t>(i)];
@@ -173,10 +173,7 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
 
 uint64_t blocks_run() { return g_blocks; }
 
-bool register_shared(unsigned char* buffer) {
-  shared_buffers().push_back(buffer);
-  return true;
-}
+unsigned char* dynamic_shared() { return shared_buffer(); }
 
 void check_shared(size_t bytes) {
   STRAND_CHECK(bytes <= kSharedBytes, "SIMT emulator: ", bytes, " bytes of dynamic shared memory asked, ",

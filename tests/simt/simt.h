@@ -8,14 +8,15 @@
 //   - __syncthreads(): a barrier of the block's live threads;
 //   - warp collectives (__shfl_*_sync, mma.sync through simt::mma16816): every lane of the warp
 //     posts its operands, waits for the other 31, then reads theirs;
-//   - dynamic shared memory: one buffer (kSharedBytes), declared by STRAND_SIMT_DYNAMIC_SMEM under
-//     the name the kernel's `extern __shared__` uses, and handed to one block at a time.
+//   - shared memory: `__shared__` arrays become function statics (one per kernel instantiation,
+//     used by one block at a time); dynamic shared memory (cuda::dynamic_smem()) is one buffer of
+//     kSharedBytes, filled with 0xff bytes (NaN in every float type) before each block, so a read
+//     of what the block never wrote shows.
 // mma.sync.m16n8k16 (bf16/f16 in, f32 accumulate) follows the PTX ISA's fragment layouts
 // ("Matrix Fragments for mma.m16n8k16 with floating point type") and accumulates in f32.
 //
 // What it does not model: the memory model and timing (a race that happens to be ordered here may
-// fail on a GPU), static __shared__ arrays (they would be per thread here: use dynamic ones), warp
-// divergence inside a collective (every lane must reach it: it is checked), and the hardware's
+// fail on a GPU), warp divergence inside a collective (every lane must reach it: it is checked), and the hardware's
 // exact f32 summation order inside an mma. A deadlock (a barrier some threads never reach) aborts
 // the test with a message instead of hanging.
 #include <cuda_bf16.h>
@@ -59,16 +60,15 @@ const unsigned char* warp_post(const void* mine, size_t bytes);
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
 // The number of blocks run_grid has run since the process started (lets a test check coverage).
 uint64_t blocks_run();
-// A dynamic shared-memory buffer (STRAND_SIMT_DYNAMIC_SMEM): filled with 0xff bytes (NaN in every
-// float type) before each block, so a read of what the block never wrote shows.
-bool register_shared(unsigned char* buffer);
+// The running block's dynamic shared memory (kSharedBytes, 16-byte aligned).
+unsigned char* dynamic_shared();
 // Throws strand::Error when a launch asks for more dynamic shared memory than the buffers hold.
 void check_shared(size_t bytes);
 
 // The launch policy: kernel(args...) on the emulator (the CUDA launch policy calls kernel<<<>>>).
 struct Launch {
   template <class K, class... A>
-  void operator()(K kernel, dim3 grid, int threads, size_t smem, A... args) const;
+  void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const;
 };
 
 template <class V>
@@ -132,9 +132,9 @@ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 }
 
 template <class K, class... A>
-void Launch::operator()(K kernel, dim3 grid, int threads, size_t smem, A... args) const {
+void Launch::operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
   check_shared(smem);
-  run_grid(grid, dim3(static_cast<unsigned>(threads)), [&] { kernel(args...); });
+  run_grid(grid, block, [&] { kernel(args...); });
 }
 
 }  // namespace strand::simt
@@ -159,13 +159,11 @@ V __shfl_down_sync(unsigned, V v, unsigned delta, int = 32) {
   const V other = ::strand::simt::shfl(v, src < 32 ? src : lane);
   return other;
 }
+#undef __shared__
+#define __shared__ static
 using std::isinf;
 using std::isnan;
-
-// The dynamic shared memory of the kernels in namespace `ns` that declare `extern __shared__ ...
-// name[]` (a definition with external linkage, which their block-scope declaration names).
-#define STRAND_SIMT_DYNAMIC_SMEM(ns, name)                                                 \
-  namespace ns {                                                                           \
-  alignas(16) unsigned char name[::strand::simt::kSharedBytes];                            \
-  [[maybe_unused]] static const bool name##_registered = ::strand::simt::register_shared(name); \
-  }
+namespace strand::cuda {  // CUDA's min/max overloads (strand's tensor ops would hide global ones)
+using std::max;
+using std::min;
+}  // namespace strand::cuda
