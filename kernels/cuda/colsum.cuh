@@ -29,18 +29,19 @@ __global__ void colsum_finish_kernel(const A* part, int64_t chunks, int64_t C, d
     out[c] = s;
   }
 }
-// out[c] = sum over r of f(r, c), r in [0, N): a device f64 tensor [C] on `like`'s device.
-template <class F>
-Tensor column_sums(const F& f, int64_t N, int64_t C, const Tensor& like) {
+// out[c] = sum over r of f(r, c), r in [0, N): a f64 tensor [C] on `like`'s device. `launch` is the
+// launch policy (cuda_common.cuh).
+template <class Launch, class F>
+Tensor column_sums(const Launch& launch, const F& f, int64_t N, int64_t C, const Tensor& like) {
   Tensor out = ops::zeros({C}, on(like, DType::f64));
   if (N == 0 || C == 0) return out;
   const int64_t chunks = std::min<int64_t>(1024, (N + 63) / 64), chunk = (N + chunks - 1) / chunks;
   Tensor part = ops::empty({chunks, C}, on(like, DType::f64));
-  colsum_partial_kernel<<<dim3(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(chunks)),
-                          kThreads, 0, stream()>>>(f, N, C, chunk, ptr<double>(part));
-  STRAND_CUDA_LAUNCH_CHECK();
-  colsum_finish_kernel<<<grid_for(C), kThreads, 0, stream()>>>(ptr<double>(part), chunks, C, ptr<double>(out));
-  STRAND_CUDA_LAUNCH_CHECK();
+  launch(colsum_partial_kernel<F>,
+         dim3(static_cast<unsigned>((C + kThreads - 1) / kThreads), static_cast<unsigned>(chunks)), dim3(kThreads), 0,
+         f, N, C, chunk, ptr<double>(part));
+  launch(colsum_finish_kernel<double>, dim3(grid_for(C)), dim3(kThreads), 0, ptr<double>(part), chunks, C,
+         ptr<double>(out));
   return out;
 }
 template <class T>
@@ -82,10 +83,21 @@ __global__ void store_sums_kernel(const double* sums, T* dst, int64_t C) {
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(blockDim.x) * gridDim.x)
     dst[c] = T(acc_t<T>(sums[c]));
 }
+template <class T, class Launch>
+void store_sums(const Launch& launch, const Tensor& sums, const Tensor& dst) {
+  launch(store_sums_kernel<T>, dim3(grid_for(sums.numel())), dim3(kThreads), 0, ptr<double>(sums), ptr<T>(dst),
+         sums.numel());
+}
+
+#ifdef __CUDACC__  // on the GPU
+template <class F>
+Tensor column_sums(const F& f, int64_t N, int64_t C, const Tensor& like) {
+  return column_sums(DeviceLaunch{}, f, N, C, like);
+}
 template <class T>
 void store_sums(const Tensor& sums, const Tensor& dst) {
-  store_sums_kernel<T><<<grid_for(sums.numel()), kThreads, 0, stream()>>>(ptr<double>(sums), ptr<T>(dst), sums.numel());
-  STRAND_CUDA_LAUNCH_CHECK();
+  store_sums<T>(DeviceLaunch{}, sums, dst);
 }
+#endif
 
 }  // namespace strand::cuda

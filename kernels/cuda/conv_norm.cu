@@ -1,19 +1,15 @@
-// CUDA conv1d (channels last) and batch_norm, the two ops Enformer's convolution tower needs.
+// CUDA conv1d (channels last), and the GPU entry points of batch_norm (batch_norm.cuh): the two ops
+// Enformer's convolution tower needs.
 //
 // conv1d follows cpu::conv1d step for step: output rows in blocks, each block's im2col matrix
 // [rows, K·Cin] built by one kernel, then one cuBLAS GEMM with the weights as W_flat [Cout, K·Cin];
 // the weight gradient is gW_flat += gᵀ·col over the same blocks, the input gradient K shifted GEMMs
 // gx[l + k - pad] += g[l]·W_k. The im2col block is capped (kColElems), so memory stays bounded at
-// Enformer's 196,608-long stem.
-//
-// Per-channel sums (batch_norm statistics and gradients, conv bias gradient) are column sums of an
-// [N, C] problem in double: fixed chunks of rows per block, then the chunks in order per channel,
-// so results are deterministic and independent of the launch. They stay on the device (statistics,
-// coefficients and gradients computed there, no host round trip) except under SyncBatchNorm, where
-// they come to the host for the reducer (MPI) to add them across processes, as on the CPU.
+// Enformer's 196,608-long stem. The bias gradient is a column sum in double (colsum.cuh).
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cuda/batch_norm.cuh"
 #include "kernels/cuda/cublas_util.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/colsum.cuh"
@@ -26,62 +22,6 @@ namespace strand::cuda {
 namespace {
 
 constexpr int64_t kColElems = int64_t{1} << 26;  // im2col block cap: 256 MiB of f32
-
-// Host values (already rounded as the CPU rounds them) into a device tensor of dtype dt.
-Tensor device_values(const std::vector<double>& v, DType dt, const Tensor& like) {
-  Tensor h = ops::to(ops::from_vector<double>(v, {static_cast<int64_t>(v.size())}), dt);
-  return ops::to(h, like.device());
-}
-template <class A>
-constexpr DType dtype_of() {
-  return sizeof(A) == 8 ? DType::f64 : DType::f32;
-}
-template <class A>
-std::vector<double> rounded(std::vector<double> v) {
-  for (double& x : v) x = static_cast<double>(static_cast<A>(x));
-  return v;
-}
-
-// ---------------- batch_norm ----------------
-template <class T>
-__global__ void bn_apply_kernel(const T* x, const T* w, const T* b, const acc_t<T>* mean, const acc_t<T>* rstd, T* y,
-                                int64_t n, int64_t C) {
-  using A = acc_t<T>;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t c = i % C;
-    const A scale = (w ? A(w[c]) : A(1)) * rstd[c];
-    const A shift = (b ? A(b[c]) : A(0)) - mean[c] * scale;
-    y[i] = T(A(x[i]) * scale + shift);
-  }
-}
-template <class T>
-__global__ void bn_grad_input_kernel(const T* g, const T* x, const acc_t<T>* mean, const acc_t<T>* rstd,
-                                     const acc_t<T>* k, const acc_t<T>* mg, const acc_t<T>* mgx, bool training, T* gx,
-                                     int64_t n, int64_t C) {
-  using A = acc_t<T>;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t c = i % C;
-    A v = A(g[i]);
-    if (training) {
-      const A xh = (A(x[i]) - mean[c]) * rstd[c];
-      v = v - mg[c] - xh * mgx[c];
-    }
-    gx[i] = T(k[c] * v);
-  }
-}
-
-// k[c] = A(w[c]) * rstd[c] (w absent: 1); mg, mgx = the sums over `total` rows (0 outside training)
-template <class T>
-__global__ void bn_coefficients_kernel(const T* w, const acc_t<T>* rstd, const double* sg, const double* sgx,
-                                       double total, bool training, acc_t<T>* k, acc_t<T>* mg, acc_t<T>* mgx,
-                                       int64_t C) {
-  using A = acc_t<T>;
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(blockDim.x) * gridDim.x) {
-    k[c] = A((w ? A(w[c]) : A(1)) * rstd[c]);
-    mg[c] = training ? A(sg[c] / total) : A(0);
-    mgx[c] = training ? A(sgx[c] / total) : A(0);
-  }
-}
 
 // ---------------- conv1d ----------------
 // col[r, k·Cin + ci] = x[l0 + r - pad + k, ci] (one batch item), zero outside [0, L)
@@ -143,82 +83,18 @@ void for_each_col_block(const Tensor& x, int64_t K, int64_t pad, int64_t Lout, F
 }  // namespace
 
 double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, const cpu::StatsReducer* reduce) {
-  double total = 0;
-  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    using A = acc_t<T>;
-    const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
-    total = static_cast<double>(N);
-    const Tensor sums = column_sums(Value<T>{ptr<T>(x), C}, N, C, x);
-    if (!reduce) {  // all on the device, no host round trip: the same doubles and roundings as below
-      const Tensor m64 = ops::unary(UnaryOp::div_scalar, sums, total);
-      const Tensor ss = column_sums(SquaredDeviation<T>{ptr<T>(x), ptr<double>(m64), C}, N, C, x);
-      ops::copy_(mean, ops::to(m64, dtype_of<A>()));
-      ops::copy_(var, ops::to(ops::unary(UnaryOp::div_scalar, ss, total), dtype_of<A>()));
-      return;
-    }
-    // SyncBatchNorm: the sums go through the host, where the reducer adds them across processes.
-    std::vector<double> s = ops::to_vector<double>(sums);
-    total = cpu::reduce_channel_sums(*reduce, total, s);
-    for (double& v : s) v /= total;
-    Tensor m64 = device_values(s, DType::f64, x);
-    std::vector<double> ss =
-        ops::to_vector<double>(column_sums(SquaredDeviation<T>{ptr<T>(x), ptr<double>(m64), C}, N, C, x));
-    (*reduce)(ss);
-    for (double& v : ss) v /= total;
-    ops::copy_(mean, device_values(rounded<A>(s), mean.dtype(), x));
-    ops::copy_(var, device_values(rounded<A>(ss), var.dtype(), x));
-  });
-  return total;
+  return bn::batch_norm_stats(DeviceLaunch{}, x, mean, var, reduce);
 }
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd,
                       const Tensor& y) {
-  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    using A = acc_t<T>;
-    bn_apply_kernel<T><<<grid_for(x.numel()), kThreads, 0, stream()>>>(ptr<T>(x), w.defined() ? ptr<T>(w) : nullptr,
-                                                          b.defined() ? ptr<T>(b) : nullptr, ptr<A>(mean), ptr<A>(rstd),
-                                                          ptr<T>(y), x.numel(), x.size(-1));
-    STRAND_CUDA_LAUNCH_CHECK();
-  });
+  bn::batch_norm_apply(DeviceLaunch{}, x, w, b, mean, rstd, y);
 }
 
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
                          bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb,
                          const cpu::StatsReducer* reduce) {
-  dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    using A = acc_t<T>;
-    const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
-    Tensor sg = column_sums(Value<T>{ptr<T>(grad), C}, N, C, x);
-    Tensor sgx = column_sums(GradTimesXhat<T, true>{ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd), C}, N, C, x);
-    if (gw.defined()) dispatch_float(gw.dtype(), "batch_norm_backward", [&](auto t) {
-      store_sums<typename decltype(t)::type>(sgx, gw);
-    });
-    if (gb.defined()) dispatch_float(gb.dtype(), "batch_norm_backward", [&](auto t) {
-      store_sums<typename decltype(t)::type>(sg, gb);
-    });
-    if (!gx.defined()) return;
-    double total = static_cast<double>(N);
-    if (reduce && training) {  // SyncBatchNorm: the global sums, through the host
-      std::vector<double> hg = ops::to_vector<double>(sg), hgx = ops::to_vector<double>(sgx);
-      total = cpu::reduce_channel_sums(*reduce, total, hg, &hgx);
-      sg = device_values(hg, DType::f64, x);
-      sgx = device_values(hgx, DType::f64, x);
-    }
-    // k = w·rstd, and the means of g and g·x̂ (training), each rounded to A as the CPU rounds them
-    const TensorOptions ao(mean.dtype(), x.device());
-    Tensor kd = ops::empty({C}, ao), mgd = ops::empty({C}, ao), mgxd = ops::empty({C}, ao);
-    bn_coefficients_kernel<T><<<grid_for(C), kThreads, 0, stream()>>>(
-        w.defined() ? ptr<T>(w) : nullptr, ptr<A>(rstd), ptr<double>(sg), ptr<double>(sgx), total, training, ptr<A>(kd),
-        ptr<A>(mgd), ptr<A>(mgxd), C);
-    STRAND_CUDA_LAUNCH_CHECK();
-    bn_grad_input_kernel<T><<<grid_for(x.numel()), kThreads, 0, stream()>>>(ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd),
-                                                               ptr<A>(kd), ptr<A>(mgd), ptr<A>(mgxd), training,
-                                                               ptr<T>(gx), x.numel(), C);
-    STRAND_CUDA_LAUNCH_CHECK();
-  });
+  bn::batch_norm_backward(DeviceLaunch{}, grad, x, w, mean, rstd, training, gx, gw, gb, reduce);
 }
 
 void conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t pad, const Tensor& out) {

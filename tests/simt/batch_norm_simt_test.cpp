@@ -1,0 +1,56 @@
+// batch_norm's CUDA kernels (kernels/cuda/batch_norm.cuh: statistics, apply, backward, with the
+// column sums of colsum.cuh) on the SIMT emulator against the CPU kernels, in f64/f32/bf16, with
+// and without weight and bias, in training and eval, and through the SyncBatchNorm branch (a
+// reducer standing for two identical processes).
+#include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
+
+#include "kernels/cuda/batch_norm.cuh"
+#include "tests/test_util.h"
+
+namespace strand {
+namespace {
+
+using test::allclose;
+constexpr simt::Launch kEmu{};
+
+TEST(SimtBatchNorm, StatisticsApplyAndBackwardMatchTheCpuKernels) {
+  const int64_t N = 3000, C = 37;  // 47 chunks of 64 rows per column sum
+  const cpu::StatsReducer twice = [](std::vector<double>& v) {
+    for (double& x : v) x *= 2;  // two processes holding the same rows
+  };
+  for (DType dt : {DType::f64, DType::f32, DType::bf16})
+    for (const cpu::StatsReducer* reduce : {static_cast<const cpu::StatsReducer*>(nullptr), &twice})
+      for (bool affine : {true, false})
+        for (bool training : {true, false}) {
+          const std::string what = std::string(dtype_name(dt)) + (reduce ? " sync" : "") + (affine ? " affine" : "") +
+                                   (training ? " training" : " eval");
+          const DType at = dt == DType::f64 ? DType::f64 : DType::f32;  // the statistics' dtype
+          const test::Tol tol = test::tol_for(dt), atol = test::tol_for(at);
+          const TensorOptions xo(dt, Device::cpu()), ao(at, Device::cpu());
+          const Tensor x = test::uniform({N, C}, -2, 3, 5, dt), g = test::uniform({N, C}, -1, 1, 6, dt);
+          const Tensor w = affine ? test::uniform({C}, 0.5, 1.5, 7, dt) : Tensor(),
+                       b = affine ? test::uniform({C}, -0.5, 0.5, 8, dt) : Tensor();
+          Tensor rm = ops::empty({C}, ao), rv = ops::empty({C}, ao), em = ops::empty({C}, ao), ev = ops::empty({C}, ao);
+          EXPECT_EQ(cuda::bn::batch_norm_stats(kEmu, x, em, ev, reduce), cpu::batch_norm_stats(x, rm, rv, reduce)) << what;
+          EXPECT_TRUE(allclose(em, rm, atol.atol, atol.rtol)) << "mean " << what;
+          EXPECT_TRUE(allclose(ev, rv, atol.atol, atol.rtol)) << "var " << what;
+          const Tensor rstd = ops::to(ops::unary(UnaryOp::rsqrt, ops::unary(UnaryOp::add_scalar, ops::to(rv, DType::f64), 1e-5)), at);
+          Tensor ry = ops::empty({N, C}, xo), ey = ops::empty({N, C}, xo);
+          cpu::batch_norm_apply(x, w, b, rm, rstd, ry);
+          cuda::bn::batch_norm_apply(kEmu, x, w, b, rm, rstd, ey);
+          EXPECT_TRUE(allclose(ey, ry, tol.atol, tol.rtol)) << "apply " << what;
+          Tensor rgx = ops::empty({N, C}, xo), egx = ops::empty({N, C}, xo);
+          Tensor rgw = affine ? ops::empty({C}, xo) : Tensor(), egw = affine ? ops::empty({C}, xo) : Tensor();
+          Tensor rgb = affine ? ops::empty({C}, xo) : Tensor(), egb = affine ? ops::empty({C}, xo) : Tensor();
+          cpu::batch_norm_backward(g, x, w, rm, rstd, training, rgx, rgw, rgb, reduce);
+          cuda::bn::batch_norm_backward(kEmu, g, x, w, rm, rstd, training, egx, egw, egb, reduce);
+          EXPECT_TRUE(allclose(egx, rgx, tol.atol, tol.rtol)) << "grad x " << what;
+          if (affine) {
+            EXPECT_TRUE(allclose(egw, rgw, tol.atol, tol.rtol)) << "grad w " << what;
+            EXPECT_TRUE(allclose(egb, rgb, tol.atol, tol.rtol)) << "grad b " << what;
+          }
+        }
+}
+
+}  // namespace
+}  // namespace strand
