@@ -56,9 +56,11 @@ inline std::vector<AttentionCase> attention_cases() {
 inline Tensor composed_attention(const AttentionCase& c, double dropout, const Generator& start,
                                  const std::vector<Tensor>& in) {
   const ops::AttentionParams& cp = c.p;
-  const double lowest = in[0].dtype() == DType::bf16 ? -3.3895313892515355e38
-                        : in[0].dtype() == DType::f16 ? -65504.0
-                                                      : -1e300;  // finite in the dtype
+  const DType dt = in[0].dtype();
+  const double lowest = dt == DType::bf16 ? -3.3895313892515355e38
+                        : dt == DType::f16 ? -65504.0
+                        : dt == DType::f32 ? -3.4028234663852886e38
+                                           : -1.7976931348623157e308;  // finite in the dtype
   default_generator() = start;
   Tensor s = mul(matmul(in[0], transpose(in[1], 2, 3)), cp.scale);
   if (cp.key_pad.defined()) s = masked_fill(s, reshape(cp.key_pad, {c.B, 1, 1, c.Tk}), lowest);

@@ -10,10 +10,11 @@ namespace {
 
 // DeviceLaunch with the dynamic shared memory the kernel asks for reserved first.
 struct TcLaunch {
+  DeviceLaunch device;
   template <class K, class... A>
   void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
     allow_smem(kernel, smem);
-    DeviceLaunch{}(kernel, grid, block, smem, args...);
+    device(kernel, grid, block, smem, args...);
   }
 };
 

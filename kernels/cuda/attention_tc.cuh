@@ -30,6 +30,7 @@
 #include "kernels/cuda/attention_common.cuh"
 
 namespace strand::cuda::tc {
+STRAND_KERNELS_BEGIN
 
 constexpr int kRows = 64, kThreads4 = 128;  // 64 rows per block, 4 warps of 16 rows
 
@@ -516,4 +517,5 @@ void backward(const Launch& launch, const Tensor& dout, const Tensor& q, const T
   });
 }
 
+STRAND_KERNELS_END
 }  // namespace strand::cuda::tc

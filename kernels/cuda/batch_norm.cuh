@@ -12,6 +12,7 @@
 #include "kernels/ops.h"
 
 namespace strand::cuda::bn {
+STRAND_KERNELS_BEGIN
 
 // Host values (already rounded as the CPU rounds them) into a device tensor of dtype dt.
 inline Tensor device_values(const std::vector<double>& v, DType dt, const Tensor& like) {
@@ -145,4 +146,5 @@ void batch_norm_backward(const Launch& launch, const Tensor& grad, const Tensor&
   });
 }
 
+STRAND_KERNELS_END
 }  // namespace strand::cuda::bn

@@ -9,6 +9,7 @@
 #include "kernels/ops.h"
 
 namespace strand::cuda {
+STRAND_KERNELS_BEGIN
 
 inline TensorOptions on(const Tensor& t, DType d) { return TensorOptions(d, t.device()); }
 
@@ -100,4 +101,5 @@ void store_sums(const Tensor& sums, const Tensor& dst) {
 }
 #endif
 
+STRAND_KERNELS_END
 }  // namespace strand::cuda

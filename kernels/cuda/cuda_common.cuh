@@ -3,8 +3,21 @@
 // and block-wide sums and maxima (warp shuffles, then one value per warp through shared memory).
 #include <cuda_runtime.h>
 
+#include <source_location>
+
 #include "tensor/stream.h"
 #include "tensor/tensor.h"
+
+// The kernel headers (*.cuh with a launch policy) open their namespace with STRAND_KERNELS_BEGIN:
+// an inline namespace named after the build, as CUB does, because the SIMT emulator of the tests
+// (STRAND_SIMT_EMULATOR) compiles the same __global__ templates as host functions, which must not
+// share mangled names with nvcc's launch stubs in the library (the linker would keep either).
+#ifdef STRAND_SIMT_EMULATOR
+#define STRAND_KERNELS_BEGIN inline namespace simt_build {
+#else
+#define STRAND_KERNELS_BEGIN inline namespace device_build {
+#endif
+#define STRAND_KERNELS_END }
 
 namespace strand::cuda {
 
@@ -25,13 +38,18 @@ inline cudaStream_t stream() {
 
 #ifdef __CUDACC__
 // The kernels' launch policy on the GPU: kernel(args...) on the current stream. Kernels whose
-// launchers take a policy (attention_tc.cuh, optim.cuh) also run on the SIMT emulator of the tests
-// (tests/simt/simt.h: simt::Launch), which executes them on the CPU.
+// launchers take a policy (attention_tc.cuh, optim.cuh, ...) also run on the SIMT emulator of the
+// tests (tests/simt/simt.h: simt::Launch), which executes them on the CPU. A failed launch names
+// the line that made the policy (the entry point), since the launch itself is always here.
 struct DeviceLaunch {
+  std::source_location where;
+  DeviceLaunch(std::source_location w = std::source_location::current()) : where(w) {}  // NOLINT: implicit
   template <class K, class... A>
   void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
     kernel<<<grid, block, smem, stream()>>>(args...);
-    STRAND_CUDA_LAUNCH_CHECK();
+    const cudaError_t e = cudaGetLastError();
+    STRAND_CHECK(e == cudaSuccess, "CUDA kernel launch failed: ", cudaGetErrorString(e), " (launched from ",
+                 where.file_name(), ":", where.line(), ")");
   }
 };
 #endif

@@ -23,6 +23,7 @@
 #include "tensor/philox.h"
 
 namespace strand::cuda::ew {
+STRAND_KERNELS_BEGIN
 
 
 constexpr int kMaxDims = 8;
@@ -315,4 +316,5 @@ void bernoulli(const Launch& launch, const Tensor& out, double p, double value, 
   });
 }
 
+STRAND_KERNELS_END
 }  // namespace strand::cuda::ew

@@ -20,6 +20,7 @@
 #include "kernels/ops.h"
 
 namespace strand::cuda::optim {
+STRAND_KERNELS_BEGIN
 
 
 template <int Depth>
@@ -141,4 +142,5 @@ std::vector<double> sum_squares(const Launch& launch, const std::vector<Tensor>&
   return out;
 }
 
+STRAND_KERNELS_END
 }  // namespace strand::cuda::optim

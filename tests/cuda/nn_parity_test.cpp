@@ -14,6 +14,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #endif
 #include "tests/attention_cases.h"
+#include "tests/multi_tensor_cases.h"
 #include "tests/test_util.h"
 
 namespace strand {
@@ -382,44 +383,12 @@ TEST(CudaNnParity, FusedAdamWMatchesTheCpu) {
   }
 }
 
-// The multi-tensor launches: more tensors than one table holds (36), a tensor longer than one
-// launch's 320 chunks of 64Ki elements (cut across launches), empty tensors, per-tensor step
-// sizes, the fused gradient scale, and f32/f64/bf16 runs, against the CPU kernel one by one.
+// The multi-tensor launches (tests/multi_tensor_cases.h says which cases) against the CPU kernel.
 TEST(CudaNnParity, MultiTensorAdamWAndSumOfSquaresMatchTheCpu) {
   STRAND_SKIP_WITHOUT_GPU();
-  std::vector<Shape> shapes;
-  for (int i = 0; i < 50; ++i) shapes.push_back({1 + (i * 37) % 300, 1 + i % 7});
-  shapes.push_back({0});
-  shapes.push_back({321 * 65536 + 5});  // 322 chunks: spills into a second launch
-  shapes.push_back({65536});            // exactly one chunk
-  for (DType dt : {DType::f32, DType::f64, DType::bf16}) {
-    std::vector<AdamWParam> cpu_ps, gpu_ps;
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      const uint64_t seed = 500 + 10 * i;
-      Tensor p = test::uniform(shapes[i], -1, 1, seed, dt), g = test::uniform(shapes[i], -1, 1, seed + 1, dt),
-             m = test::uniform(shapes[i], -0.1, 0.1, seed + 2, dt), v = test::uniform(shapes[i], 0, 0.01, seed + 3, dt);
-      const double t = 1 + i % 5;  // parameters at different step counts
-      const AdamWStep s{1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-3 / (1 - std::pow(0.9, t)),
-                        std::sqrt(1 - std::pow(0.999, t)), 0.37};
-      cpu_ps.push_back({p, g, m, v, s});
-      gpu_ps.push_back({ops::to(p, kGpu), ops::to(g, kGpu), ops::to(m, kGpu), ops::to(v, kGpu), s});
-    }
-    // Σ g² before the step scales g.
-    std::vector<Tensor> cg, gg;
-    for (size_t i = 0; i < shapes.size(); ++i) cg.push_back(cpu_ps[i].g), gg.push_back(gpu_ps[i].g);
-    const std::vector<double> sc = ops::sum_squares(cg), sg = ops::sum_squares(gg);
-    ASSERT_EQ(sg.size(), sc.size());
-    // sums of up to 21M squares in another order: 1e-10 relative (1e-12 failed on the SIMT emulator
-    // by 1.2e-12; one chunk missing is > 1e-3)
-    for (size_t i = 0; i < sc.size(); ++i) EXPECT_NEAR(sg[i], sc[i], 1e-10 * (1 + sc[i])) << dtype_name(dt) << " " << i;
-    ASSERT_TRUE(ops::adamw_multi_(gpu_ps));
-    for (const AdamWParam& e : cpu_ps) ASSERT_TRUE(ops::adamw_(e.p, e.g, e.m, e.v, e.s));
-    const double tol = dt == DType::f64 ? 1e-15 : dt == DType::f32 ? 1e-7 : 1e-2;
-    for (size_t i = 0; i < shapes.size(); ++i)
-      for (auto [c, d] : {std::pair{cpu_ps[i].p, gpu_ps[i].p}, {cpu_ps[i].g, gpu_ps[i].g}, {cpu_ps[i].m, gpu_ps[i].m},
-                          {cpu_ps[i].v, gpu_ps[i].v}})
-        ASSERT_TRUE(allclose(ops::to(d, Device::cpu()), c, tol, tol)) << dtype_name(dt) << " tensor " << i;
-  }
+  test::check_multi_tensor_adamw(kGpu, ops::sum_squares, [](std::vector<AdamWParam>& ps) {
+    ASSERT_TRUE(ops::adamw_multi_(ps));
+  });
   // One call over mixed dtypes runs each dtype's stretch in its own launches.
   std::vector<AdamWParam> mixed;
   for (DType dt : {DType::f32, DType::f64, DType::f32}) {

@@ -13,6 +13,13 @@ namespace {
 using test::allclose;
 constexpr simt::Launch kEmu{};
 
+// NaN-filled, so an element a kernel leaves unwritten shows.
+Tensor nans(const Shape& s, DType dt) {
+  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
+  cpu::fill(t, NAN);
+  return t;
+}
+
 TEST(SimtBatchNorm, StatisticsApplyAndBackwardMatchTheCpuKernels) {
   const int64_t N = 3000, C = 37;  // 47 chunks of 64 rows per column sum
   const cpu::StatsReducer twice = [](std::vector<double>& v) {
@@ -26,22 +33,21 @@ TEST(SimtBatchNorm, StatisticsApplyAndBackwardMatchTheCpuKernels) {
                                    (training ? " training" : " eval");
           const DType at = dt == DType::f64 ? DType::f64 : DType::f32;  // the statistics' dtype
           const test::Tol tol = test::tol_for(dt), atol = test::tol_for(at);
-          const TensorOptions xo(dt, Device::cpu()), ao(at, Device::cpu());
           const Tensor x = test::uniform({N, C}, -2, 3, 5, dt), g = test::uniform({N, C}, -1, 1, 6, dt);
           const Tensor w = affine ? test::uniform({C}, 0.5, 1.5, 7, dt) : Tensor(),
                        b = affine ? test::uniform({C}, -0.5, 0.5, 8, dt) : Tensor();
-          Tensor rm = ops::empty({C}, ao), rv = ops::empty({C}, ao), em = ops::empty({C}, ao), ev = ops::empty({C}, ao);
+          Tensor rm = nans({C}, at), rv = nans({C}, at), em = nans({C}, at), ev = nans({C}, at);
           EXPECT_EQ(cuda::bn::batch_norm_stats(kEmu, x, em, ev, reduce), cpu::batch_norm_stats(x, rm, rv, reduce)) << what;
           EXPECT_TRUE(allclose(em, rm, atol.atol, atol.rtol)) << "mean " << what;
           EXPECT_TRUE(allclose(ev, rv, atol.atol, atol.rtol)) << "var " << what;
           const Tensor rstd = ops::to(ops::unary(UnaryOp::rsqrt, ops::unary(UnaryOp::add_scalar, ops::to(rv, DType::f64), 1e-5)), at);
-          Tensor ry = ops::empty({N, C}, xo), ey = ops::empty({N, C}, xo);
+          Tensor ry = nans({N, C}, dt), ey = nans({N, C}, dt);
           cpu::batch_norm_apply(x, w, b, rm, rstd, ry);
           cuda::bn::batch_norm_apply(kEmu, x, w, b, rm, rstd, ey);
           EXPECT_TRUE(allclose(ey, ry, tol.atol, tol.rtol)) << "apply " << what;
-          Tensor rgx = ops::empty({N, C}, xo), egx = ops::empty({N, C}, xo);
-          Tensor rgw = affine ? ops::empty({C}, xo) : Tensor(), egw = affine ? ops::empty({C}, xo) : Tensor();
-          Tensor rgb = affine ? ops::empty({C}, xo) : Tensor(), egb = affine ? ops::empty({C}, xo) : Tensor();
+          Tensor rgx = nans({N, C}, dt), egx = nans({N, C}, dt);
+          Tensor rgw = affine ? nans({C}, dt) : Tensor(), egw = affine ? nans({C}, dt) : Tensor();
+          Tensor rgb = affine ? nans({C}, dt) : Tensor(), egb = affine ? nans({C}, dt) : Tensor();
           cpu::batch_norm_backward(g, x, w, rm, rstd, training, rgx, rgw, rgb, reduce);
           cuda::bn::batch_norm_backward(kEmu, g, x, w, rm, rstd, training, egx, egw, egb, reduce);
           EXPECT_TRUE(allclose(egx, rgx, tol.atol, tol.rtol)) << "grad x " << what;

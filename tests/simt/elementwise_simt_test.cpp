@@ -31,7 +31,12 @@ Tensor operand(Layout l, const Shape& shape, DType dt, uint64_t seed, double lo 
   }
   return {};
 }
-Tensor out_like(const Shape& s, DType dt) { return ops::empty(s, TensorOptions(dt, Device::cpu())); }
+// An output filled with what no kernel writes here (NaN, or 99), so an element left unwritten shows.
+Tensor out_like(const Shape& s, DType dt) {
+  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
+  cpu::fill(t, is_floating(dt) ? NAN : 99.0);
+  return t;
+}
 
 const Shape kShape{37, 29};  // 1073 elements: 4 blocks of 256 threads, packs plus a ragged tail
 const DType kFloats[] = {DType::f64, DType::f32, DType::bf16, DType::f16};

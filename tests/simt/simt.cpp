@@ -6,6 +6,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tensor/error.h"
@@ -37,6 +38,8 @@ struct BlockRun {
   std::vector<Barrier> warp;
   std::vector<int> warp_lanes;
   std::vector<unsigned char> slots;  // [warp][2][32 lanes][kSlotBytes]
+  std::vector<std::pair<const char*, size_t>> kinds;  // [warp][2][32 lanes]: what each lane posted
+  std::vector<int> order;                             // the order of the current pass
   const std::function<void()>* body = nullptr;
   uint64_t progress = 0;  // arrivals and exits: a pass over the fibers without any is a deadlock
   std::exception_ptr error;
@@ -98,6 +101,8 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims) {
   r.warp_lanes.assign(static_cast<size_t>(warps), 32);
   if (n % 32) r.warp_lanes.back() = n % 32;
   r.slots.assign(static_cast<size_t>(warps) * 2 * 32 * kSlotBytes, 0);
+  r.kinds.assign(static_cast<size_t>(warps) * 2 * 32, {nullptr, 0});
+  r.order.resize(static_cast<size_t>(n));
   r.progress = 0;
   r.error = nullptr;
   std::memset(shared_buffer(), 0xff, kSharedBytes);
@@ -112,9 +117,21 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims) {
     f.ctx.uc_link = &r.scheduler;
     makecontext(&f.ctx, reinterpret_cast<void (*)()>(&entry), 1, i);
   }
+  // a fixed shuffle per block and pass (xorshift), so the order differs between passes and runs alike
+  uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t(block.x) << 32 | uint64_t(block.y) << 16 | block.z);
+  auto next = [&rng] {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+  };
   while (r.live > 0 && !r.error) {
     const uint64_t before = r.progress;
-    for (int i = 0; i < n && !r.error; ++i) {
+    for (int i = 0; i < n; ++i) r.order[static_cast<size_t>(i)] = i;
+    for (int i = n - 1; i > 0; --i)
+      std::swap(r.order[static_cast<size_t>(i)], r.order[static_cast<size_t>(next() % uint64_t(i + 1))]);
+    for (int k = 0; k < n && !r.error; ++k) {
+      const int i = r.order[static_cast<size_t>(k)];
       if (r.fibers[static_cast<size_t>(i)].done) continue;
       r.current = i;
       STRAND_CHECK(swapcontext(&r.scheduler, &r.fibers[static_cast<size_t>(i)].ctx) == 0,
@@ -138,22 +155,39 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims) {
 
 const ThreadState& current() { return running().state; }
 
-void syncthreads() { wait(g_run->block, g_run->live); }
+void syncthreads() {
+  running();  // refuses a call outside a kernel
+  wait(g_run->block, g_run->live);
+}
 
-const unsigned char* warp_post(const void* mine, size_t bytes) {
+const unsigned char* warp_post(const void* mine, size_t bytes, const char* kind) {
   STRAND_CHECK(bytes <= kSlotBytes, "SIMT emulator: a warp collective of ", bytes, " bytes (at most ", kSlotBytes, ")");
   Fiber& f = running();
   const unsigned lin = f.state.linear(), w = lin / 32, lane = lin % 32;
-  unsigned char* base = g_run->slots.data() + (static_cast<size_t>(w) * 2 + (f.collectives++ & 1)) * 32 * kSlotBytes;
+  const size_t slot = static_cast<size_t>(w) * 2 + (f.collectives++ & 1);
+  unsigned char* base = g_run->slots.data() + slot * 32 * kSlotBytes;
+  std::pair<const char*, size_t>* kinds = g_run->kinds.data() + slot * 32;
   std::memcpy(base + lane * kSlotBytes, mine, bytes);
+  kinds[lane] = {kind, bytes};
   wait(g_run->warp[w], g_run->warp_lanes[w]);
+  for (int l = 0; l < g_run->warp_lanes[w]; ++l)
+    STRAND_CHECK(kinds[l] == kinds[lane], "SIMT emulator: lane ", lane, " of warp ", w, " is at a ", kind, " of ",
+                 bytes, " bytes while lane ", l, " is at a ", kinds[l].first ? kinds[l].first : "?", " of ",
+                 kinds[l].second, " bytes");
   return base;
 }
 
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
+void check_width(int width) {
+  STRAND_CHECK(width == 32, "SIMT emulator: shuffles over the whole warp only (width 32), got width ", width);
+}
+
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
   STRAND_CHECK(!g_run, "SIMT emulator: a launch from inside a kernel");
   STRAND_CHECK(block.x * block.y * block.z > 0 && block.x * block.y * block.z <= 1024,
                "SIMT emulator: blocks of 1 to 1024 threads, got ", block.x * block.y * block.z);
+  STRAND_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0 && grid.x <= 2147483647u && grid.y <= 65535 && grid.z <= 65535,
+               "SIMT emulator: grid (", grid.x, ", ", grid.y, ", ", grid.z, ") outside CUDA's limits");
+  check_shared(smem);
   BlockRun r;
   r.body = &body;
   g_run = &r;
@@ -163,6 +197,10 @@ void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {
         for (unsigned x = 0; x < grid.x; ++x) {
           run_block(r, {x, y, z}, grid, block);
           ++g_blocks;
+          const unsigned char* s = shared_buffer();
+          for (size_t i = smem; i < kSharedBytes; ++i)
+            STRAND_CHECK(s[i] == 0xff, "SIMT emulator: block (", x, ", ", y, ", ", z, ") wrote byte ", i,
+                         " of dynamic shared memory; the launch asked for ", smem);
         }
   } catch (...) {
     g_run = nullptr;

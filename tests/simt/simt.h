@@ -7,18 +7,24 @@
 // communicate:
 //   - __syncthreads(): a barrier of the block's live threads;
 //   - warp collectives (__shfl_*_sync, mma.sync through simt::mma16816): every lane of the warp
-//     posts its operands, waits for the other 31, then reads theirs;
+//     posts its operands, waits for the other 31, then reads theirs (checking that all 32 lanes
+//     are at the same kind of collective);
 //   - shared memory: `__shared__` arrays become function statics (one per kernel instantiation,
 //     used by one block at a time); dynamic shared memory (cuda::dynamic_smem()) is one buffer of
-//     kSharedBytes, filled with 0xff bytes (NaN in every float type) before each block, so a read
-//     of what the block never wrote shows.
+//     kSharedBytes (an H100's limit), filled with 0xff bytes (NaN in every float type) before each
+//     block, so a read of what the block never wrote shows, and checked after it: a write past the
+//     bytes the launch asked for is an error.
+// The block's threads are resumed in a shuffled order (fixed per block and pass), so a missing
+// __syncthreads is less likely to be hidden by one lucky order.
 // mma.sync.m16n8k16 (bf16/f16 in, f32 accumulate) follows the PTX ISA's fragment layouts
 // ("Matrix Fragments for mma.m16n8k16 with floating point type") and accumulates in f32.
 //
 // What it does not model: the memory model and timing (a race that happens to be ordered here may
-// fail on a GPU), warp divergence inside a collective (every lane must reach it: it is checked), and the hardware's
-// exact f32 summation order inside an mma. A deadlock (a barrier some threads never reach) aborts
-// the test with a message instead of hanging.
+// fail on a GPU), static __shared__ arrays' initial contents (zero here, then the previous
+// block's), shuffle widths below 32 (refused), lanes diverging around a collective (every lane
+// must reach it, or the warp deadlocks: reported), and the hardware's f32 summation order inside
+// an mma. A deadlock (a barrier some threads never reach) fails the test with a message instead
+// of hanging.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -39,7 +45,7 @@
 
 namespace strand::simt {
 
-constexpr size_t kSharedBytes = 256 * 1024;  // more than any GPU gives one block (227 KB on an H100)
+constexpr size_t kSharedBytes = 227 * 1024;  // what an H100 gives one block
 constexpr size_t kSlotBytes = 32;            // what one lane may post to a warp collective
 
 struct ThreadState {
@@ -52,17 +58,19 @@ const ThreadState& current();  // the running thread's
 
 void syncthreads();
 // Posts `bytes` (<= kSlotBytes) for this lane and waits for the other lanes of the warp; returns
-// the 32 lanes' posts (lane i's at i * kSlotBytes), valid until this lane's next collective.
-const unsigned char* warp_post(const void* mine, size_t bytes);
+// the 32 lanes' posts (lane i's at i * kSlotBytes), valid until this lane's next collective. Every
+// lane must post the same `kind` (a string literal naming the collective) and size.
+const unsigned char* warp_post(const void* mine, size_t bytes, const char* kind);
 
-// Runs body() as every thread of every block of the grid, one block after another. Throws
-// strand::Error on a deadlock.
-void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
+// Runs body() as every thread of every block of the grid, one block after another, with `smem`
+// bytes of dynamic shared memory. Throws strand::Error on a deadlock, a mismatched collective, a
+// write past `smem`, or an exception of a thread.
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
 // The number of blocks run_grid has run since the process started (lets a test check coverage).
 uint64_t blocks_run();
 // The running block's dynamic shared memory (kSharedBytes, 16-byte aligned).
 unsigned char* dynamic_shared();
-// Throws strand::Error when a launch asks for more dynamic shared memory than the buffers hold.
+// Throws strand::Error when a launch asks for more dynamic shared memory than the buffer holds.
 void check_shared(size_t bytes);
 
 // The launch policy: kernel(args...) on the emulator (the CUDA launch policy calls kernel<<<>>>).
@@ -71,10 +79,12 @@ struct Launch {
   void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const;
 };
 
+void check_width(int width);  // shuffles of the whole warp only
+
 template <class V>
 V shfl(V v, int src_lane) {
   static_assert(sizeof(V) <= kSlotBytes && std::is_trivially_copyable_v<V>);
-  const unsigned char* all = warp_post(&v, sizeof v);
+  const unsigned char* all = warp_post(&v, sizeof v, "shfl");
   V r;
   std::memcpy(&r, all + static_cast<size_t>(src_lane & 31) * kSlotBytes, sizeof r);
   return r;
@@ -108,7 +118,7 @@ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   struct Frag {
     uint32_t a[4], b[2];
   } mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
-  const unsigned char* all = warp_post(&mine, sizeof mine);
+  const unsigned char* all = warp_post(&mine, sizeof mine, "mma.m16n8k16");
   auto frag = [&](int lane) {
     Frag f;
     std::memcpy(&f, all + static_cast<size_t>(lane) * kSlotBytes, sizeof f);
@@ -133,8 +143,7 @@ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 
 template <class K, class... A>
 void Launch::operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
-  check_shared(smem);
-  run_grid(grid, block, [&] { kernel(args...); });
+  run_grid(grid, block, smem, [&] { kernel(args...); });
 }
 
 }  // namespace strand::simt
@@ -146,15 +155,18 @@ void Launch::operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args)
 #define gridDim (::strand::simt::current().grid_dim)
 inline void __syncthreads() { ::strand::simt::syncthreads(); }
 template <class V>
-V __shfl_xor_sync(unsigned, V v, int lane_mask, int = 32) {
+V __shfl_xor_sync(unsigned, V v, int lane_mask, int width = 32) {
+  ::strand::simt::check_width(width);
   return ::strand::simt::shfl(v, ::strand::simt::current().lane() ^ lane_mask);
 }
 template <class V>
-V __shfl_sync(unsigned, V v, int src_lane, int = 32) {
+V __shfl_sync(unsigned, V v, int src_lane, int width = 32) {
+  ::strand::simt::check_width(width);
   return ::strand::simt::shfl(v, src_lane);
 }
 template <class V>
-V __shfl_down_sync(unsigned, V v, unsigned delta, int = 32) {
+V __shfl_down_sync(unsigned, V v, unsigned delta, int width = 32) {
+  ::strand::simt::check_width(width);
   const int lane = ::strand::simt::current().lane(), src = lane + static_cast<int>(delta);
   const V other = ::strand::simt::shfl(v, src < 32 ? src : lane);
   return other;

@@ -1,0 +1,124 @@
+// The SIMT emulator itself (tests/simt/simt.h): barriers, shuffles, mma.sync against a plain
+// product, and the errors it must raise instead of passing or hanging.
+#include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "tests/test_util.h"
+
+namespace strand {
+namespace {
+
+constexpr simt::Launch kEmu{};
+
+// Each thread writes its slot, waits, then reads its neighbour's: only a working barrier (in any
+// resumption order) gives every thread the neighbour's value.
+void neighbour_kernel(int* out) {
+  int* s = reinterpret_cast<int*>(cuda::dynamic_smem());
+  const unsigned n = blockDim.x, i = threadIdx.x;
+  s[i] = int(i * 3 + blockIdx.x);
+  __syncthreads();
+  out[blockIdx.x * n + i] = s[(i + 1) % n];
+}
+
+TEST(SimtEmulator, SyncthreadsOrdersSharedMemoryAcrossTheBlock) {
+  std::vector<int> out(3 * 96, -1);
+  kEmu(neighbour_kernel, dim3(3), dim3(96), 96 * sizeof(int), out.data());
+  for (unsigned b = 0; b < 3; ++b)
+    for (unsigned i = 0; i < 96; ++i) EXPECT_EQ(out[b * 96 + i], int(((i + 1) % 96) * 3 + b)) << b << " " << i;
+}
+
+void shuffle_kernel(float* out) {
+  const int lane = threadIdx.x % 32;
+  const float v = float(threadIdx.x);
+  out[4 * threadIdx.x + 0] = __shfl_xor_sync(0xffffffffu, v, 5);
+  out[4 * threadIdx.x + 1] = __shfl_down_sync(0xffffffffu, v, 3);  // lanes 29-31 keep their own
+  out[4 * threadIdx.x + 2] = __shfl_sync(0xffffffffu, v, 7);
+  out[4 * threadIdx.x + 3] = float(lane);
+}
+
+TEST(SimtEmulator, ShufflesWithinEachWarp) {
+  std::vector<float> out(4 * 64);
+  kEmu(shuffle_kernel, dim3(1), dim3(64), 0, out.data());
+  for (int t = 0; t < 64; ++t) {
+    const int warp0 = t / 32 * 32, lane = t % 32;
+    EXPECT_EQ(out[4 * t + 0], float(warp0 + (lane ^ 5)));
+    EXPECT_EQ(out[4 * t + 1], float(lane + 3 < 32 ? t + 3 : t));
+    EXPECT_EQ(out[4 * t + 2], float(warp0 + 7));
+  }
+}
+
+// One m16n8k16 product: A [16 x 16] row-major, B [16 x 8] (column n = B[.][n]), C [16 x 8] in f32,
+// each lane loading its fragments as the PTX ISA lays them out.
+template <class T>
+void mma_kernel(const T* A, const T* B, float* C) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  auto pair = [](T lo, T hi) {
+    uint16_t l, h;
+    std::memcpy(&l, &lo, 2);
+    std::memcpy(&h, &hi, 2);
+    return uint32_t(l) | uint32_t(h) << 16;
+  };
+  auto a = [&](int r, int k) { return pair(A[r * 16 + k], A[r * 16 + k + 1]); };
+  auto b = [&](int k, int n) { return pair(B[k * 8 + n], B[(k + 1) * 8 + n]); };
+  const uint32_t af[4] = {a(g, 2 * t), a(g + 8, 2 * t), a(g, 2 * t + 8), a(g + 8, 2 * t + 8)};
+  float c[4] = {1, 2, 3, 4};  // accumulated onto
+  simt::mma16816<T>(c, af, b(2 * t, g), b(2 * t + 8, g));
+  for (int i = 0; i < 4; ++i) C[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = c[i];
+}
+
+template <class T>
+void check_mma() {
+  std::vector<T> A(256), B(128);
+  std::vector<float> a(256), b(128), C(128);
+  for (int i = 0; i < 256; ++i) a[i] = float(T(float((i * 37) % 23 - 11) / 8));
+  for (int i = 0; i < 128; ++i) b[i] = float(T(float((i * 29) % 19 - 9) / 4));
+  for (int i = 0; i < 256; ++i) A[i] = T(a[i]);
+  for (int i = 0; i < 128; ++i) B[i] = T(b[i]);
+  kEmu(mma_kernel<T>, dim3(1), dim3(32), 0, static_cast<const T*>(A.data()), static_cast<const T*>(B.data()), C.data());
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      double want = 1 + (r >= 8 ? 2 : 0) + (n % 2);  // the initial c of that element
+      for (int k = 0; k < 16; ++k) want += double(a[r * 16 + k]) * b[k * 8 + n];
+      EXPECT_EQ(C[r * 8 + n], want) << r << " " << n;  // small integers over 32: exact in f32
+    }
+}
+
+TEST(SimtEmulator, MmaM16n8k16IsTheProductOfTheFragments) {
+  check_mma<bf16>();
+  check_mma<f16>();
+}
+
+void early_exit_kernel(float* out) {
+  if (threadIdx.x == 0) return;  // lane 0 never reaches the shuffle the others wait at
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+}
+void mixed_kernel(float* out) {
+  if (threadIdx.x == 3) out[0] = float(__shfl_xor_sync(0xffffffffu, 1.0, 1));  // 8 bytes, not 4
+  else out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+}
+void overrun_kernel(unsigned char* out) {
+  if (threadIdx.x == 0) cuda::dynamic_smem()[100] = out[0];  // asked for 100 bytes
+}
+void throwing_kernel(float*) { STRAND_CHECK(threadIdx.x != 17, "thread ", threadIdx.x, " refuses"); }
+
+TEST(SimtEmulator, DeadlocksMismatchesOverrunsAndThrowsAreErrors) {
+  std::vector<float> out(64);
+  unsigned char byte = 1;
+  EXPECT_TRUE(test::throws_with([&] { kEmu(early_exit_kernel, dim3(1), dim3(32), 0, out.data()); }, {"deadlock"}));
+  EXPECT_TRUE(test::throws_with([&] { kEmu(mixed_kernel, dim3(1), dim3(32), 0, out.data()); },
+                                {"is at a shfl of", "bytes while lane"}));
+  EXPECT_TRUE(test::throws_with([&] { kEmu(overrun_kernel, dim3(1), dim3(32), 100, &byte); },
+                                {"wrote byte 100", "asked for 100"}));
+  EXPECT_TRUE(test::throws_with([&] { kEmu(throwing_kernel, dim3(2), dim3(32), 0, out.data()); },
+                                {"thread 17 refuses"}));
+  EXPECT_TRUE(test::throws_with([] { __syncthreads(); }, {"outside a kernel"}));
+  EXPECT_TRUE(test::throws_with([&] { kEmu(throwing_kernel, dim3(1), dim3(32), simt::kSharedBytes + 1, out.data()); },
+                                {"dynamic shared memory"}));
+  // after all that, a launch still works
+  std::vector<int> ok(96, -1);
+  kEmu(neighbour_kernel, dim3(1), dim3(96), 96 * sizeof(int), ok.data());
+  EXPECT_EQ(ok[95], 0);
+}
+
+}  // namespace
+}  // namespace strand
