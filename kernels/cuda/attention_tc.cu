@@ -6,20 +6,6 @@
 
 namespace strand::cuda {
 
-namespace {
-
-// DeviceLaunch with the dynamic shared memory the kernel asks for reserved first.
-struct TcLaunch {
-  DeviceLaunch device;
-  template <class K, class... A>
-  void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
-    allow_smem(kernel, smem);
-    device(kernel, grid, block, smem, args...);
-  }
-};
-
-}  // namespace
-
 bool attention_tc_supported(const Tensor& q, const Tensor& k) {
   if (q.dtype() != DType::bf16 && q.dtype() != DType::f16) return false;
   const int64_t D = q.size(3), BH = q.size(0) * q.size(1);
@@ -39,13 +25,13 @@ bool attention_tc_supported(const Tensor& q, const Tensor& k) {
 
 void attention_forward_tc(const Tensor& q, const Tensor& k, const Tensor& v, const cpu::AttentionMasks& m,
                           double scale, const Tensor& out, const Tensor& lse) {
-  tc::forward(TcLaunch{}, q, k, v, m, scale, out, lse);
+  tc::forward(DeviceLaunch{}, q, k, v, m, scale, out, lse);
 }
 
 void attention_backward_tc(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                            const Tensor& lse, const cpu::AttentionMasks& m, double scale, const Tensor& dq,
                            const Tensor& dk, const Tensor& dv) {
-  tc::backward(TcLaunch{}, dout, q, k, v, out, lse, m, scale, dq, dk, dv);
+  tc::backward(DeviceLaunch{}, dout, q, k, v, out, lse, m, scale, dq, dk, dv);
 }
 
 }  // namespace strand::cuda

@@ -3,7 +3,11 @@
 // and block-wide sums and maxima (warp shuffles, then one value per warp through shared memory).
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <mutex>
+#include <set>
 #include <source_location>
+#include <utility>
 
 #include "tensor/stream.h"
 #include "tensor/tensor.h"
@@ -36,21 +40,55 @@ inline cudaStream_t stream() {
                  __FILE__, ":", __LINE__);                                                          \
   } while (0)
 
+// The most dynamic shared memory one block may opt into on the current device (227 KB on an H100,
+// 163 KB on an A100), asked of the driver once per device.
+inline size_t smem_optin_limit() {
+  static std::atomic<int> cached[64];  // 0: not asked yet
+  int dev = 0;
+  cudaGetDevice(&dev);
+  int bytes = dev < 64 ? cached[dev].load(std::memory_order_relaxed) : 0;
+  if (bytes == 0) {
+    cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (dev < 64) cached[dev].store(bytes, std::memory_order_relaxed);
+  }
+  return static_cast<size_t>(bytes);
+}
+// Lets `kernel` use `bytes` of dynamic shared memory (needed above 48 KB). The attribute belongs to
+// the kernel on a device, so it is set once per (kernel, device): each kernel instantiation is
+// always launched with the same size.
+template <class K>
+void allow_smem(K kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return;
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  const std::pair<const void*, int> key{reinterpret_cast<const void*>(kernel), dev};
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(key)) return;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  STRAND_CHECK(e == cudaSuccess, "CUDA attention: cannot reserve ", bytes, " bytes of shared memory: ", cudaGetErrorString(e));
+  done.insert(key);
+}
 #ifdef __CUDACC__
-// The kernels' launch policy on the GPU: kernel(args...) on the current stream. Kernels whose
-// launchers take a policy (attention_tc.cuh, optim.cuh, ...) also run on the SIMT emulator of the
-// tests (tests/simt/simt.h: simt::Launch), which executes them on the CPU. A failed launch names
-// the line that made the policy (the entry point), since the launch itself is always here.
+// The kernels' launch policy on the GPU: kernel(args...) on the current stream, with the dynamic
+// shared memory it asks for reserved (allow_smem). Kernels whose launchers take a policy
+// (attention.cuh, attention_tc.cuh, optim.cuh, ...) also run on the SIMT emulator of the tests
+// (tests/simt/simt.h: simt::Launch), which executes them on the CPU. A failed launch names the line
+// that made the policy (the entry point), since the launch itself is always here.
 struct DeviceLaunch {
   std::source_location where;
   DeviceLaunch(std::source_location w = std::source_location::current()) : where(w) {}  // NOLINT: implicit
   template <class K, class... A>
   void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
+    allow_smem(kernel, smem);
     kernel<<<grid, block, smem, stream()>>>(args...);
     const cudaError_t e = cudaGetLastError();
     STRAND_CHECK(e == cudaSuccess, "CUDA kernel launch failed: ", cudaGetErrorString(e), " (launched from ",
                  where.file_name(), ":", where.line(), ")");
   }
+  // The most dynamic shared memory a launch may ask for on the current device.
+  size_t smem_limit() const { return smem_optin_limit(); }
 };
 #endif
 

@@ -77,6 +77,7 @@ void check_shared(size_t bytes);
 struct Launch {
   template <class K, class... A>
   void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const;
+  size_t smem_limit() const { return kSharedBytes; }
 };
 
 void check_width(int width);  // shuffles of the whole warp only

@@ -1,0 +1,67 @@
+// The CUDA-core fused attention (kernels/cuda/attention.cuh: the tiled kernels for head dims up to
+// 128, the row kernels above) on the SIMT emulator against the CPU kernel, f32 and f64, every mask
+// variant of the GPU test CudaNnParity.FusedAttentionEveryVariant, with and without dropout (the
+// same Philox mask as the CPU), contiguous and on the models' transposed [B, T, H, D] views.
+#include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
+
+#include "kernels/cuda/attention.cuh"
+#include "tests/attention_cases.h"
+
+namespace strand {
+namespace {
+
+using test::AttentionCase;
+using test::allclose;
+constexpr simt::Launch kEmu{};
+
+Tensor heads(const Tensor& bhtd, bool transposed) {
+  return transposed ? ops::transpose(ops::contiguous(ops::transpose(bhtd, 1, 2)), 1, 2) : bhtd;
+}
+Tensor nans(const Shape& s, DType dt, bool transposed = false) {
+  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
+  cpu::fill(t, NAN);
+  return heads(t, transposed);
+}
+
+TEST(SimtAttention, TiledAndRowKernelsMatchTheCpuKernel) {
+  const std::vector<AttentionCase> cases = test::attention_cases();
+  for (double dropout : {0.0, 0.15})
+    for (DType dt : {DType::f32, DType::f64})
+      for (size_t ci = 0; ci < cases.size(); ++ci) {
+        const AttentionCase& c = cases[ci];
+        const bool transposed = (ci + (dropout > 0)) % 2 == 1;
+        const std::string what = "case " + std::to_string(ci) + " " + std::string(dtype_name(dt)) + " dropout " +
+                                 std::to_string(dropout) + (transposed ? " transposed" : "");
+        auto bytes = [](const Tensor& m) { return m.defined() ? static_cast<const uint8_t*>(m.raw_data()) : nullptr; };
+        const Tensor kp = c.p.key_pad.defined() ? contiguous(c.p.key_pad) : Tensor(),
+                     qp = c.p.query_pad.defined() ? contiguous(c.p.query_pad) : Tensor();
+        const cpu::AttentionMasks m{bytes(kp), bytes(qp), c.p.zero_padded_queries, {dropout, 1234, 5 + ci}};
+        const Tensor q = heads(test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt), transposed),
+                     k = heads(test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt), transposed),
+                     v = heads(test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt), transposed),
+                     up = heads(test::uniform(q.sizes(), -1, 1, 99, dt), transposed);
+        std::vector<Tensor> ref, emu;
+        for (std::vector<Tensor>* r : {&ref, &emu})
+          *r = {nans(q.sizes(), dt, transposed), nans({c.B, c.H, c.Tq}, dt), nans(q.sizes(), dt, transposed),
+                nans(k.sizes(), dt, transposed), nans(v.sizes(), dt, transposed)};
+        cpu::attention_forward(q, k, v, m, c.p.scale, ref[0], ref[1]);
+        cpu::attention_backward(up, q, k, v, ref[0], ref[1], m, c.p.scale, ref[2], ref[3], ref[4]);
+        cuda::attn::forward(kEmu, q, k, v, m, c.p.scale, emu[0], emu[1]);
+        cuda::attn::backward(kEmu, up, q, k, v, emu[0], emu[1], m, c.p.scale, emu[2], emu[3], emu[4]);
+        const double tol = dt == DType::f64 ? 1e-12 : 2e-5;  // the GPU test's
+        const char* names[] = {"out", "lse", "dq", "dk", "dv"};
+        for (size_t i = 0; i < ref.size(); ++i) {
+          if (i == 1) {  // lse: +-inf rows must agree exactly (allclose takes inf - inf as a mismatch)
+            const auto a = ops::to_vector<double>(emu[1]), b = ops::to_vector<double>(ref[1]);
+            for (size_t j = 0; j < b.size(); ++j)
+              if (std::isinf(b[j])) ASSERT_EQ(a[j], b[j]) << "lse " << j << " " << what;
+              else ASSERT_NEAR(a[j], b[j], tol * (1 + std::abs(b[j]))) << "lse " << j << " " << what;
+            continue;
+          }
+          EXPECT_TRUE(allclose(emu[i], ref[i], tol, tol)) << names[i] << " " << what;
+        }
+      }
+}
+
+}  // namespace
+}  // namespace strand
