@@ -8,10 +8,11 @@
 // accumulator layout (thread (g, t) = (lane / 4, lane % 4) holds rows g and g + 8, columns 2t and
 // 2t + 1 of each 8-column tile), where the online softmax reduces a row over the 4 threads of a quad;
 // the probabilities (and dS) are rounded to bf16/f16 and reused in place as the A operand of the
-// next product (P V, dS K, Pᵀ dO, dSᵀ Q), as FlashAttention does. Row-major tiles serve the
-// products whose B operand runs along the head dim; transposed tiles ([feature][row]) the others,
-// so every B fragment is one 32-bit shared-memory load. Rows are padded by 8 halves (16 bytes),
-// which makes those loads free of bank conflicts.
+// next product (P V, dS K, Pᵀ dO, dSᵀ Q), as FlashAttention does. Every tile in shared memory is
+// row-major (filled by 16-byte loads where the operand allows); the B fragments come from it by
+// ldmatrix.x4 (four 8x8 matrices per instruction), transposed by ldmatrix.trans for the products
+// whose reduction runs along the tile's rows (P V, dS K, Pᵀ dO, dSᵀ Q). Rows are padded by 8 halves
+// (16 bytes), which puts the 8 row addresses of each matrix in distinct bank groups.
 //   forward: one block per 64 queries;
 //   dQ:      one block per 64 queries (and delta = rowsum(dO ∘ O) for the next kernel);
 //   dK, dV:  one block per 64 keys.
@@ -70,11 +71,33 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 __device__ __forceinline__ uint32_t lds32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// Rows [r0, r0 + 64) of a [rows, D] operand (row stride `rs`, unit last stride) into shared memory,
-// zero past the last row and feature: row-major s[r * stride + d], or transposed s[d * stride + r].
-// Full-width rows (D = DM) that start on 16-byte boundaries move 8 halves per load (uint4; the
-// row-major tiles' rows, DM + 8 halves apart, keep that alignment); other operands go half by half.
-template <int DM, bool kTransposed, class T>
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: four 8x8 matrices of halves, lanes 8j .. 8j + 7
+// giving the addresses of matrix j's rows (16 bytes each); r[j] of lane (g, t) = (lane / 4, lane % 4)
+// is row g, columns 2t and 2t + 1 of matrix j, or with kTrans rows 2t and 2t + 1 of column g.
+template <bool kTrans>
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t* row) {
+#if defined(STRAND_SIMT_EMULATOR)
+  simt::ldmatrix_x4<kTrans>(r, row);  // tests/simt: the same load on the CPU
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  if constexpr (kTrans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#else
+  __trap();
+#endif
+}
+
+// Rows [r0, r0 + 64) of a [rows, D] operand (row stride `rs`, unit last stride) into a row-major
+// shared-memory tile s[r * stride + d], zero past the last row and feature. Full-width rows (D = DM)
+// that start on 16-byte boundaries move 8 halves per load (uint4; the tile's rows, DM + 8 halves
+// apart, keep that alignment); other operands go half by half.
+template <int DM, class T>
 __device__ void load_tile(uint16_t* s, int stride, const T* base, int64_t rs, int64_t r0, int64_t rows, int64_t D) {
   const uint16_t* src = reinterpret_cast<const uint16_t*>(base);
   const bool wide = D == DM && rs % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;  // same for the block
@@ -84,13 +107,7 @@ __device__ void load_tile(uint16_t* s, int stride, const T* base, int64_t rs, in
     for (int e = threadIdx.x; e < kRows * kPerRow; e += kThreads4) {
       const int r = e / kPerRow, d = (e % kPerRow) * 8;
       const uint4 u = r0 + r < rows ? *reinterpret_cast<const uint4*>(src + (r0 + r) * rs + d) : make_uint4(0, 0, 0, 0);
-      if constexpr (kTransposed) {
-        const uint16_t* hv = reinterpret_cast<const uint16_t*>(&u);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) s[(d + j) * stride + r] = hv[j];
-      } else {
-        *reinterpret_cast<uint4*>(s + r * stride + d) = u;
-      }
+      *reinterpret_cast<uint4*>(s + r * stride + d) = u;
     }
     return;
   }
@@ -98,7 +115,7 @@ __device__ void load_tile(uint16_t* s, int stride, const T* base, int64_t rs, in
   for (int e = threadIdx.x; e < kRows * DM; e += kThreads4) {
     const int r = e / DM, d = e % DM;
     const uint16_t x = r0 + r < rows && d < D ? src[(r0 + r) * rs + d] : uint16_t(0);
-    s[kTransposed ? d * stride + r : r * stride + d] = x;
+    s[r * stride + d] = x;
   }
 }
 
@@ -122,26 +139,31 @@ __device__ void own_rows(uint32_t (&xa)[DM / 16][4], uint32_t (&ya)[DM / 16][4],
                          const T* x, int64_t xs, const T* y, int64_t ys, int64_t r0, int64_t rows, int64_t D, int w0,
                          int g, int t) {
   constexpr int RS = DM + 8;
-  load_tile<DM, false>(xs_tile, RS, x, xs, r0, rows, D);
-  load_tile<DM, false>(ys_tile, RS, y, ys, r0, rows, D);
+  load_tile<DM>(xs_tile, RS, x, xs, r0, rows, D);
+  load_tile<DM>(ys_tile, RS, y, ys, r0, rows, D);
   __syncthreads();
   load_a<DM>(xa, xs_tile, RS, w0, g, t);
   load_a<DM>(ya, ys_tile, RS, w0, g, t);
 }
 
 // c[nt] = A · B where B's column n (of 64) is row n of the row-major tile `s` (all DM features):
-// the [16 x 64] scores of a warp's rows against a streamed tile.
+// the [16 x 64] scores of a warp's rows against a streamed tile. One ldmatrix.x4 gives the B
+// fragments of two 8-column tiles for one 16-feature chunk: matrix j covers rows (2 nt2 + j / 2) · 8
+// and features kk · 16 + (j % 2) · 8, so r = {b0, b1} of tile 2 nt2, then of tile 2 nt2 + 1.
 template <class T, int DM>
-__device__ void scores(float (&c)[8][4], const uint32_t (&a)[DM / 16][4], const uint16_t* s, int stride, int g, int t) {
+__device__ void scores(float (&c)[8][4], const uint32_t (&a)[DM / 16][4], const uint16_t* s, int stride, int lane) {
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-    c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0;
+  for (int nt = 0; nt < 8; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0;
+  const int j = lane / 8;
+#pragma unroll
+  for (int nt2 = 0; nt2 < 4; ++nt2)
 #pragma unroll
     for (int kk = 0; kk < DM / 16; ++kk) {
-      const uint16_t* p = s + (nt * 8 + g) * stride + kk * 16 + 2 * t;
-      mma16816<T>(c[nt], a[kk], lds32(p), lds32(p + 8));
+      uint32_t r[4];
+      ldsm_x4<false>(r, s + ((2 * nt2 + j / 2) * 8 + lane % 8) * stride + kk * 16 + (j % 2) * 8);
+      mma16816<T>(c[2 * nt2], a[kk], r[0], r[1]);
+      mma16816<T>(c[2 * nt2 + 1], a[kk], r[2], r[3]);
     }
-  }
 }
 
 // A warp's [16 x 64] accumulator tile (scores, P or dS) rounded to T as the A fragments of the next
@@ -157,17 +179,22 @@ __device__ void pack_tile(uint32_t (&a)[4][4], const float (&p)[8][4]) {
   }
 }
 
-// acc += P · X where P [16 x 64] is given as packed A fragments and X [64 x DM] is held transposed
-// in `st` ([feature][row]).
+// acc += P · X where P [16 x 64] is given as packed A fragments and X [64 x DM] is the row-major
+// tile `s`. The B fragments (two rows of X, one column) come transposed by ldmatrix.x4.trans: matrix j
+// covers rows kk · 16 + (j % 2) · 8 and columns (2 dt2 + j / 2) · 8, so r = {b0, b1} of the 8-column
+// tile 2 dt2, then of 2 dt2 + 1.
 template <class T, int DM>
-__device__ void accumulate(float (&acc)[DM / 8][4], const uint32_t (&a)[4][4], const uint16_t* st, int stride, int g,
-                           int t) {
+__device__ void accumulate(float (&acc)[DM / 8][4], const uint32_t (&a)[4][4], const uint16_t* s, int stride,
+                           int lane) {
+  const int j = lane / 8;
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-    for (int dt = 0; dt < DM / 8; ++dt) {
-      const uint16_t* q = st + (dt * 8 + g) * stride + kk * 16 + 2 * t;
-      mma16816<T>(acc[dt], a[kk], lds32(q), lds32(q + 8));
+    for (int dt2 = 0; dt2 < DM / 16; ++dt2) {
+      uint32_t r[4];
+      ldsm_x4<true>(r, s + (kk * 16 + (j % 2) * 8 + lane % 8) * stride + (2 * dt2 + j / 2) * 8);
+      mma16816<T>(acc[2 * dt2], a[kk], r[0], r[1]);
+      mma16816<T>(acc[2 * dt2 + 1], a[kk], r[2], r[3]);
     }
 }
 
@@ -204,20 +231,18 @@ template <int DM>
 constexpr int row_stride() {
   return DM + 8;  // halves: a row-major tile's row
 }
-constexpr int kTStride = kRows + 8;  // halves: a transposed tile's row (one feature)
-
 template <class T, int DM>
 __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q, View4 qv, const T* k, View4 kv,
                                                          const T* v, View4 vv, T* o, View4 ov, float* lse) {
   unsigned char* const tc_smem = dynamic_smem();
   constexpr int RS = row_stride<DM>();
   uint16_t* Ks = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; holds the Q tile at first
-  uint16_t* Vt = Ks + kRows * RS;                        // [DM][kTStride]
+  uint16_t* Vs = Ks + kRows * RS;                        // [64][RS]
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, q0 = int64_t(blockIdx.x) * kRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
   const float scale = static_cast<float>(g.scale);
 
-  load_tile<DM, false>(Ks, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
+  load_tile<DM>(Ks, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
   __syncthreads();
   uint32_t qa[DM / 16][4];
   load_a<DM>(qa, Ks, RS, w0, gr, t);
@@ -237,11 +262,11 @@ __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q,
 
   for (int64_t k0 = 0; k0 < g.Tk; k0 += kRows) {
     __syncthreads();  // the Q tile (first pass) or the previous K and V tiles are read
-    load_tile<DM, false>(Ks, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
-    load_tile<DM, true>(Vt, kTStride, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
+    load_tile<DM>(Ks, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
+    load_tile<DM>(Vs, RS, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
     __syncthreads();
     float s[8][4];
-    scores<T, DM>(s, qa, Ks, RS, gr, t);
+    scores<T, DM>(s, qa, Ks, RS, lane);
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
@@ -285,7 +310,7 @@ __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q,
     }
     uint32_t pa[4][4];
     pack_tile<T>(pa, s);
-    accumulate<T, DM>(acc, pa, Vt, kTStride, gr, t);
+    accumulate<T, DM>(acc, pa, Vs, RS, lane);
   }
   float f[2];
 #pragma unroll
@@ -307,7 +332,6 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_q_tc(Geometry g, const T* 
   constexpr int RS = row_stride<DM>();
   uint16_t* Ks = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; the Q tile at first
   uint16_t* Vs = Ks + kRows * RS;                        // [64][RS]; the dO tile at first
-  uint16_t* Kt = Vs + kRows * RS;                        // [DM][kTStride]
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, q0 = int64_t(blockIdx.x) * kRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
   const float scale = static_cast<float>(g.scale);
@@ -339,13 +363,12 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_q_tc(Geometry g, const T* 
 
   for (int64_t k0 = 0; k0 < g.Tk; k0 += kRows) {
     __syncthreads();
-    load_tile<DM, false>(Ks, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
-    load_tile<DM, false>(Vs, RS, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
-    load_tile<DM, true>(Kt, kTStride, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
+    load_tile<DM>(Ks, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
+    load_tile<DM>(Vs, RS, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
     __syncthreads();
     float s[8][4], dp[8][4];
-    scores<T, DM>(s, qa, Ks, RS, gr, t);
-    scores<T, DM>(dp, ga, Vs, RS, gr, t);
+    scores<T, DM>(s, qa, Ks, RS, lane);
+    scores<T, DM>(dp, ga, Vs, RS, lane);
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -362,7 +385,7 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_q_tc(Geometry g, const T* 
       }
     uint32_t da[4][4];
     pack_tile<T>(da, s);
-    accumulate<T, DM>(acc, da, Kt, kTStride, gr, t);
+    accumulate<T, DM>(acc, da, Ks, RS, lane);
   }
   const float one[2] = {1.f, 1.f};
   store_acc<T, DM>(acc, one, dq, dqv, b, h, q0 + w0, g.Tq, g.D, gr, t);
@@ -378,9 +401,7 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
   constexpr int RS = row_stride<DM>();
   uint16_t* Qs = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; the K tile at first
   uint16_t* Gs = Qs + kRows * RS;                        // [64][RS]; the V tile at first
-  uint16_t* Qt = Gs + kRows * RS;                        // [DM][kTStride]
-  uint16_t* Gt = Qt + DM * kTStride;                     // [DM][kTStride]
-  float* ls = reinterpret_cast<float*>(Gt + DM * kTStride);  // [64] lse of the query tile
+  float* ls = reinterpret_cast<float*>(Gs + kRows * RS);  // [64] lse of the query tile
   float* dls = ls + kRows;                                    // [64] delta
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, k0 = int64_t(blockIdx.x) * kRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
@@ -403,10 +424,8 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
 
   for (int64_t q0 = 0; q0 < g.Tq; q0 += kRows) {
     __syncthreads();
-    load_tile<DM, false>(Qs, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
-    load_tile<DM, false>(Gs, RS, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D);
-    load_tile<DM, true>(Qt, kTStride, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
-    load_tile<DM, true>(Gt, kTStride, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D);
+    load_tile<DM>(Qs, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
+    load_tile<DM>(Gs, RS, dout + gv.at(b, h, 0), gv.t, q0, g.Tq, g.D);
     for (int j = threadIdx.x; j < kRows; j += kThreads4) {
       const bool in = q0 + j < g.Tq;
       ls[j] = in ? lse[bh * g.Tq + q0 + j] : INFINITY;  // past the last query: p = 0
@@ -414,8 +433,8 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
     }
     __syncthreads();
     float p[8][4], ds[8][4];
-    scores<T, DM>(p, ka, Qs, RS, gr, t);   // Sᵀ: keys x queries
-    scores<T, DM>(ds, va, Gs, RS, gr, t);  // dPᵀ
+    scores<T, DM>(p, ka, Qs, RS, lane);   // Sᵀ: keys x queries
+    scores<T, DM>(ds, va, Gs, RS, lane);  // dPᵀ
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -437,26 +456,27 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
     uint32_t pa[4][4], da[4][4];  // packed at once: 32 registers instead of 64 floats stay live
     pack_tile<T>(pa, p);
     pack_tile<T>(da, ds);
-    accumulate<T, DM>(av, pa, Gt, kTStride, gr, t);
-    accumulate<T, DM>(ak, da, Qt, kTStride, gr, t);
+    accumulate<T, DM>(av, pa, Gs, RS, lane);
+    accumulate<T, DM>(ak, da, Qs, RS, lane);
   }
   const float one[2] = {1.f, 1.f};
   store_acc<T, DM>(ak, one, dk, dkv, b, h, k0 + w0, g.Tk, g.D, gr, t);
   store_acc<T, DM>(av, one, dv, dvv, b, h, k0 + w0, g.Tk, g.D, gr, t);
 }
 
+// Shared memory of each kernel: two row-major [64][DM + 8] tiles (and the dK/dV kernel's lse and
+// delta of its query tile).
 template <int DM>
 size_t fwd_smem() {
-  return sizeof(uint16_t) * (size_t(kRows) * row_stride<DM>() + size_t(DM) * kTStride);
+  return sizeof(uint16_t) * 2 * size_t(kRows) * row_stride<DM>();
 }
 template <int DM>
 size_t bwd_q_smem() {
-  return sizeof(uint16_t) * (2 * size_t(kRows) * row_stride<DM>() + size_t(DM) * kTStride);
+  return sizeof(uint16_t) * 2 * size_t(kRows) * row_stride<DM>();
 }
 template <int DM>
 size_t bwd_kv_smem() {
-  return sizeof(uint16_t) * (2 * size_t(kRows) * row_stride<DM>() + 2 * size_t(DM) * kTStride) +
-         2 * kRows * sizeof(float);
+  return sizeof(uint16_t) * 2 * size_t(kRows) * row_stride<DM>() + 2 * kRows * sizeof(float);
 }
 
 inline int rounded_dm(int64_t D) { return D <= 16 ? 16 : D <= 32 ? 32 : D <= 64 ? 64 : D <= 128 ? 128 : 0; }

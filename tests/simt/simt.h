@@ -17,7 +17,8 @@
 // The block's threads are resumed in a shuffled order (fixed per block and pass), so a missing
 // __syncthreads is less likely to be hidden by one lucky order.
 // mma.sync.m16n8k16 (bf16/f16 in, f32 accumulate) follows the PTX ISA's fragment layouts
-// ("Matrix Fragments for mma.m16n8k16 with floating point type") and accumulates in f32.
+// ("Matrix Fragments for mma.m16n8k16 with floating point type") and accumulates in f32;
+// ldmatrix.x4 (and .trans) its description of which lane receives which elements.
 //
 // What it does not model: the memory model and timing (a race that happens to be ordered here may
 // fail on a GPU), static __shared__ arrays' initial contents (zero here, then the previous
@@ -139,6 +140,26 @@ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     float s = c[i];
     for (int k = 0; k < 16; ++k) s += A(r, k) * B(k, n);
     c[i] = s;
+  }
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8j .. 8j + 7 give the addresses of the
+// 8 rows (8 halves each) of matrix j; lane (g, t) = (lane / 4, lane % 4) receives in r[j] row g,
+// columns 2t and 2t + 1 of matrix j (the first in the low half), or with kTrans rows 2t and 2t + 1
+// of column g (the PTX ISA's "Warp-level matrix load instruction: ldmatrix").
+template <bool kTrans>
+void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const unsigned char* all = warp_post(&row, sizeof row, kTrans ? "ldmatrix.x4.trans" : "ldmatrix.x4");
+  auto row_of = [&](int m, int i) {  // matrix m's row i
+    const uint16_t* p;
+    std::memcpy(&p, all + static_cast<size_t>(8 * m + i) * kSlotBytes, sizeof p);
+    return p;
+  };
+  const int lane = current().lane(), g = lane / 4, t = lane % 4;
+  for (int m = 0; m < 4; ++m) {
+    const uint16_t lo = kTrans ? row_of(m, 2 * t)[g] : row_of(m, g)[2 * t];
+    const uint16_t hi = kTrans ? row_of(m, 2 * t + 1)[g] : row_of(m, g)[2 * t + 1];
+    r[m] = uint32_t(lo) | uint32_t(hi) << 16;
   }
 }
 

@@ -88,6 +88,38 @@ TEST(SimtEmulator, MmaM16n8k16IsTheProductOfTheFragments) {
   check_mma<f16>();
 }
 
+// Four 8x8 matrices of halves in shared memory, element (m, i, j) = 1000 m + 10 i + j (exact in f16
+// bits as integers), loaded by ldmatrix.x4 and .trans; each lane writes the 8 halves it received.
+template <bool kTrans>
+void ldmatrix_kernel(uint16_t* out) {
+  uint16_t* s = reinterpret_cast<uint16_t*>(cuda::dynamic_smem());
+  const int lane = threadIdx.x;
+  for (int e = lane; e < 4 * 64; e += 32) s[e] = uint16_t(1000 * (e / 64) + 10 * (e % 64 / 8) + e % 8);
+  __syncthreads();
+  uint32_t r[4];
+  simt::ldmatrix_x4<kTrans>(r, s + (lane / 8) * 64 + (lane % 8) * 8);  // matrix lane / 8, row lane % 8
+  for (int m = 0; m < 4; ++m) {
+    out[lane * 8 + 2 * m] = uint16_t(r[m] & 0xffff);
+    out[lane * 8 + 2 * m + 1] = uint16_t(r[m] >> 16);
+  }
+}
+
+TEST(SimtEmulator, LdmatrixGivesEachLaneItsRowPairOrColumnPair) {
+  for (bool trans : {false, true}) {
+    std::vector<uint16_t> out(32 * 8);
+    if (trans) kEmu(ldmatrix_kernel<true>, dim3(1), dim3(32), 4 * 64 * 2, out.data());
+    else kEmu(ldmatrix_kernel<false>, dim3(1), dim3(32), 4 * 64 * 2, out.data());
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane / 4, t = lane % 4;
+      for (int m = 0; m < 4; ++m)
+        for (int h = 0; h < 2; ++h) {
+          const int row = trans ? 2 * t + h : g, col = trans ? g : 2 * t + h;
+          EXPECT_EQ(out[lane * 8 + 2 * m + h], 1000 * m + 10 * row + col) << trans << " lane " << lane << " m " << m;
+        }
+    }
+  }
+}
+
 void early_exit_kernel(float* out) {
   if (threadIdx.x == 0) return;  // lane 0 never reaches the shuffle the others wait at
   out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
