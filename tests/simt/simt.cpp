@@ -3,6 +3,7 @@
 
 #include <ucontext.h>
 
+#include <algorithm>
 #include <exception>
 #include <memory>
 #include <string>
@@ -15,6 +16,7 @@ namespace strand::simt {
 namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kGuardBytes = 4096;  // checked past a launch's dynamic shared memory
 
 struct Barrier {
   int arrived = 0;
@@ -91,7 +93,7 @@ void entry(int index) {
   }
 }  // returns to the scheduler (uc_link)
 
-void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims) {
+void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
   const int n = static_cast<int>(dims.x * dims.y * dims.z), warps = (n + 31) / 32;
   r.fibers.assign(static_cast<size_t>(n), Fiber{});
   r.current = -1;
@@ -105,7 +107,7 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims) {
   r.order.resize(static_cast<size_t>(n));
   r.progress = 0;
   r.error = nullptr;
-  std::memset(shared_buffer(), 0xff, kSharedBytes);
+  std::memset(shared_buffer(), 0xff, std::min(kSharedBytes, smem + kGuardBytes));
   while (stacks().size() < static_cast<size_t>(n)) stacks().push_back(std::make_unique<unsigned char[]>(kStackBytes));
   for (int i = 0; i < n; ++i) {
     Fiber& f = r.fibers[static_cast<size_t>(i)];
@@ -195,10 +197,10 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
     for (unsigned z = 0; z < grid.z; ++z)
       for (unsigned y = 0; y < grid.y; ++y)
         for (unsigned x = 0; x < grid.x; ++x) {
-          run_block(r, {x, y, z}, grid, block);
+          run_block(r, {x, y, z}, grid, block, smem);
           ++g_blocks;
           const unsigned char* s = shared_buffer();
-          for (size_t i = smem; i < kSharedBytes; ++i)
+          for (size_t i = smem; i < std::min(kSharedBytes, smem + kGuardBytes); ++i)
             STRAND_CHECK(s[i] == 0xff, "SIMT emulator: block (", x, ", ", y, ", ", z, ") wrote byte ", i,
                          " of dynamic shared memory; the launch asked for ", smem);
         }

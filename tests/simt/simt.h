@@ -11,9 +11,9 @@
 //     are at the same kind of collective);
 //   - shared memory: `__shared__` arrays become function statics (one per kernel instantiation,
 //     used by one block at a time); dynamic shared memory (cuda::dynamic_smem()) is one buffer of
-//     kSharedBytes (an H100's limit), filled with 0xff bytes (NaN in every float type) before each
-//     block, so a read of what the block never wrote shows, and checked after it: a write past the
-//     bytes the launch asked for is an error.
+//     kSharedBytes (an H100's limit); the bytes the launch asked for are filled with 0xff (NaN in
+//     every float type) before each block, so a read of what the block never wrote shows, and a
+//     4 KB guard after them is checked after it: a write there is an error.
 // The block's threads are resumed in a shuffled order (fixed per block and pass), so a missing
 // __syncthreads is less likely to be hidden by one lucky order.
 // mma.sync.m16n8k16 (bf16/f16 in, f32 accumulate) follows the PTX ISA's fragment layouts

@@ -1,0 +1,84 @@
+// Enformer's relative-position attention on the GPU path (kernels/cuda/rel_attention.cuh: its row
+// kernels and its order of batched GEMMs) on the SIMT emulator, the GEMMs done by plain loops with
+// cuBLAS's row-major contract, against the CPU kernel: the cases of the GPU test
+// CudaNnParity.RelAttentionOneAndSeveralBlocksWithDropout (one block of queries and two, Dv != Dk,
+// the models' transposed views, dropout). The op layer hands the kernels rows that do not overlap
+// (ops::unit_last copies an expanded gradient), as cuBLAS requires: EmuBlas checks it too.
+#include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cuda/rel_attention.cuh"
+#include "tests/test_util.h"
+
+namespace strand {
+namespace {
+
+using test::allclose;
+
+// The emulator's launch policy with the GEMMs and the memset rel_attention asks of it.
+struct EmuBlas : simt::Launch {
+  // C[m, n] = sum_k op(A)[m, k] op(B)[k, n] + beta C[m, n] (C not read when beta = 0), row-major,
+  // batch b at A + b sa, B + b sb, C + b sc.
+  template <class T>
+  void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa, const T* B,
+                    int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) const {
+    // cuBLAS's leading-dimension rules (row-major view): a row holds at least its columns
+    STRAND_CHECK(lda >= std::max<int64_t>(1, ta ? M : K) && ldb >= std::max<int64_t>(1, tb ? K : N) &&
+                     ldc >= std::max<int64_t>(1, N),
+                 "EmuBlas: leading dimensions ", lda, ", ", ldb, ", ", ldc, " too small for ", M, "x", N, "x", K);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          T s = 0;
+          for (int64_t k = 0; k < K; ++k)
+            s += A[b * sa + (ta ? k * lda + m : m * lda + k)] * B[b * sb + (tb ? n * ldb + k : k * ldb + n)];
+          T& c = C[b * sc + m * ldc + n];
+          c = beta == T(0) ? s : s + beta * c;
+        }
+  }
+  void zero(void* p, size_t bytes) const { std::memset(p, 0, bytes); }
+};
+
+Tensor nans(const Shape& s, DType dt) {
+  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
+  cpu::fill(t, NAN);
+  return t;
+}
+
+TEST(SimtRelAttention, ForwardAndBackwardMatchTheCpuKernel) {
+  struct Case {
+    int64_t B, H, T, Dk, Dv;
+    double p;
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f64 ? 1e-11 : 2e-4;  // the GPU test's
+    for (Case c : {Case{2, 3, 37, 8, 12, 0}, Case{2, 2, 300, 16, 24, 0}, Case{2, 2, 300, 16, 24, 0.1}}) {
+        const std::string what = std::string(dtype_name(dt)) + " T " + std::to_string(c.T) + " p " + std::to_string(c.p);
+        auto heads = [](const Tensor& t) { return ops::transpose(t, 1, 2); };  // [B, T, H, D] memory
+        const Tensor qc = heads(test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 61, dt)),
+                     qr = heads(test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 62, dt)),
+                     k = heads(test::uniform({c.B, c.T, c.H, c.Dk}, -1, 1, 63, dt)),
+                     v = heads(test::uniform({c.B, c.T, c.H, c.Dv}, -1, 1, 64, dt)),
+                     r = test::uniform({c.H, 2 * c.T - 1, c.Dk}, -1, 1, 65, dt);
+        const Tensor dout = heads(test::uniform({c.B, c.T, c.H, c.Dv}, -1, 1, 66, dt));
+        const cpu::DropoutMask d{c.p, 77, 3};
+        std::vector<Tensor> ref, emu;
+        for (std::vector<Tensor>* o : {&ref, &emu})
+          *o = {nans({c.B, c.H, c.T, c.Dv}, dt), nans({c.B, c.H, c.T}, dt),  nans({c.B, c.H, c.T, c.Dk}, dt),
+                nans({c.B, c.H, c.T, c.Dk}, dt), nans({c.B, c.H, c.T, c.Dk}, dt), nans(r.sizes(), dt),
+                nans({c.B, c.H, c.T, c.Dv}, dt)};
+        cpu::rel_attention_forward(qc, qr, k, r, v, d, ref[0], ref[1]);
+        cpu::rel_attention_backward(dout, qc, qr, k, r, v, ref[0], ref[1], d, ref[2], ref[3], ref[4], ref[5], ref[6]);
+        cuda::rel::rel_attention_forward(EmuBlas{}, qc, qr, k, r, v, d, emu[0], emu[1]);
+        cuda::rel::rel_attention_backward(EmuBlas{}, dout, qc, qr, k, r, v, emu[0], emu[1], d, emu[2], emu[3], emu[4],
+                                          emu[5], emu[6]);
+        const char* names[] = {"out", "lse", "dqc", "dqr", "dk", "dr", "dv"};
+        for (size_t i = 0; i < ref.size(); ++i) EXPECT_TRUE(allclose(emu[i], ref[i], tol, tol)) << names[i] << " " << what;
+      }
+  }
+}
+
+}  // namespace
+}  // namespace strand
