@@ -1,6 +1,10 @@
 // The SIMT emulator's scheduler (simt.h): a block's threads as fibers on the calling OS thread.
+// A fiber starts through makecontext/swapcontext; after that, switches are _setjmp/_longjmp, which
+// (unlike swapcontext) make no system call to save and restore the signal mask: most of the
+// emulator's time went there in kernels with many barriers.
 #include "tests/simt/simt.h"
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -24,7 +28,9 @@ struct Barrier {
 };
 
 struct Fiber {
-  ucontext_t ctx;
+  ucontext_t ctx;  // for the first entry
+  jmp_buf jb;      // where it yielded
+  bool started = false;
   ThreadState state;
   bool done = false;
   unsigned collectives = 0;  // this thread's warp collectives so far: picks one of two slot buffers
@@ -34,6 +40,7 @@ struct Fiber {
 struct BlockRun {
   std::vector<Fiber> fibers;
   ucontext_t scheduler;
+  jmp_buf scheduler_jb;  // where the scheduler resumed a fiber
   int current = -1;
   int live = 0;
   Barrier block;
@@ -63,7 +70,9 @@ Fiber& running() {
   return g_run->fibers[static_cast<size_t>(g_run->current)];
 }
 
-void yield() { swapcontext(&running().ctx, &g_run->scheduler); }
+void yield() {
+  if (_setjmp(running().jb) == 0) _longjmp(g_run->scheduler_jb, 1);
+}
 
 // Arrives at b, which opens when n threads have arrived; waits (yielding) until it opens.
 void wait(Barrier& b, int n) {
@@ -91,7 +100,8 @@ void entry(int index) {
     r.block.arrived = 0;
     ++r.block.generation;
   }
-}  // returns to the scheduler (uc_link)
+  _longjmp(r.scheduler_jb, 1);  // back to the scheduler for good
+}
 
 void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
   const int n = static_cast<int>(dims.x * dims.y * dims.z), warps = (n + 31) / 32;
@@ -136,8 +146,12 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
       const int i = r.order[static_cast<size_t>(k)];
       if (r.fibers[static_cast<size_t>(i)].done) continue;
       r.current = i;
-      STRAND_CHECK(swapcontext(&r.scheduler, &r.fibers[static_cast<size_t>(i)].ctx) == 0,
-                   "SIMT emulator: swapcontext failed");
+      Fiber& f = r.fibers[static_cast<size_t>(i)];
+      if (_setjmp(r.scheduler_jb) == 0) {
+        if (f.started) _longjmp(f.jb, 1);
+        f.started = true;
+        STRAND_CHECK(swapcontext(&r.scheduler, &f.ctx) == 0, "SIMT emulator: swapcontext failed");
+      }
     }
     r.current = -1;
     if (r.error) break;
