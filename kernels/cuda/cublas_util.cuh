@@ -1,10 +1,11 @@
 #pragma once
-// cuBLAS pieces shared by the GEMM users (matmul_reduce.cu, conv.cu): the status check, one handle
-// per device, and a row-major GEMM wrapper.
+// cuBLAS pieces shared by the GEMM users (matmul_reduce.cu, conv.cuh, rel_attention.cuh): the status
+// check, one handle per device, row-major GEMM wrappers, and the launch policy that does GEMMs.
 #include <cublas_v2.h>
 
 #include <type_traits>
 
+#include "kernels/cuda/cuda_common.cuh"
 #include "tensor/error.h"
 #include "tensor/half.h"
 
@@ -85,5 +86,33 @@ void gemm_f32_out(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int6
                                    static_cast<int>(ldb), A, t, static_cast<int>(lda), &beta, C, CUDA_R_32F,
                                    static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
+
+#ifdef __CUDACC__
+// DeviceLaunch with cuBLAS for the GEMMs of the kernels whose policy also does those (conv.cuh,
+// rel_attention.cuh) and an asynchronous memset, on the current stream of `device`. The SIMT
+// emulator's tests give the same members as plain loops.
+struct BlasLaunch : DeviceLaunch {
+  int device;
+  template <class T>
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
+            T* C, int64_t ldc) const {
+    cuda::gemm<T>(cublas_handle(device), ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+  }
+  template <class T>
+  void gemm_f32_out(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                    float beta, float* C, int64_t ldc) const {
+    cuda::gemm_f32_out<T>(cublas_handle(device), ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+  }
+  template <class T>
+  void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa, const T* B,
+                    int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) const {
+    cuda::gemm_batched<T>(cublas_handle(device), ta, tb, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+  }
+  void zero(void* p, size_t bytes) const {
+    const cudaError_t e = cudaMemsetAsync(p, 0, bytes, stream());
+    STRAND_CHECK(e == cudaSuccess, "CUDA: cannot zero ", bytes, " bytes: ", cudaGetErrorString(e));
+  }
+};
+#endif
 
 }  // namespace strand::cuda

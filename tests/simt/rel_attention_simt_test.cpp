@@ -6,40 +6,15 @@
 // (ops::unit_last copies an expanded gradient), as cuBLAS requires: EmuBlas checks it too.
 #include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
 
-#include <algorithm>
-#include <cstring>
-
 #include "kernels/cuda/rel_attention.cuh"
+#include "tests/simt/emu_blas.h"
 #include "tests/test_util.h"
 
 namespace strand {
 namespace {
 
+using simt::EmuBlas;
 using test::allclose;
-
-// The emulator's launch policy with the GEMMs and the memset rel_attention asks of it.
-struct EmuBlas : simt::Launch {
-  // C[m, n] = sum_k op(A)[m, k] op(B)[k, n] + beta C[m, n] (C not read when beta = 0), row-major,
-  // batch b at A + b sa, B + b sb, C + b sc.
-  template <class T>
-  void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa, const T* B,
-                    int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) const {
-    // cuBLAS's leading-dimension rules (row-major view): a row holds at least its columns
-    STRAND_CHECK(lda >= std::max<int64_t>(1, ta ? M : K) && ldb >= std::max<int64_t>(1, tb ? K : N) &&
-                     ldc >= std::max<int64_t>(1, N),
-                 "EmuBlas: leading dimensions ", lda, ", ", ldb, ", ", ldc, " too small for ", M, "x", N, "x", K);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) {
-          T s = 0;
-          for (int64_t k = 0; k < K; ++k)
-            s += A[b * sa + (ta ? k * lda + m : m * lda + k)] * B[b * sb + (tb ? n * ldb + k : k * ldb + n)];
-          T& c = C[b * sc + m * ldc + n];
-          c = beta == T(0) ? s : s + beta * c;
-        }
-  }
-  void zero(void* p, size_t bytes) const { std::memset(p, 0, bytes); }
-};
 
 Tensor nans(const Shape& s, DType dt) {
   Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));

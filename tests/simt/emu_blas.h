@@ -1,0 +1,51 @@
+#pragma once
+// The SIMT emulator's launch policy for kernels whose policy also does GEMMs and memsets
+// (kernels/cuda/conv.cuh, rel_attention.cuh; BlasLaunch with cuBLAS on the GPU): plain loops with
+// cuBLAS's row-major contract (cublas_util.cuh), checking its leading-dimension rules.
+#include <algorithm>
+#include <cstring>
+
+#include "tests/simt/simt.h"
+#include "tensor/dtype.h"
+#include "tensor/error.h"
+
+namespace strand::simt {
+
+struct EmuBlas : Launch {
+  // C[m, n] = sum_k op(A)[m, k] op(B)[k, n] + beta C[m, n] (C not read when beta = 0), row-major,
+  // summed in Acc; batch b at A + b sa, B + b sb, C + b sc.
+  template <class T, class Acc, class C_t>
+  static void product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa,
+                      const T* B, int64_t ldb, int64_t sb, Acc beta, C_t* C, int64_t ldc, int64_t sc, int64_t batch) {
+    STRAND_CHECK(lda >= std::max<int64_t>(1, ta ? M : K) && ldb >= std::max<int64_t>(1, tb ? K : N) &&
+                     ldc >= std::max<int64_t>(1, N),
+                 "EmuBlas: leading dimensions ", lda, ", ", ldb, ", ", ldc, " too small for ", M, "x", N, "x", K);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          Acc s = 0;
+          for (int64_t k = 0; k < K; ++k)
+            s += Acc(A[b * sa + (ta ? k * lda + m : m * lda + k)]) * Acc(B[b * sb + (tb ? n * ldb + k : k * ldb + n)]);
+          C_t& c = C[b * sc + m * ldc + n];
+          c = C_t(beta == Acc(0) ? s : s + beta * Acc(c));
+        }
+  }
+  template <class T>
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
+            T* C, int64_t ldc) const {
+    product<T, acc_t<T>, T>(ta, tb, M, N, K, A, lda, 0, B, ldb, 0, acc_t<T>(beta), C, ldc, 0, 1);
+  }
+  template <class T>
+  void gemm_f32_out(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                    float beta, float* C, int64_t ldc) const {
+    product<T, float, float>(ta, tb, M, N, K, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
+  }
+  template <class T>
+  void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, int64_t sa, const T* B,
+                    int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) const {
+    product<T, T, T>(ta, tb, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+  }
+  void zero(void* p, size_t bytes) const { std::memset(p, 0, bytes); }
+};
+
+}  // namespace strand::simt
