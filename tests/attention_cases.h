@@ -15,7 +15,8 @@ using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 // Runs f on the inputs (each a fresh leaf requiring grad) on `dev`; returns the output and every
 // input's gradient for the upstream gradient `up`, all copied to the CPU.
-inline std::vector<Tensor> run_with_grads(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& up, Device dev) {
+inline std::vector<Tensor> run_with_grads(const Fn& f, const std::vector<Tensor>& inputs, const Tensor& up,
+                                          Device dev) {
   std::vector<Tensor> in;
   for (const Tensor& t : inputs) {
     Tensor d = ops::clone(ops::to(t, dev));  // a fresh leaf on both devices: no grad accumulates across runs
@@ -38,15 +39,15 @@ struct AttentionCase {
 inline std::vector<AttentionCase> attention_cases() {
   return {
       {2, 3, 70, 70, 16, {0.25, {}, {}}},
-      {2, 3, 70, 70, 64, {0.125, pad_mask(2, 70, {70, 41}), {}}},                       // ESM-2
-      {2, 2, 65, 65, 40, {0.2, pad_mask(2, 65, {60, 30}), pad_mask(2, 65, {60, 30})}},  // AIDO.RNA
+      {2, 3, 70, 70, 64, {0.125, pad_mask(2, 70, {70, 41}), {}}},                            // ESM-2
+      {2, 2, 65, 65, 40, {0.2, pad_mask(2, 65, {60, 30}), pad_mask(2, 65, {60, 30})}},       // AIDO.RNA
       {2, 2, 33, 17, 8, {0.5, pad_mask(2, 17, {17, 0}), pad_mask(2, 33, {20, 33}), false}},  // cross-attention
-      {1, 1, 5, 9, 200, {0.07, {}, {}}},                                                // wide heads
+      {1, 1, 5, 9, 200, {0.07, {}, {}}},                                                     // wide heads
       // several 64-row tiles, ragged last tiles (the tiled kernels), head dims 32 and 128
       {2, 2, 150, 131, 32, {0.17, pad_mask(2, 131, {131, 77}), {}}},
       {1, 2, 130, 130, 128, {0.09, pad_mask(1, 130, {100}), pad_mask(1, 130, {100})}},
       {1, 1, 70, 129, 64, {0.3, pad_mask(1, 129, {0}), pad_mask(1, 70, {10}), false}},  // every key masked
-      {1, 1, 20, 9, 200, {0.3, pad_mask(1, 9, {0}), pad_mask(1, 20, {5}), false}},  // the same, row kernels
+      {1, 1, 20, 9, 200, {0.3, pad_mask(1, 9, {0}), pad_mask(1, 20, {5}), false}},      // the same, row kernels
   };
 }
 
@@ -57,7 +58,7 @@ inline Tensor composed_attention(const AttentionCase& c, double dropout, const G
                                  const std::vector<Tensor>& in) {
   const ops::AttentionParams& cp = c.p;
   const DType dt = in[0].dtype();
-  const double lowest = dt == DType::bf16 ? -3.3895313892515355e38
+  const double lowest = dt == DType::bf16  ? -3.3895313892515355e38
                         : dt == DType::f16 ? -65504.0
                         : dt == DType::f32 ? -3.4028234663852886e38
                                            : -1.7976931348623157e308;  // finite in the dtype

@@ -30,8 +30,8 @@ inline void check_multi_tensor_adamw(Device dev,
       Tensor p = uniform(shapes[i], -1, 1, seed, dt), g = uniform(shapes[i], -1, 1, seed + 1, dt),
              m = uniform(shapes[i], -0.1, 0.1, seed + 2, dt), v = uniform(shapes[i], 0, 0.01, seed + 3, dt);
       const double t = 1 + i % 5;  // parameters at different step counts
-      const AdamWStep s{1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-3 / (1 - std::pow(0.9, t)),
-                        std::sqrt(1 - std::pow(0.999, t)), 0.37};
+      const AdamWStep s{1e-3, 0.9, 0.999, 1e-8, 0.01, 1e-3 / (1 - std::pow(0.9, t)), std::sqrt(1 - std::pow(0.999, t)),
+                        0.37};
       ref.push_back({p, g, m, v, s});
       got.push_back({on_dev(p), on_dev(g), on_dev(m), on_dev(v), s});
     }
@@ -48,7 +48,8 @@ inline void check_multi_tensor_adamw(Device dev,
     // for x86-64-v3)
     const double tol = dt == DType::f64 ? 1e-15 : dt == DType::f32 ? 1e-7 : 1e-2;
     for (size_t i = 0; i < shapes.size(); ++i)
-      for (auto [r, d] : {std::pair{ref[i].p, got[i].p}, {ref[i].g, got[i].g}, {ref[i].m, got[i].m}, {ref[i].v, got[i].v}})
+      for (auto [r, d] :
+           {std::pair{ref[i].p, got[i].p}, {ref[i].g, got[i].g}, {ref[i].m, got[i].m}, {ref[i].v, got[i].v}})
         ASSERT_TRUE(allclose(ops::to(d, Device::cpu()), r, tol, tol)) << dtype_name(dt) << " tensor " << i;
   }
 }

@@ -7,7 +7,8 @@
 //
 // Templated on the launch policy, which here also does the GEMMs (gemm, and gemm_f32_out for
 // bf16/f16 operands summed in f32) and zeroes memory (zero): cuBLAS on the GPU (conv_norm.cu), plain
-// loops on the SIMT emulator's. cuDNN (opt-in, ops::cudnn_conv) is tried first on the GPU only.
+// loops on the SIMT emulator's. cuDNN is tried first where the policy's cudnn() says so (the GPU's:
+// ops::cudnn_conv, opt-in; never on the emulator, whose pointers are the CPU's).
 #pragma once
 #include <algorithm>
 #include <type_traits>
@@ -95,7 +96,7 @@ void conv1d(const Launch& launch, const Tensor& x, const Tensor& w, const Tensor
       if (KC == 0 || Cout == 0) return;  // no input channels: the bias rows are the output
       const Tensor wf = reorder<T>(launch, w, false);
       // cuDNN (opt-in): onto the bias rows (beta = 1), one rounding as below
-      if (ops::cudnn_conv() && conv1d_forward_cudnn(x, wf, Cout, K, pad, out, /*accumulate=*/bias.defined())) return;
+      if (launch.cudnn() && conv1d_forward_cudnn(x, wf, Cout, K, pad, out, /*accumulate=*/bias.defined())) return;
       for_each_col_block<T>(launch, x, K, pad, Lout, [&](int64_t b, int64_t l0, int64_t rows, const T* a) {
         launch.template gemm<T>(false, true, rows, Cout, KC, a, KC, ptr<T>(wf), KC, T(1), op + (b * Lout + l0) * Cout, Cout);
       });
@@ -123,7 +124,7 @@ void conv1d_backward(const Launch& launch, const Tensor& grad, const Tensor& x, 
       const int64_t Lout = grad.size(1), KC = K * Cin;
       const T* gp = ptr<T>(grad);
       // cuDNN (opt-in) for the input and weight gradients; each falls back to the GEMMs below
-      const bool dnn = ops::cudnn_conv() && !std::is_same_v<T, double> && KC > 0 && Cout > 0;
+      const bool dnn = launch.cudnn() && !std::is_same_v<T, double> && KC > 0 && Cout > 0;
       bool gx_done = false, gw_done = false;
       if (dnn && gx.defined() && gx.numel() > 0) gx_done = conv1d_data_cudnn(grad, reorder<T>(launch, w, false), Cout, K, pad, gx);
       if (dnn && gw.defined() && gw.numel() > 0) {

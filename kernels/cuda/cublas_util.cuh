@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/ops.h"
 #include "tensor/error.h"
 #include "tensor/half.h"
 
@@ -108,6 +109,7 @@ struct BlasLaunch : DeviceLaunch {
                     int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) const {
     cuda::gemm_batched<T>(cublas_handle(device), ta, tb, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
   }
+  bool cudnn() const { return ops::cudnn_conv(); }  // conv.cuh: try cuDNN first (opt-in)
   void zero(void* p, size_t bytes) const {
     const cudaError_t e = cudaMemsetAsync(p, 0, bytes, stream());
     STRAND_CHECK(e == cudaSuccess, "CUDA: cannot zero ", bytes, " bytes: ", cudaGetErrorString(e));

@@ -4,8 +4,8 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
-#include <set>
 #include <source_location>
 #include <utility>
 
@@ -54,21 +54,23 @@ inline size_t smem_optin_limit() {
   return static_cast<size_t>(bytes);
 }
 // Lets `kernel` use `bytes` of dynamic shared memory (needed above 48 KB). The attribute belongs to
-// the kernel on a device, so it is set once per (kernel, device): each kernel instantiation is
-// always launched with the same size.
+// the kernel on a device; the size granted is remembered per (kernel, device) and raised when a
+// launch asks for more.
 template <class K>
 void allow_smem(K kernel, size_t bytes) {
   if (bytes <= 48 * 1024) return;
   static std::mutex mu;
-  static std::set<std::pair<const void*, int>> done;
+  static std::map<std::pair<const void*, int>, size_t> granted;
   int dev = 0;
   cudaGetDevice(&dev);
   const std::pair<const void*, int> key{reinterpret_cast<const void*>(kernel), dev};
   std::lock_guard<std::mutex> lock(mu);
-  if (done.count(key)) return;
+  const auto it = granted.find(key);
+  if (it != granted.end() && it->second >= bytes) return;
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  STRAND_CHECK(e == cudaSuccess, "CUDA attention: cannot reserve ", bytes, " bytes of shared memory: ", cudaGetErrorString(e));
-  done.insert(key);
+  STRAND_CHECK(e == cudaSuccess, "CUDA: cannot reserve ", bytes, " bytes of shared memory for a kernel: ",
+               cudaGetErrorString(e));
+  granted[key] = bytes;
 }
 #ifdef __CUDACC__
 // The kernels' launch policy on the GPU: kernel(args...) on the current stream, with the dynamic

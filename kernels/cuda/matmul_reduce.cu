@@ -1,8 +1,7 @@
 // CUDA matmul through cuBLAS (f32/f64, bf16/f16 with f32 accumulation; one call per batch matrix,
-// broadcast batch strides allowed; TF32 only when ops::set_allow_tf32 asks, off by default as in PyTorch) and the reductions
-// sum/mean/var over rows or over a middle block of dims, one output per thread or block,
-// accumulated in double in a fixed order (deterministic, like the CPU). Same contracts as
-// cpu::matmul, cpu::reduce_rows and cpu::reduce_middle.
+// broadcast batch strides allowed; TF32 only when ops::set_allow_tf32 asks, off by default as in
+// PyTorch), and the GPU entry points of the reductions (reduce.cuh). Same contracts as cpu::matmul,
+// cpu::reduce_rows and cpu::reduce_middle.
 #include <cublas_v2.h>
 
 #include <cmath>
@@ -14,6 +13,7 @@
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/colsum.cuh"
 #include "kernels/cuda/cublas_util.cuh"
+#include "kernels/cuda/reduce.cuh"
 #include "kernels/ops.h"
 
 namespace strand::cuda {
@@ -59,97 +59,6 @@ __global__ void bias_rows_kernel(T* c, const T* bias, int64_t M, int64_t N) {
 }
 
 
-// ---------------- reductions ----------------
-template <class T>
-using RedAcc = std::conditional_t<std::is_same_v<T, int64_t>, int64_t, double>;
-template <class T>
-__device__ RedAcc<T> as_acc(T v) {
-  if constexpr (std::is_same_v<T, int64_t>) return v;
-  else return double(acc_t<T>(v));
-}
-template <class T>
-__device__ T from_acc(RedAcc<T> v) {
-  if constexpr (std::is_same_v<T, int64_t>) return v;
-  else return T(acc_t<T>(v));
-}
-// r: 0 sum, 1 mean, 2 var (population). Element e of column (o, i) over k is x[(o n + k) inner + i].
-template <class T>
-__device__ T reduce_one(const T* x, int64_t n, int64_t inner, int r) {
-  using Acc = RedAcc<T>;
-  Acc s = 0;
-  for (int64_t k = 0; k < n; ++k) s += as_acc(x[k * inner]);
-  if (r == 0) return from_acc<T>(s);
-  if constexpr (std::is_same_v<T, int64_t>) {
-    return T(0);  // the op layer sends integers to sum only
-  } else {
-    const double m = n > 0 ? s / double(n) : NAN;
-    if (r == 1) return from_acc<T>(m);
-    double v = 0;
-    for (int64_t k = 0; k < n; ++k) {
-      const double d = as_acc(x[k * inner]) - m;
-      v += d * d;
-    }
-    return from_acc<T>(n > 0 ? v / double(n) : m);
-  }
-}
-template <class T>
-__global__ void reduce_kernel(const T* x, T* out, int64_t outer, int64_t n, int64_t inner, int r) {
-  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < outer * inner; c += int64_t(blockDim.x) * gridDim.x)
-    out[c] = reduce_one(x + (c / inner) * n * inner + c % inner, n, inner, r);
-}
-
-// max over rows of n with the index of the maximum: the first NaN wins, then the larger value, then
-// the smaller index (cpu::max_rows's order). One block per row.
-template <class A>
-__device__ bool better(A v, int64_t i, A bv, int64_t bi) {
-  const bool vn = v != v, bn = bv != bv;
-  if (vn || bn) return vn && (!bn || i < bi);
-  return v > bv || (v == bv && i < bi);
-}
-template <class T>
-__global__ void max_rows_kernel(const T* x, int64_t rows, int64_t n, T* values, int64_t* indices) {
-  using A = acc_t<T>;
-  __shared__ A sv[32];
-  __shared__ int64_t si[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const T* row = x + r * n;
-    A bv = A(row[0]);
-    int64_t bi = 0;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-      if (better(A(row[j]), j, bv, bi)) bv = A(row[j]), bi = j;
-    for (int o = 16; o > 0; o >>= 1) {
-      using S = std::conditional_t<(sizeof(A) < 4), int, A>;  // no sub-word shuffles (u8, bool)
-      const A ov = A(__shfl_xor_sync(0xffffffffu, S(bv), o));
-      const int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
-    }
-    __syncthreads();
-    if (lane == 0) sv[warp] = bv, si[warp] = bi;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      for (int k = 1; k < warps; ++k)
-        if (better(sv[k], si[k], bv, bi)) bv = sv[k], bi = si[k];
-      values[r] = row[bi];
-      indices[r] = bi;
-    }
-  }
-}
-
-int code(RowReduce r) { return r == RowReduce::sum ? 0 : r == RowReduce::mean ? 1 : 2; }
-
-template <class F>
-void dispatch_reduce_types(DType dt, F&& f) {
-  switch (dt) {
-    case DType::f32: f(type_tag<float>{}); break;
-    case DType::f64: f(type_tag<double>{}); break;
-    case DType::bf16: f(type_tag<bf16>{}); break;
-    case DType::f16: f(type_tag<f16>{}); break;
-    case DType::i64: f(type_tag<int64_t>{}); break;
-    default: STRAND_CHECK(false, "CUDA reductions: unsupported dtype ", dtype_name(dt));
-  }
-}
-
 }  // namespace
 
 void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, const Shape& batch, int64_t M, int64_t N,
@@ -189,40 +98,15 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
 }
 
 void reduce_rows(RowReduce r, const Tensor& x, int64_t rows, int64_t n, const Tensor& out) {
-  cuda::reduce_middle(r, x, rows, n, 1, out);
+  red::reduce_middle(DeviceLaunch{}, r, x, rows, n, 1, out);
 }
 
 void reduce_middle(RowReduce r, const Tensor& x, int64_t outer, int64_t n, int64_t inner, const Tensor& out) {
-  dispatch_reduce_types(x.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if (outer * inner == 0) return;
-    if constexpr (!std::is_same_v<T, int64_t>) {
-      // Long columns over few outputs (a bias gradient: [B·T, N] -> [N]): one thread per output would
-      // leave most of the GPU idle, so the chunked column sums (double, fixed order) take them.
-      if (outer == 1 && n >= 512) {
-        Tensor s = column_sums(Value<T>{ptr<T>(x), inner}, n, inner, x);
-        const double dn = static_cast<double>(n);
-        if (r != RowReduce::sum) s = ops::unary(UnaryOp::div_scalar, s, dn);  // the mean, as reduce_one
-        if (r == RowReduce::var)
-          s = ops::unary(UnaryOp::div_scalar,
-                         column_sums(SquaredDeviation<T>{ptr<T>(x), ptr<double>(s), inner}, n, inner, x), dn);
-        store_sums<T>(s, out);
-        return;
-      }
-    }
-    reduce_kernel<T><<<grid_for(outer * inner), kThreads, 0, stream()>>>(ptr<T>(x), ptr<T>(out), outer, n, inner, code(r));
-    STRAND_CUDA_LAUNCH_CHECK();
-  });
+  red::reduce_middle(DeviceLaunch{}, r, x, outer, n, inner, out);
 }
 
 void max_rows(const Tensor& x, int64_t rows, int64_t n, const Tensor& values, const Tensor& indices) {
-  dispatch_all(x.dtype(), [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if (rows == 0) return;
-    const int threads = n >= kThreads ? kThreads : 32;
-    max_rows_kernel<T><<<grid_for(rows * kThreads), threads, 0, stream()>>>(ptr<T>(x), rows, n, ptr<T>(values), ptr<int64_t>(indices));
-    STRAND_CUDA_LAUNCH_CHECK();
-  });
+  red::max_rows(DeviceLaunch{}, x, rows, n, values, indices);
 }
 
 }  // namespace strand::cuda

@@ -111,7 +111,7 @@ __global__ void bwd_scatter_kernel(const T* P2, T* Z, int64_t T_, int64_t bq, in
 struct Geometry {
   int64_t B, H, T, Dk, Dv, Q, zs, rs;
 };
-Geometry geometry(const Tensor& qc, const Tensor& v, const char* op) {
+inline Geometry geometry(const Tensor& qc, const Tensor& v, const char* op) {
   STRAND_CHECK(qc.size(3) > 0 && v.size(3) > 0, op,
                " on a GPU needs head dims above 0 (the op layer computes zero ones"
                " on the CPU), got Dk ",

@@ -6,22 +6,14 @@
 
 #include "kernels/cuda/attention.cuh"
 #include "tests/attention_cases.h"
+#include "tests/simt/simt_test_util.h"
 
 namespace strand {
 namespace {
 
-using test::AttentionCase;
 using test::allclose;
+using test::AttentionCase;
 constexpr simt::Launch kEmu{};
-
-Tensor heads(const Tensor& bhtd, bool transposed) {
-  return transposed ? ops::transpose(ops::contiguous(ops::transpose(bhtd, 1, 2)), 1, 2) : bhtd;
-}
-Tensor nans(const Shape& s, DType dt, bool transposed = false) {
-  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
-  cpu::fill(t, NAN);
-  return heads(t, transposed);
-}
 
 TEST(SimtAttention, TiledAndRowKernelsMatchTheCpuKernel) {
   const std::vector<AttentionCase> cases = test::attention_cases();
@@ -36,14 +28,16 @@ TEST(SimtAttention, TiledAndRowKernelsMatchTheCpuKernel) {
         const Tensor kp = c.p.key_pad.defined() ? contiguous(c.p.key_pad) : Tensor(),
                      qp = c.p.query_pad.defined() ? contiguous(c.p.query_pad) : Tensor();
         const cpu::AttentionMasks m{bytes(kp), bytes(qp), c.p.zero_padded_queries, {dropout, 1234, 5 + ci}};
-        const Tensor q = heads(test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt), transposed),
-                     k = heads(test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt), transposed),
-                     v = heads(test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt), transposed),
-                     up = heads(test::uniform(q.sizes(), -1, 1, 99, dt), transposed);
+        const Tensor q = test::heads_view(test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt), transposed),
+                     k = test::heads_view(test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt), transposed),
+                     v = test::heads_view(test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt), transposed),
+                     up = test::heads_view(test::uniform(q.sizes(), -1, 1, 99, dt), transposed);
         std::vector<Tensor> ref, emu;
         for (std::vector<Tensor>* r : {&ref, &emu})
-          *r = {nans(q.sizes(), dt, transposed), nans({c.B, c.H, c.Tq}, dt), nans(q.sizes(), dt, transposed),
-                nans(k.sizes(), dt, transposed), nans(v.sizes(), dt, transposed)};
+          *r = {test::heads_view(test::unwritten(q.sizes(), dt), transposed), test::unwritten({c.B, c.H, c.Tq}, dt),
+                test::heads_view(test::unwritten(q.sizes(), dt), transposed),
+                test::heads_view(test::unwritten(k.sizes(), dt), transposed),
+                test::heads_view(test::unwritten(v.sizes(), dt), transposed)};
         cpu::attention_forward(q, k, v, m, c.p.scale, ref[0], ref[1]);
         cpu::attention_backward(up, q, k, v, ref[0], ref[1], m, c.p.scale, ref[2], ref[3], ref[4]);
         cuda::attn::forward(kEmu, q, k, v, m, c.p.scale, emu[0], emu[1]);
@@ -54,8 +48,10 @@ TEST(SimtAttention, TiledAndRowKernelsMatchTheCpuKernel) {
           if (i == 1) {  // lse: +-inf rows must agree exactly (allclose takes inf - inf as a mismatch)
             const auto a = ops::to_vector<double>(emu[1]), b = ops::to_vector<double>(ref[1]);
             for (size_t j = 0; j < b.size(); ++j)
-              if (std::isinf(b[j])) ASSERT_EQ(a[j], b[j]) << "lse " << j << " " << what;
-              else ASSERT_NEAR(a[j], b[j], tol * (1 + std::abs(b[j]))) << "lse " << j << " " << what;
+              if (std::isinf(b[j]))
+                ASSERT_EQ(a[j], b[j]) << "lse " << j << " " << what;
+              else
+                ASSERT_NEAR(a[j], b[j], tol * (1 + std::abs(b[j]))) << "lse " << j << " " << what;
             continue;
           }
           EXPECT_TRUE(allclose(emu[i], ref[i], tol, tol)) << names[i] << " " << what;

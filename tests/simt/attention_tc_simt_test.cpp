@@ -5,8 +5,10 @@
 // kernels' indexing, fragment layouts, masks, dropout and online softmax without a GPU; it says
 // nothing of their speed or of races the emulator's ordering hides (tests/simt/simt.h).
 #include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
+
 #include "kernels/cuda/attention_tc.cuh"
 #include "tests/attention_cases.h"
+#include "tests/simt/simt_test_util.h"
 
 namespace strand {
 namespace {
@@ -14,15 +16,6 @@ namespace {
 using test::AttentionCase;
 
 // A [B, H, T, D] operand: contiguous, or a transposed view of [B, T, H, D] memory as the models
-// pass them (row stride H·D: the element-by-element tile loads).
-Tensor heads(const Tensor& bhtd, bool transposed) {
-  return transposed ? ops::transpose(ops::contiguous(ops::transpose(bhtd, 1, 2)), 1, 2) : bhtd;
-}
-Tensor nans(const Shape& s, DType dt) {
-  Tensor t = empty(s, TensorOptions(dt, Device::cpu()));
-  cpu::fill(t, NAN);  // what the kernels fail to write stays NaN
-  return t;
-}
 
 struct Emulated {
   std::vector<Tensor> grads;  // out, dq, dk, dv
@@ -39,12 +32,15 @@ Emulated emulated(const AttentionCase& c, double dropout, const Generator& start
                qp = c.p.query_pad.defined() ? contiguous(c.p.query_pad) : Tensor();
   const cpu::AttentionMasks m{bytes(kp), bytes(qp), c.p.zero_padded_queries, d};
   const DType dt = q.dtype();
-  Tensor out = heads(nans(q.sizes(), dt), transposed), lse = nans({c.B, c.H, c.Tq}, DType::f32);
-  Tensor dq = heads(nans(q.sizes(), dt), transposed), dk = heads(nans(k.sizes(), dt), transposed),
-         dv = heads(nans(v.sizes(), dt), transposed);
-  const Tensor qh = heads(q, transposed), kh = heads(k, transposed), vh = heads(v, transposed);
+  Tensor out = test::heads_view(test::unwritten(q.sizes(), dt), transposed),
+         lse = test::unwritten({c.B, c.H, c.Tq}, DType::f32);
+  Tensor dq = test::heads_view(test::unwritten(q.sizes(), dt), transposed),
+         dk = test::heads_view(test::unwritten(k.sizes(), dt), transposed),
+         dv = test::heads_view(test::unwritten(v.sizes(), dt), transposed);
+  const Tensor qh = test::heads_view(q, transposed), kh = test::heads_view(k, transposed),
+               vh = test::heads_view(v, transposed);
   cuda::tc::forward(simt::Launch{}, qh, kh, vh, m, c.p.scale, out, lse);
-  cuda::tc::backward(simt::Launch{}, heads(up, transposed), qh, kh, vh, out, lse, m, c.p.scale, dq, dk, dv);
+  cuda::tc::backward(simt::Launch{}, test::heads_view(up, transposed), qh, kh, vh, out, lse, m, c.p.scale, dq, dk, dv);
   return {{out, dq, dk, dv}, lse};
 }
 
@@ -84,7 +80,8 @@ TEST(SimtTensorCoreAttention, WithinTwiceTheComposedHalfPrecisionError) {
         auto composed = [&](const std::vector<Tensor>& in) { return test::composed_attention(c, dropout, start, in); };
         const Tensor q = test::uniform({c.B, c.H, c.Tq, c.D}, -1, 1, 11, dt),
                      k = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 12, dt),
-                     v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt), up = test::uniform(q.sizes(), -1, 1, 99, dt);
+                     v = test::uniform({c.B, c.H, c.Tk, c.D}, -1, 1, 13, dt),
+                     up = test::uniform(q.sizes(), -1, 1, 99, dt);
         auto f64 = [](const Tensor& t) { return ops::to(t, DType::f64); };
         const auto ref = test::run_with_grads(fused, {f64(q), f64(k), f64(v)}, f64(up), Device::cpu());
         const auto base = test::run_with_grads(composed, {q, k, v}, up, Device::cpu());

@@ -5,20 +5,13 @@
 #include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
 
 #include "kernels/cuda/batch_norm.cuh"
-#include "tests/test_util.h"
+#include "tests/simt/simt_test_util.h"
 
 namespace strand {
 namespace {
 
 using test::allclose;
 constexpr simt::Launch kEmu{};
-
-// NaN-filled, so an element a kernel leaves unwritten shows.
-Tensor nans(const Shape& s, DType dt) {
-  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
-  cpu::fill(t, NAN);
-  return t;
-}
 
 TEST(SimtBatchNorm, StatisticsApplyAndBackwardMatchTheCpuKernels) {
   const int64_t N = 3000, C = 37;  // 47 chunks of 64 rows per column sum
@@ -36,18 +29,21 @@ TEST(SimtBatchNorm, StatisticsApplyAndBackwardMatchTheCpuKernels) {
           const Tensor x = test::uniform({N, C}, -2, 3, 5, dt), g = test::uniform({N, C}, -1, 1, 6, dt);
           const Tensor w = affine ? test::uniform({C}, 0.5, 1.5, 7, dt) : Tensor(),
                        b = affine ? test::uniform({C}, -0.5, 0.5, 8, dt) : Tensor();
-          Tensor rm = nans({C}, at), rv = nans({C}, at), em = nans({C}, at), ev = nans({C}, at);
-          EXPECT_EQ(cuda::bn::batch_norm_stats(kEmu, x, em, ev, reduce), cpu::batch_norm_stats(x, rm, rv, reduce)) << what;
+          Tensor rm = test::unwritten({C}, at), rv = test::unwritten({C}, at), em = test::unwritten({C}, at),
+                 ev = test::unwritten({C}, at);
+          EXPECT_EQ(cuda::bn::batch_norm_stats(kEmu, x, em, ev, reduce), cpu::batch_norm_stats(x, rm, rv, reduce))
+              << what;
           EXPECT_TRUE(allclose(em, rm, atol.atol, atol.rtol)) << "mean " << what;
           EXPECT_TRUE(allclose(ev, rv, atol.atol, atol.rtol)) << "var " << what;
-          const Tensor rstd = ops::to(ops::unary(UnaryOp::rsqrt, ops::unary(UnaryOp::add_scalar, ops::to(rv, DType::f64), 1e-5)), at);
-          Tensor ry = nans({N, C}, dt), ey = nans({N, C}, dt);
+          const Tensor rstd =
+              ops::to(ops::unary(UnaryOp::rsqrt, ops::unary(UnaryOp::add_scalar, ops::to(rv, DType::f64), 1e-5)), at);
+          Tensor ry = test::unwritten({N, C}, dt), ey = test::unwritten({N, C}, dt);
           cpu::batch_norm_apply(x, w, b, rm, rstd, ry);
           cuda::bn::batch_norm_apply(kEmu, x, w, b, rm, rstd, ey);
           EXPECT_TRUE(allclose(ey, ry, tol.atol, tol.rtol)) << "apply " << what;
-          Tensor rgx = nans({N, C}, dt), egx = nans({N, C}, dt);
-          Tensor rgw = affine ? nans({C}, dt) : Tensor(), egw = affine ? nans({C}, dt) : Tensor();
-          Tensor rgb = affine ? nans({C}, dt) : Tensor(), egb = affine ? nans({C}, dt) : Tensor();
+          Tensor rgx = test::unwritten({N, C}, dt), egx = test::unwritten({N, C}, dt);
+          Tensor rgw = affine ? test::unwritten({C}, dt) : Tensor(), egw = affine ? test::unwritten({C}, dt) : Tensor();
+          Tensor rgb = affine ? test::unwritten({C}, dt) : Tensor(), egb = affine ? test::unwritten({C}, dt) : Tensor();
           cpu::batch_norm_backward(g, x, w, rm, rstd, training, rgx, rgw, rgb, reduce);
           cuda::bn::batch_norm_backward(kEmu, g, x, w, rm, rstd, training, egx, egw, egb, reduce);
           EXPECT_TRUE(allclose(egx, rgx, tol.atol, tol.rtol)) << "grad x " << what;

@@ -7,19 +7,13 @@
 
 #include "kernels/cuda/conv.cuh"
 #include "tests/simt/emu_blas.h"
-#include "tests/test_util.h"
+#include "tests/simt/simt_test_util.h"
 
 namespace strand {
 namespace {
 
 using simt::EmuBlas;
 using test::allclose;
-
-Tensor nans(const Shape& s, DType dt) {
-  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
-  cpu::fill(t, NAN);
-  return t;
-}
 
 TEST(SimtConv1d, EveryPaddingKernelSizeAndDtypeWithGradients) {
   struct Case {
@@ -32,15 +26,18 @@ TEST(SimtConv1d, EveryPaddingKernelSizeAndDtypeWithGradients) {
         const std::string what = std::string(dtype_name(dt)) + " k " + std::to_string(c.k) + " pad " +
                                  std::to_string(c.pad) + (with_bias ? " bias" : "");
         const int64_t pad = c.pad < 0 ? c.k / 2 : c.pad, L = 23, lout = L + 2 * pad - c.k + 1;
-        const Tensor x = test::uniform({2, L, c.cin}, -1, 1, 41, dt), w = test::uniform({c.cout, c.cin, c.k}, -1, 1, 42, dt),
+        const Tensor x = test::uniform({2, L, c.cin}, -1, 1, 41, dt),
+                     w = test::uniform({c.cout, c.cin, c.k}, -1, 1, 42, dt),
                      b = with_bias ? test::uniform({c.cout}, -1, 1, 43, dt) : Tensor(),
                      g = test::uniform({2, lout, c.cout}, -1, 1, 44, dt);
         // the CPU kernel computes in f32 for bf16/f16 (as the op layer has it do), rounded once at the end
         const DType ct = dt == DType::f64 ? DType::f64 : DType::f32;
         auto c32 = [&](const Tensor& t) { return t.defined() ? ops::to(t, ct) : t; };
         std::vector<Tensor> ref, emu;
-        ref = {nans({2, lout, c.cout}, ct), nans(x.sizes(), ct), nans(w.sizes(), ct), with_bias ? nans({c.cout}, ct) : Tensor()};
-        emu = {nans({2, lout, c.cout}, dt), nans(x.sizes(), dt), nans(w.sizes(), dt), with_bias ? nans({c.cout}, dt) : Tensor()};
+        ref = {test::unwritten({2, lout, c.cout}, ct), test::unwritten(x.sizes(), ct), test::unwritten(w.sizes(), ct),
+               with_bias ? test::unwritten({c.cout}, ct) : Tensor()};
+        emu = {test::unwritten({2, lout, c.cout}, dt), test::unwritten(x.sizes(), dt), test::unwritten(w.sizes(), dt),
+               with_bias ? test::unwritten({c.cout}, dt) : Tensor()};
         cpu::conv1d(c32(x), c32(w), c32(b), pad, ref[0]);
         cuda::conv::conv1d(EmuBlas{}, x, w, b, pad, emu[0]);
         cpu::conv1d_backward(c32(g), c32(x), c32(w), pad, ref[1], ref[2], ref[3]);

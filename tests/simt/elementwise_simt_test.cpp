@@ -6,7 +6,7 @@
 #include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
 
 #include "kernels/cuda/elementwise.cuh"
-#include "tests/test_util.h"
+#include "tests/simt/simt_test_util.h"
 
 namespace strand {
 namespace {
@@ -18,10 +18,12 @@ constexpr simt::Launch kEmu{};
 enum class Layout { aligned, transposed, broadcast, misaligned, stepped };
 Tensor operand(Layout l, const Shape& shape, DType dt, uint64_t seed, double lo = -2, double hi = 2) {
   switch (l) {
-    case Layout::aligned: return test::uniform(shape, lo, hi, seed, dt);
+    case Layout::aligned:
+      return test::uniform(shape, lo, hi, seed, dt);
     case Layout::transposed:
       return ops::transpose(test::uniform({shape[1], shape[0]}, lo, hi, seed, dt), 0, 1);
-    case Layout::broadcast: return ops::expand(test::uniform({1, shape[1]}, lo, hi, seed, dt), shape);
+    case Layout::broadcast:
+      return ops::expand(test::uniform({1, shape[1]}, lo, hi, seed, dt), shape);
     case Layout::misaligned: {  // one element past an aligned start
       const Tensor flat = test::uniform({shape[0] * shape[1] + 1}, lo, hi, seed, dt);
       return ops::reshape(ops::narrow(flat, 0, 1, shape[0] * shape[1]), shape);
@@ -31,17 +33,10 @@ Tensor operand(Layout l, const Shape& shape, DType dt, uint64_t seed, double lo 
   }
   return {};
 }
-// An output filled with what no kernel writes here (NaN, or 99), so an element left unwritten shows.
-Tensor out_like(const Shape& s, DType dt) {
-  Tensor t = ops::empty(s, TensorOptions(dt, Device::cpu()));
-  cpu::fill(t, is_floating(dt) ? NAN : 99.0);
-  return t;
-}
 
 const Shape kShape{37, 29};  // 1073 elements: 4 blocks of 256 threads, packs plus a ragged tail
 const DType kFloats[] = {DType::f64, DType::f32, DType::bf16, DType::f16};
-const Layout kLayouts[] = {Layout::aligned, Layout::transposed, Layout::broadcast, Layout::misaligned,
-                           Layout::stepped};
+const Layout kLayouts[] = {Layout::aligned, Layout::transposed, Layout::broadcast, Layout::misaligned, Layout::stepped};
 
 ::testing::AssertionResult same(const Tensor& emu, const Tensor& ref, bool exact) {
   const test::Tol t = test::tol_for(ref.dtype());
@@ -54,16 +49,20 @@ TEST(SimtElementwise, UnaryOpsAndTheirDerivatives) {
       for (int o = 0; o <= static_cast<int>(UnaryOp::rsub_scalar); ++o) {
         const UnaryOp op = static_cast<UnaryOp>(o);
         const bool positive = op == UnaryOp::log || op == UnaryOp::sqrt || op == UnaryOp::rsqrt || op == UnaryOp::pow;
-        const double a = op == UnaryOp::clamp ? -0.5 : op == UnaryOp::softplus ? 1.5 : 1.7, b = op == UnaryOp::clamp ? 0.5 : 3;
+        const double a = op == UnaryOp::clamp      ? -0.5
+                         : op == UnaryOp::softplus ? 1.5
+                                                   : 1.7,
+                     b = op == UnaryOp::clamp ? 0.5 : 3;
         const Tensor x = operand(l, kShape, dt, 3 + o, positive ? 0.1 : -2, 2), g = operand(l, kShape, dt, 50 + o);
-        Tensor ref = out_like(kShape, dt), emu = out_like(kShape, dt);
+        Tensor ref = test::unwritten(kShape, dt), emu = test::unwritten(kShape, dt);
         cpu::unary(op, x, ref, a, b);
         cuda::ew::unary(kEmu, op, x, emu, a, b);
         EXPECT_TRUE(same(emu, ref, false)) << unary_op_name(op) << " " << dtype_name(dt) << " layout " << int(l);
         // the derivative, given the forward's output (or input: whichever the op saves)
         cpu::unary_backward(op, g, x, ref, a, b);
         cuda::ew::unary_backward(kEmu, op, g, x, emu, a, b);
-        EXPECT_TRUE(same(emu, ref, false)) << unary_op_name(op) << " backward " << dtype_name(dt) << " layout " << int(l);
+        EXPECT_TRUE(same(emu, ref, false))
+            << unary_op_name(op) << " backward " << dtype_name(dt) << " layout " << int(l);
       }
 }
 
@@ -74,18 +73,19 @@ TEST(SimtElementwise, BinaryCompareWhereAndAdd) {
         const Tensor a = operand(la, kShape, dt, 7), b = operand(lb, kShape, dt, 8);
         for (int o = 0; o <= static_cast<int>(BinaryOp::minimum); ++o) {
           const BinaryOp op = static_cast<BinaryOp>(o);
-          Tensor ref = out_like(kShape, dt), emu = out_like(kShape, dt);
+          Tensor ref = test::unwritten(kShape, dt), emu = test::unwritten(kShape, dt);
           cpu::binary(op, a, b, ref);
           cuda::ew::binary(kEmu, op, a, b, emu);
           EXPECT_TRUE(same(emu, ref, false)) << binary_op_name(op) << " " << dtype_name(dt) << " " << int(la);
         }
         for (int o = 0; o <= static_cast<int>(CompareOp::ge); ++o) {
-          Tensor ref = out_like(kShape, DType::b8), emu = out_like(kShape, DType::b8);
+          Tensor ref = test::unwritten(kShape, DType::b8), emu = test::unwritten(kShape, DType::b8);
           cpu::compare(static_cast<CompareOp>(o), a, b, ref);
           cuda::ew::compare(kEmu, static_cast<CompareOp>(o), a, b, emu);
           EXPECT_TRUE(same(emu, ref, true)) << "compare " << o << " " << dtype_name(dt) << " " << int(la);
         }
-        Tensor cond = out_like(kShape, DType::b8), ref = out_like(kShape, dt), emu = out_like(kShape, dt);
+        Tensor cond = test::unwritten(kShape, DType::b8), ref = test::unwritten(kShape, dt),
+               emu = test::unwritten(kShape, dt);
         cpu::compare(CompareOp::lt, a, b, cond);
         cpu::where(cond, a, b, ref);
         cuda::ew::where(kEmu, cond, a, b, emu);
@@ -103,13 +103,13 @@ TEST(SimtElementwise, CastsFillsAndPhiloxFills) {
     for (DType to : all)
       for (Layout l : kLayouts) {
         const Tensor src = operand(l, kShape, from, 11, -3, 3);
-        Tensor ref = out_like(kShape, to), emu = out_like(kShape, to);
+        Tensor ref = test::unwritten(kShape, to), emu = test::unwritten(kShape, to);
         cpu::copy(src, ref);
         cuda::ew::copy(kEmu, src, emu);
         EXPECT_TRUE(same(emu, ref, true)) << dtype_name(from) << " -> " << dtype_name(to) << " layout " << int(l);
       }
   for (DType dt : kFloats) {
-    Tensor ref = out_like(kShape, dt), emu = out_like(kShape, dt);
+    Tensor ref = test::unwritten(kShape, dt), emu = test::unwritten(kShape, dt);
     cpu::fill(ref, 0.3);
     cuda::ew::fill(kEmu, emu, 0.3);
     EXPECT_TRUE(same(emu, ref, true)) << "fill " << dtype_name(dt);

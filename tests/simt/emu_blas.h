@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "tests/simt/simt.h"
 #include "tensor/dtype.h"
 #include "tensor/error.h"
+#include "tests/simt/simt.h"
 
 namespace strand::simt {
 
@@ -46,6 +46,7 @@ struct EmuBlas : Launch {
     product<T, T, T>(ta, tb, M, N, K, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
   }
   void zero(void* p, size_t bytes) const { std::memset(p, 0, bytes); }
+  bool cudnn() const { return false; }
 };
 
 }  // namespace strand::simt

@@ -1,7 +1,9 @@
 // The SIMT emulator's scheduler (simt.h): a block's threads as fibers on the calling OS thread.
 // A fiber starts through makecontext/swapcontext; after that, switches are _setjmp/_longjmp, which
 // (unlike swapcontext) make no system call to save and restore the signal mask: most of the
-// emulator's time went there in kernels with many barriers.
+// emulator's time went there in kernels with many barriers. _FORTIFY_SOURCE would turn _longjmp
+// into __longjmp_chk, which refuses (aborts) jumps onto the fibers' heap stacks.
+#undef _FORTIFY_SOURCE
 #include "tests/simt/simt.h"
 
 #include <setjmp.h>
@@ -46,7 +48,7 @@ struct BlockRun {
   Barrier block;
   std::vector<Barrier> warp;
   std::vector<int> warp_lanes;
-  std::vector<unsigned char> slots;  // [warp][2][32 lanes][kSlotBytes]
+  std::vector<unsigned char> slots;                   // [warp][2][32 lanes][kSlotBytes]
   std::vector<std::pair<const char*, size_t>> kinds;  // [warp][2][32 lanes]: what each lane posted
   std::vector<int> order;                             // the order of the current pass
   const std::function<void()>* body = nullptr;
@@ -126,7 +128,7 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
     STRAND_CHECK(getcontext(&f.ctx) == 0, "SIMT emulator: getcontext failed");
     f.ctx.uc_stack.ss_sp = stacks()[static_cast<size_t>(i)].get();
     f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = &r.scheduler;
+    f.ctx.uc_link = nullptr;  // entry never returns: it jumps back to the scheduler
     makecontext(&f.ctx, reinterpret_cast<void (*)()>(&entry), 1, i);
   }
   // a fixed shuffle per block and pass (xorshift), so the order differs between passes and runs alike
@@ -204,6 +206,9 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
   STRAND_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0 && grid.x <= 2147483647u && grid.y <= 65535 && grid.z <= 65535,
                "SIMT emulator: grid (", grid.x, ", ", grid.y, ", ", grid.z, ") outside CUDA's limits");
   check_shared(smem);
+  // the whole buffer poisoned once per launch and checked after it (each block poisons and checks
+  // only its bytes and a guard), so a write anywhere past `smem` shows
+  std::memset(shared_buffer(), 0xff, kSharedBytes);
   BlockRun r;
   r.body = &body;
   g_run = &r;
@@ -223,6 +228,10 @@ void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& b
     throw;
   }
   g_run = nullptr;
+  const unsigned char* s = shared_buffer();
+  for (size_t i = smem; i < kSharedBytes; ++i)
+    STRAND_CHECK(s[i] == 0xff, "SIMT emulator: a block wrote byte ", i, " of dynamic shared memory; the launch asked for ",
+                 smem);
 }
 
 uint64_t blocks_run() { return g_blocks; }
@@ -230,8 +239,8 @@ uint64_t blocks_run() { return g_blocks; }
 unsigned char* dynamic_shared() { return shared_buffer(); }
 
 void check_shared(size_t bytes) {
-  STRAND_CHECK(bytes <= kSharedBytes, "SIMT emulator: ", bytes, " bytes of dynamic shared memory asked, ",
-               kSharedBytes, " emulated");
+  STRAND_CHECK(bytes <= kSharedBytes, "SIMT emulator: ", bytes, " bytes of dynamic shared memory asked, ", kSharedBytes,
+               " emulated");
 }
 
 }  // namespace strand::simt

@@ -37,6 +37,7 @@
 #include <functional>
 #include <type_traits>
 
+#include "tensor/error.h"
 #include "tensor/half.h"
 
 #define STRAND_SIMT_EMULATOR 1
@@ -149,6 +150,11 @@ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 // of column g (the PTX ISA's "Warp-level matrix load instruction: ldmatrix").
 template <bool kTrans>
 void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  // as on the GPU: 16-byte rows in shared memory (here: the dynamic buffer)
+  const auto* b = reinterpret_cast<const unsigned char*>(row);
+  STRAND_CHECK(reinterpret_cast<uintptr_t>(b) % 16 == 0 && b >= dynamic_shared() &&
+                   b + 16 <= dynamic_shared() + kSharedBytes,
+               "SIMT emulator: ldmatrix row address not 16-byte aligned in shared memory");
   const unsigned char* all = warp_post(&row, sizeof row, kTrans ? "ldmatrix.x4.trans" : "ldmatrix.x4");
   auto row_of = [&](int m, int i) {  // matrix m's row i
     const uint16_t* p;

@@ -107,8 +107,10 @@ void ldmatrix_kernel(uint16_t* out) {
 TEST(SimtEmulator, LdmatrixGivesEachLaneItsRowPairOrColumnPair) {
   for (bool trans : {false, true}) {
     std::vector<uint16_t> out(32 * 8);
-    if (trans) kEmu(ldmatrix_kernel<true>, dim3(1), dim3(32), 4 * 64 * 2, out.data());
-    else kEmu(ldmatrix_kernel<false>, dim3(1), dim3(32), 4 * 64 * 2, out.data());
+    if (trans)
+      kEmu(ldmatrix_kernel<true>, dim3(1), dim3(32), 4 * 64 * 2, out.data());
+    else
+      kEmu(ldmatrix_kernel<false>, dim3(1), dim3(32), 4 * 64 * 2, out.data());
     for (int lane = 0; lane < 32; ++lane) {
       const int g = lane / 4, t = lane % 4;
       for (int m = 0; m < 4; ++m)
@@ -125,8 +127,10 @@ void early_exit_kernel(float* out) {
   out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
 }
 void mixed_kernel(float* out) {
-  if (threadIdx.x == 3) out[0] = float(__shfl_xor_sync(0xffffffffu, 1.0, 1));  // 8 bytes, not 4
-  else out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+  if (threadIdx.x == 3)
+    out[0] = float(__shfl_xor_sync(0xffffffffu, 1.0, 1));  // 8 bytes, not 4
+  else
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
 }
 void overrun_kernel(unsigned char* out) {
   if (threadIdx.x == 0) cuda::dynamic_smem()[100] = out[0];  // asked for 100 bytes
@@ -141,8 +145,8 @@ TEST(SimtEmulator, DeadlocksMismatchesOverrunsAndThrowsAreErrors) {
                                 {"is at a shfl of", "bytes while lane"}));
   EXPECT_TRUE(test::throws_with([&] { kEmu(overrun_kernel, dim3(1), dim3(32), 100, &byte); },
                                 {"wrote byte 100", "asked for 100"}));
-  EXPECT_TRUE(test::throws_with([&] { kEmu(throwing_kernel, dim3(2), dim3(32), 0, out.data()); },
-                                {"thread 17 refuses"}));
+  EXPECT_TRUE(
+      test::throws_with([&] { kEmu(throwing_kernel, dim3(2), dim3(32), 0, out.data()); }, {"thread 17 refuses"}));
   EXPECT_TRUE(test::throws_with([] { __syncthreads(); }, {"outside a kernel"}));
   EXPECT_TRUE(test::throws_with([&] { kEmu(throwing_kernel, dim3(1), dim3(32), simt::kSharedBytes + 1, out.data()); },
                                 {"dynamic shared memory"}));
