@@ -1,6 +1,6 @@
 // CUDA fused attention on the tensor cores: bf16/f16 q, k, v (the bf16-mixed attention of ESM-2,
 // AIDO.RNA and the fusion heads), head dims up to 128, the same function, masks and dropout as
-// attention.cu (and the CPU kernel), the logsumexp saved in f32.
+// attention.cuh (and the CPU kernel), the logsumexp saved in f32.
 //
 // FlashAttention-2's algorithm with its register layout: a block of 4 warps owns 64 rows, each warp
 // 16, and streams 64-row tiles of the other operand through shared memory. Every product is

@@ -6,7 +6,7 @@
 // 196,608-long stem. The bias gradient is a column sum in double (colsum.cuh).
 //
 // Templated on the launch policy, which here also does the GEMMs (gemm, and gemm_f32_out for
-// bf16/f16 operands summed in f32) and zeroes memory (zero): cuBLAS on the GPU (conv_norm.cu), plain
+// bf16/f16 operands summed in f32) and zeroes memory (zero): cuBLAS on the GPU (BlasLaunch), plain
 // loops on the SIMT emulator's. cuDNN is tried first where the policy's cudnn() says so (the GPU's:
 // ops::cudnn_conv, opt-in; never on the emulator, whose pointers are the CPU's).
 #pragma once

@@ -1,5 +1,5 @@
 // conv1d through cuDNN (channels last: [B, L, C] as NHWC with H = 1, the weights as KRSC =
-// [Cout, K, Cin]), beside conv_norm.cu's im2col + cuBLAS, so both can be measured at Enformer's
+// [Cout, K, Cin]), beside conv.cuh's im2col + cuBLAS, so both can be measured at Enformer's
 // shapes (bench BM_Conv1d) and the faster kept. Used when ops::cudnn_conv() is on and this build
 // found cuDNN (STRAND_WITH_CUDNN); each entry point returns false, having done nothing, when cuDNN
 // cannot take the case (f64, no deterministic algorithm), and the caller falls back to im2col.

@@ -1,5 +1,5 @@
 #pragma once
-// conv1d through cuDNN (conv_cudnn.cu), for conv_norm.cu: x [B, L, Cin], out/grad [B, Lout, Cout],
+// conv1d through cuDNN (conv_cudnn.cu), for conv.cuh: x [B, L, Cin], out/grad [B, Lout, Cout],
 // weights flat [Cout, K, Cin], all contiguous. Each returns false, having written nothing, when
 // this build has no cuDNN or cuDNN has no deterministic algorithm for the case.
 #include "tensor/tensor.h"

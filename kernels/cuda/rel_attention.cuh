@@ -11,7 +11,7 @@
 //
 // The kernels and the entry points' bodies, templated on the launch policy, which here also does
 // the GEMMs (gemm_batched: row-major, batched at fixed strides, as cublas_util.cuh's) and zeroes
-// memory (zero): cuBLAS on the GPU (rel_attention.cu), plain loops on the SIMT emulator's.
+// memory (zero): cuBLAS on the GPU (BlasLaunch), plain loops on the SIMT emulator's.
 #pragma once
 #include <algorithm>
 

@@ -1,5 +1,5 @@
 #pragma once
-// The host side of the multi-tensor launches (kernels/cuda/optim.cu, after PyTorch's
+// The host side of the multi-tensor launches (kernels/cuda/optim.cuh, after PyTorch's
 // multi_tensor_apply): tensors are cut into chunks of kChunk elements, one block per chunk, and
 // packed into TensorList tables that travel by value in the kernel's arguments. Host-only code, so
 // the packing is unit-tested on the CPU (tests/kernels/tensor_list_test.cpp).
