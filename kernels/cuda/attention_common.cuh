@@ -1,8 +1,7 @@
 #pragma once
-// What the CUDA fused-attention kernels share (attention.cu: row and tiled kernels on CUDA cores;
-// attention_tc.cu: tensor-core kernels for bf16/f16): the problem's geometry and masks, the dropout
-// factor of a probability, the masked logit value, p from the saved logsumexp, and shared-memory
-// limits.
+// What the CUDA fused-attention kernels share (attention.cuh: row and tiled kernels on CUDA cores;
+// attention_tc.cuh: tensor-core kernels for bf16/f16): the problem's geometry and masks, the dropout
+// factor of a probability, the masked logit value and p from the saved logsumexp.
 #include <cfloat>
 #include <cmath>
 

@@ -90,16 +90,5 @@ void store_sums(const Launch& launch, const Tensor& sums, const Tensor& dst) {
          sums.numel());
 }
 
-#ifdef __CUDACC__  // on the GPU
-template <class F>
-Tensor column_sums(const F& f, int64_t N, int64_t C, const Tensor& like) {
-  return column_sums(DeviceLaunch{}, f, N, C, like);
-}
-template <class T>
-void store_sums(const Tensor& sums, const Tensor& dst) {
-  store_sums<T>(DeviceLaunch{}, sums, dst);
-}
-#endif
-
 STRAND_KERNELS_END
 }  // namespace strand::cuda

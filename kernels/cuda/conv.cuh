@@ -52,11 +52,6 @@ Tensor reorder(const Launch& launch, const Tensor& w, bool taps) {
          w.size(2), taps, false);
   return r;
 }
-template <class T>
-__global__ void fill_rows_kernel(T* out, const T* bias, int64_t n, int64_t C) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x)
-    out[i] = bias[i % C];
-}
 inline int64_t block_rows(int64_t KC, int64_t Lout) { return std::min(Lout, std::max<int64_t>(64, kColElems / std::max<int64_t>(KC, 1))); }
 
 // Calls f(b, l0, rows, a) for every block of output rows, a = the block's im2col rows (or x itself

@@ -33,13 +33,6 @@ inline cudaStream_t stream() {
   return reinterpret_cast<cudaStream_t>(cuda_rt::current_stream_id(device));
 }
 
-#define STRAND_CUDA_LAUNCH_CHECK()                                                                  \
-  do {                                                                                              \
-    cudaError_t e_ = cudaGetLastError();                                                            \
-    STRAND_CHECK(e_ == cudaSuccess, "CUDA kernel launch failed: ", cudaGetErrorString(e_), " at ", \
-                 __FILE__, ":", __LINE__);                                                          \
-  } while (0)
-
 // The most dynamic shared memory one block may opt into on the current device (227 KB on an H100,
 // 163 KB on an A100), asked of the driver once per device.
 inline size_t smem_optin_limit() {
@@ -103,6 +96,16 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
   return strand_dynamic_smem;
 #endif
 }
+
+// out[i] = row[i % C] for i < n: a [n / C, C] buffer whose every row is `row` (the bias rows a GEMM
+// then accumulates onto: matmul with bias, conv1d).
+STRAND_KERNELS_BEGIN
+template <class T>
+__global__ void fill_rows_kernel(T* out, const T* row, int64_t n, int64_t C) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x)
+    out[i] = row[i % C];
+}
+STRAND_KERNELS_END
 
 template <class T>
 T* ptr(const Tensor& t) {

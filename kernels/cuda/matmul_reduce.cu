@@ -50,17 +50,6 @@ cublasHandle_t cublas_handle(int device) {
   return e.h;
 }
 
-namespace {
-
-template <class T>
-__global__ void bias_rows_kernel(T* c, const T* bias, int64_t M, int64_t N) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < M * N; i += int64_t(blockDim.x) * gridDim.x)
-    c[i] = bias[i % N];
-}
-
-
-}  // namespace
-
 void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, const Shape& batch, int64_t M, int64_t N,
             int64_t K, const Tensor* bias_rows) {
   dispatch_float(out.dtype(), "matmul", [&](auto tag) {
@@ -83,8 +72,7 @@ void matmul(const cpu::MatDesc& a, const cpu::MatDesc& b, const Tensor& out, con
         }
         T beta = 0;
         if (bias_rows) {
-          bias_rows_kernel<T><<<grid_for(M * N), kThreads, 0, stream()>>>(c, ptr<T>(*bias_rows), M, N);
-          STRAND_CUDA_LAUNCH_CHECK();
+          DeviceLaunch{}(fill_rows_kernel<T>, dim3(grid_for(M * N)), dim3(kThreads), 0, c, ptr<T>(*bias_rows), M * N, N);
           beta = 1;
         }
         if (K == 0) {
