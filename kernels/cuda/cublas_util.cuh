@@ -88,7 +88,7 @@ void gemm_f32_out(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int6
                                    static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-#ifdef __CUDACC__
+#if defined(__CUDACC__) || defined(STRAND_SIMT_EMULATOR)
 // DeviceLaunch with cuBLAS for the GEMMs of the kernels whose policy also does those (conv.cuh,
 // rel_attention.cuh) and an asynchronous memset, on the current stream of `device`. The SIMT
 // emulator's tests give the same members as plain loops.

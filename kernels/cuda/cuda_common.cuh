@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <source_location>
+#include <type_traits>
 #include <utility>
 
 #include "tensor/stream.h"
@@ -60,7 +61,8 @@ void allow_smem(K kernel, size_t bytes) {
   std::lock_guard<std::mutex> lock(mu);
   const auto it = granted.find(key);
   if (it != granted.end() && it->second >= bytes) return;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   STRAND_CHECK(e == cudaSuccess, "CUDA: cannot reserve ", bytes, " bytes of shared memory for a kernel: ",
                cudaGetErrorString(e));
   granted[key] = bytes;
@@ -84,6 +86,29 @@ struct DeviceLaunch {
   }
   // The most dynamic shared memory a launch may ask for on the current device.
   size_t smem_limit() const { return smem_optin_limit(); }
+};
+#elif defined(STRAND_SIMT_EMULATOR)
+// The same policy on the tests' emulated device (tests/simt/emu_runtime.cpp, the library built as
+// strand_emu): the launch is queued on the current stream, and runs on the SIMT emulator when the
+// host waits for that stream. Raw pointer arguments must point into device memory.
+struct DeviceLaunch {
+  std::source_location where;
+  DeviceLaunch(std::source_location w = std::source_location::current()) : where(w) {}  // NOLINT: implicit
+  template <class K, class... A>
+  void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
+    allow_smem(kernel, smem);
+    (check_argument(args), ...);
+    simt::device::launch(
+        stream(), reinterpret_cast<const void*>(kernel), grid, block, smem, [kernel, args...] { kernel(args...); },
+        where.file_name(), where.line());
+  }
+  size_t smem_limit() const { return smem_optin_limit(); }
+
+ private:
+  template <class V>
+  void check_argument(const V& v) const {
+    if constexpr (std::is_pointer_v<V>) simt::device::check_pointer_argument(v, where.file_name(), where.line());
+  }
 };
 #endif
 

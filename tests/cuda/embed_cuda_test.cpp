@@ -6,6 +6,10 @@
 
 #include "tests/models/model_test_util.h"
 
+#ifndef STRAND_EMBED_BINARY  // the emulated device's build names its own (strand-embed-emu)
+#define STRAND_EMBED_BINARY STRAND_BINARY_DIR "/strand-embed"
+#endif
+
 namespace strand {
 namespace {
 
@@ -18,7 +22,7 @@ safetensors::File embed_on_gpu(const test::TempDir& tmp, const std::string& mode
     std::ofstream fa(tmp.str("in.fa"));
     for (size_t i = 0; i < seqs.size(); ++i) fa << ">s" << i << "\n" << seqs[i] << "\n";
   }
-  const std::string cmd = std::string(STRAND_BINARY_DIR) + "/strand-embed --device cuda --quiet --batch-size 3 --model-dir " +
+  const std::string cmd = std::string(STRAND_EMBED_BINARY) + " --device cuda --quiet --batch-size 3 --model-dir " +
                           model_dir + " --input " + tmp.str("in.fa") + " --output " + tmp.str("out.safetensors") +
                           " " + extra + " 2> " + tmp.str("err.txt");
   EXPECT_EQ(std::system(cmd.c_str()), 0) << "see " << tmp.str("err.txt");

@@ -90,7 +90,9 @@ TEST(CudaStreams, EventsOrderAConsumerStreamAfterItsProducer) {
   EXPECT_GE(start.elapsed_ms(made), 0.0);
   producer.synchronize();
   const std::vector<double> xv = ops::to_vector<double>(x), yv = ops::to_vector<double>(y);
-  for (size_t i = 0; i < xv.size(); i += 997) ASSERT_EQ(yv[i], static_cast<double>(static_cast<float>(xv[i] + 1)));
+  // x and y are f64 (test::uniform's default): y holds x + 1 rounded once, as here
+  ASSERT_EQ(x.dtype(), DType::f64);
+  for (size_t i = 0; i < xv.size(); i += 997) ASSERT_EQ(yv[i], xv[i] + 1);
   Event untimed;
   untimed.record(consumer);
   untimed.synchronize();
@@ -123,6 +125,38 @@ TEST(CudaStreams, MemoryRecordedOnAnotherStreamWaitsForIt) {
     EXPECT_NE(w.raw_data(), where);
   }
   mine.synchronize();
+}
+
+// The hazard record_stream exists for: a tensor made on `mine`, read by queued work on `other`, and
+// freed; a new tensor on `mine` must not take its memory while that read is pending. On the
+// emulated device (label emu) the queued read runs only when `other` is synchronised, after `mine`'s
+// later writes, so a reuse shows deterministically; on a GPU it would be a race.
+TEST(CudaStreams, AFreedBlockIsNotReusedWhileAnotherStreamStillReadsIt) {
+  STRAND_SKIP_WITHOUT_GPU();
+  const Stream mine = stream_from_pool(kGpu), other = stream_from_pool(kGpu);
+  const Tensor host = test::uniform({1 << 16}, -1, 1, 9, DType::f32);
+  Tensor y;
+  {
+    StreamGuard g(mine);
+    Tensor t = ops::to(host, kGpu);
+    Event made;
+    made.record(mine);
+    {
+      StreamGuard g2(other);
+      made.wait(other);
+      y = ops::add(t, 1.0);  // queued on `other`
+    }
+    record_stream(t, other);
+    t = Tensor();
+    for (int i = 0; i < 4; ++i) {  // same-size allocations on `mine`, written at once
+      Tensor u = ops::empty({1 << 16}, TensorOptions(DType::f32, kGpu));
+      ops::fill_(u, 7.0);
+    }
+  }
+  mine.synchronize();
+  other.synchronize();
+  const std::vector<double> want = ops::to_vector<double>(ops::add(host, 1.0));
+  EXPECT_EQ(ops::to_vector<double>(y), want);
 }
 
 }  // namespace

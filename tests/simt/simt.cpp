@@ -30,8 +30,7 @@ struct Barrier {
 };
 
 struct Fiber {
-  ucontext_t ctx;  // for the first entry
-  jmp_buf jb;      // where it yielded
+  jmp_buf jb;  // where it yielded
   bool started = false;
   ThreadState state;
   bool done = false;
@@ -62,9 +61,27 @@ unsigned char* shared_buffer() {
   alignas(16) static unsigned char b[kSharedBytes];
   return b;
 }
-std::vector<std::unique_ptr<unsigned char[]>>& stacks() {  // kept between blocks (not zeroed)
-  static std::vector<std::unique_ptr<unsigned char[]>> s;
-  return s;
+// Thread i of every block runs on worker i: a context with its own stack, made once (getcontext and
+// makecontext cost system calls), which runs a thread to its end and then parks until the next
+// block's thread i, so starting a thread is a _longjmp.
+struct Worker {
+  ucontext_t ctx;  // the first entry (worker_main)
+  jmp_buf park;    // where it waits for its next thread
+  bool parked = false;
+  std::unique_ptr<unsigned char[]> stack = std::make_unique<unsigned char[]>(kStackBytes);  // kept, not zeroed
+};
+std::vector<std::unique_ptr<Worker>>& workers() {
+  static std::vector<std::unique_ptr<Worker>> w;
+  return w;
+}
+void worker_main(int index);
+void make_context(Worker& w, int index) {  // (re)starts w at worker_main
+  STRAND_CHECK(getcontext(&w.ctx) == 0, "SIMT emulator: getcontext failed");
+  w.ctx.uc_stack.ss_sp = w.stack.get();
+  w.ctx.uc_stack.ss_size = kStackBytes;
+  w.ctx.uc_link = nullptr;  // worker_main never returns
+  makecontext(&w.ctx, reinterpret_cast<void (*)()>(&worker_main), 1, index);
+  w.parked = false;
 }
 
 Fiber& running() {
@@ -88,7 +105,8 @@ void wait(Barrier& b, int n) {
   while (b.generation == gen) yield();
 }
 
-void entry(int index) {
+// Runs the current block's thread `index` to its end.
+void run_thread(int index) {
   BlockRun& r = *g_run;
   try {
     (*r.body)();
@@ -102,7 +120,15 @@ void entry(int index) {
     r.block.arrived = 0;
     ++r.block.generation;
   }
-  _longjmp(r.scheduler_jb, 1);  // back to the scheduler for good
+}
+
+void worker_main(int index) {
+  Worker& w = *workers()[static_cast<size_t>(index)];
+  for (;;) {
+    run_thread(index);
+    w.parked = true;
+    if (_setjmp(w.park) == 0) _longjmp(g_run->scheduler_jb, 1);  // back to the scheduler until the next block
+  }
 }
 
 void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
@@ -120,16 +146,14 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
   r.progress = 0;
   r.error = nullptr;
   std::memset(shared_buffer(), 0xff, std::min(kSharedBytes, smem + kGuardBytes));
-  while (stacks().size() < static_cast<size_t>(n)) stacks().push_back(std::make_unique<unsigned char[]>(kStackBytes));
+  while (workers().size() < static_cast<size_t>(n)) {
+    workers().push_back(std::make_unique<Worker>());
+    make_context(*workers().back(), static_cast<int>(workers().size() - 1));
+  }
   for (int i = 0; i < n; ++i) {
-    Fiber& f = r.fibers[static_cast<size_t>(i)];
     const unsigned u = static_cast<unsigned>(i);
-    f.state = {{u % dims.x, (u / dims.x) % dims.y, u / (dims.x * dims.y)}, block, dims, grid};
-    STRAND_CHECK(getcontext(&f.ctx) == 0, "SIMT emulator: getcontext failed");
-    f.ctx.uc_stack.ss_sp = stacks()[static_cast<size_t>(i)].get();
-    f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = nullptr;  // entry never returns: it jumps back to the scheduler
-    makecontext(&f.ctx, reinterpret_cast<void (*)()>(&entry), 1, i);
+    r.fibers[static_cast<size_t>(i)].state = {{u % dims.x, (u / dims.x) % dims.y, u / (dims.x * dims.y)}, block, dims,
+                                              grid};
   }
   // a fixed shuffle per block and pass (xorshift), so the order differs between passes and runs alike
   uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t(block.x) << 32 | uint64_t(block.y) << 16 | block.z);
@@ -152,7 +176,9 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
       if (_setjmp(r.scheduler_jb) == 0) {
         if (f.started) _longjmp(f.jb, 1);
         f.started = true;
-        STRAND_CHECK(swapcontext(&r.scheduler, &f.ctx) == 0, "SIMT emulator: swapcontext failed");
+        Worker& w = *workers()[static_cast<size_t>(i)];
+        if (w.parked) _longjmp(w.park, 1);
+        STRAND_CHECK(swapcontext(&r.scheduler, &w.ctx) == 0, "SIMT emulator: swapcontext failed");
       }
     }
     r.current = -1;
@@ -160,13 +186,23 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
     if (r.live > 0 && r.progress == before) {
       int in_warp = 0;
       for (const Barrier& w : r.warp) in_warp += w.arrived;
-      STRAND_CHECK(false, "SIMT emulator: deadlock in block (", block.x, ", ", block.y, ", ", block.z, "): ", r.live,
-                   " threads live, ", r.block.arrived, " waiting at __syncthreads, ", in_warp,
-                   " in warp collectives that not every lane of the warp reaches");
+      try {
+        STRAND_CHECK(false, "SIMT emulator: deadlock in block (", block.x, ", ", block.y, ", ", block.z, "): ", r.live,
+                     " threads live, ", r.block.arrived, " waiting at __syncthreads, ", in_warp,
+                     " in warp collectives that not every lane of the warp reaches");
+      } catch (...) {
+        r.error = std::current_exception();
+      }
     }
   }
   r.current = -1;
-  if (r.error) std::rethrow_exception(r.error);
+  if (r.error) {
+    // threads left mid-way (a deadlock, or another thread's exception) are abandoned: their workers
+    // start afresh
+    for (int i = 0; i < n; ++i)
+      if (!r.fibers[static_cast<size_t>(i)].done) make_context(*workers()[static_cast<size_t>(i)], i);
+    std::rethrow_exception(r.error);
+  }
 }
 
 }  // namespace
@@ -187,11 +223,14 @@ const unsigned char* warp_post(const void* mine, size_t bytes, const char* kind)
   std::pair<const char*, size_t>* kinds = g_run->kinds.data() + slot * 32;
   std::memcpy(base + lane * kSlotBytes, mine, bytes);
   kinds[lane] = {kind, bytes};
-  wait(g_run->warp[w], g_run->warp_lanes[w]);
-  for (int l = 0; l < g_run->warp_lanes[w]; ++l)
-    STRAND_CHECK(kinds[l] == kinds[lane], "SIMT emulator: lane ", lane, " of warp ", w, " is at a ", kind, " of ",
-                 bytes, " bytes while lane ", l, " is at a ", kinds[l].first ? kinds[l].first : "?", " of ",
-                 kinds[l].second, " bytes");
+  Barrier& b = g_run->warp[w];
+  const int lanes = g_run->warp_lanes[w];
+  if (b.arrived + 1 >= lanes)  // the last lane to arrive: every lane has posted
+    for (int l = 0; l < lanes; ++l)
+      STRAND_CHECK(kinds[l] == kinds[lane], "SIMT emulator: lane ", lane, " of warp ", w, " is at a ", kind, " of ",
+                   bytes, " bytes while lane ", l, " is at a ", kinds[l].first ? kinds[l].first : "?", " of ",
+                   kinds[l].second, " bytes");
+  wait(b, lanes);
   return base;
 }
 
@@ -199,13 +238,18 @@ void check_width(int width) {
   STRAND_CHECK(width == 32, "SIMT emulator: shuffles over the whole warp only (width 32), got width ", width);
 }
 
-void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
-  STRAND_CHECK(!g_run, "SIMT emulator: a launch from inside a kernel");
-  STRAND_CHECK(block.x * block.y * block.z > 0 && block.x * block.y * block.z <= 1024,
-               "SIMT emulator: blocks of 1 to 1024 threads, got ", block.x * block.y * block.z);
+void check_launch(dim3 grid, dim3 block, size_t smem) {
+  STRAND_CHECK(block.x * block.y * block.z > 0 && block.x * block.y * block.z <= 1024 && block.z <= 64,
+               "SIMT emulator: blocks of 1 to 1024 threads (z up to 64), got (", block.x, ", ", block.y, ", ", block.z,
+               ")");
   STRAND_CHECK(grid.x > 0 && grid.y > 0 && grid.z > 0 && grid.x <= 2147483647u && grid.y <= 65535 && grid.z <= 65535,
                "SIMT emulator: grid (", grid.x, ", ", grid.y, ", ", grid.z, ") outside CUDA's limits");
   check_shared(smem);
+}
+
+void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body) {
+  STRAND_CHECK(!g_run, "SIMT emulator: a launch from inside a kernel");
+  check_launch(grid, block, smem);
   // the whole buffer poisoned once per launch and checked after it (each block poisons and checks
   // only its bytes and a guard), so a write anywhere past `smem` shows
   std::memset(shared_buffer(), 0xff, kSharedBytes);

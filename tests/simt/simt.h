@@ -68,6 +68,9 @@ const unsigned char* warp_post(const void* mine, size_t bytes, const char* kind)
 // bytes of dynamic shared memory. Throws strand::Error on a deadlock, a mismatched collective, a
 // write past `smem`, or an exception of a thread.
 void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+// Throws strand::Error when a launch's configuration is outside CUDA's limits (block size, grid
+// size, dynamic shared memory).
+void check_launch(dim3 grid, dim3 block, size_t smem);
 // The number of blocks run_grid has run since the process started (lets a test check coverage).
 uint64_t blocks_run();
 // The running block's dynamic shared memory (kSharedBytes, 16-byte aligned).
@@ -81,6 +84,20 @@ struct Launch {
   void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const;
   size_t smem_limit() const { return kSharedBytes; }
 };
+
+// The emulated device (emu_runtime.cpp): the library built against the emulator (the tests'
+// strand_emu) gets a CUDA runtime and cuBLAS over host memory, whose streams queue their work and
+// run it when the host waits for it. cuda::DeviceLaunch queues its kernels here.
+namespace device {
+// Queues body (every thread of the grid) on `stream`, after checking the configuration, and that
+// dynamic shared memory above 48 KB was granted to `kernel` (cudaFuncSetAttribute). `file`:`line`
+// name the launch in errors.
+void launch(cudaStream_t stream, const void* kernel, dim3 grid, dim3 block, size_t smem, std::function<void()> body,
+            const char* file, unsigned line);
+// Throws unless p is null or points into (or just past) memory from cudaMalloc: a kernel given a
+// host pointer would fault on a GPU.
+void check_pointer_argument(const void* p, const char* file, unsigned line);
+}  // namespace device
 
 void check_width(int width);  // shuffles of the whole warp only
 
