@@ -26,6 +26,9 @@
 
 namespace strand::cuda {
 
+template <int Depth>
+struct TensorList;  // tensor_list.h
+
 // The current stream of the current device (tensor/stream.h): every launch, cuBLAS call and
 // memset of the kernels is queued on it.
 inline cudaStream_t stream() {
@@ -108,6 +111,11 @@ struct DeviceLaunch {
   template <class V>
   void check_argument(const V& v) const {
     if constexpr (std::is_pointer_v<V>) simt::device::check_pointer_argument(v, where.file_name(), where.line());
+  }
+  template <int Depth>  // the multi-tensor launches' pointer tables (tensor_list.h)
+  void check_argument(const TensorList<Depth>& l) const {
+    for (const auto& row : l.ptr)
+      for (const void* p : row) simt::device::check_pointer_argument(p, where.file_name(), where.line());
   }
 };
 #endif

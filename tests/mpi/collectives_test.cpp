@@ -117,19 +117,21 @@ TEST(Collectives, NcclOnCudaTensors) {
   if (cuda_device_count() < world()->size()) GTEST_SKIP() << "fewer GPUs than ranks";
   auto comm = make_nccl_communicator();
   const int W = comm->size();
+  // the communicator's GPU, as the trainer picks it (train/cli.cpp): rank r's tensors live there
+  const Device gpu = Device::cuda(env_local_rank() % cuda_device_count());
   for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::i64}) {
-    Tensor t = ops::to(rank_values({3, 7}, comm->rank(), dt), Device::cuda(0));
+    Tensor t = ops::to(rank_values({3, 7}, comm->rank(), dt), gpu);
     comm->all_reduce(t, ReduceOp::sum);
     Tensor expect = ops::zeros({3, 7}, TensorOptions(DType::f64));
     for (int r = 0; r < W; ++r) expect = ops::add(expect, ops::to(rank_values({3, 7}, r, dt), DType::f64));
     EXPECT_EQ(ops::to_vector<double>(t), ops::to_vector<double>(expect)) << dtype_name(dt);
-    Tensor b = ops::to(rank_values({5}, comm->rank(), dt), Device::cuda(0));
+    Tensor b = ops::to(rank_values({5}, comm->rank(), dt), gpu);
     comm->broadcast(b, 0);
     EXPECT_EQ(ops::to_vector<double>(b), ops::to_vector<double>(rank_values({5}, 0, dt)));
-    Tensor g = comm->all_gather(ops::to(rank_values({4}, comm->rank(), dt), Device::cuda(0)));
+    Tensor g = comm->all_gather(ops::to(rank_values({4}, comm->rank(), dt), gpu));
     EXPECT_EQ(g.sizes(), (Shape{W, 4}));
   }
-  Tensor a = ops::to(rank_values({1001}, comm->rank(), DType::f32), Device::cuda(0));
+  Tensor a = ops::to(rank_values({1001}, comm->rank(), DType::f32), gpu);
   auto w = comm->all_reduce_async(a, ReduceOp::avg);
   w->wait();
   comm->barrier();

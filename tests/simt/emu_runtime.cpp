@@ -3,8 +3,10 @@
 // the op layer's dispatch, the kernel files compiled for the SIMT emulator) runs in the tests
 // without a GPU. Linked instead of libcudart/libcublas into strand_emu (tests/CMakeLists.txt).
 //
-// One device (index 0) with an H100's limits (227 KB of opt-in shared memory per block, compute
-// capability 9.0) and STRAND_EMU_DEVICE_MIB of memory (default 4096).
+// STRAND_EMU_DEVICES devices (default 1) with an H100's limits (227 KB of opt-in shared memory per
+// block, compute capability 9.0) and STRAND_EMU_DEVICE_MIB of memory in all (default 4096). Each
+// allocation belongs to the device current at cudaMalloc; a kernel given another device's memory
+// fails, as it would without peer access (which strand never enables).
 //
 // Streams queue their work (kernels, copies, memsets, GEMMs) and run it only when the host waits
 // for it: cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, cudaFree, a copy into
@@ -19,7 +21,8 @@
 // arguments outside it (cuda::DeviceLaunch), frees of what cudaMalloc did not return, launch
 // configurations outside CUDA's limits, and dynamic shared memory above 48 KB that the kernel was
 // not granted. Errors are thrown as strand::Error (a kernel's, when its stream is run, naming where
-// it was launched), where CUDA would return an error code.
+// it was launched), where CUDA would return an error code; after one the device is not reset (a
+// GPU's context would be unusable), and the failed item, or the event wait that ran it, is gone.
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
@@ -43,6 +46,7 @@ struct CUstream_st {
 struct CUevent_st {
   CUstream_st* stream = nullptr;  // recorded on (null: never recorded)
   uint64_t position = 0;          // the stream's `queued` when recorded
+  bool timing = true;             // not made with cudaEventDisableTiming
 };
 struct cublasContext {
   cudaStream_t stream = nullptr;
@@ -52,21 +56,30 @@ struct cublasContext {
 namespace strand::simt::device {
 namespace {
 
+// As in CUDA, the current device and the last error belong to the host thread.
+thread_local int t_current_device = 0;
+thread_local cudaError_t t_last_error = cudaSuccess;
+
 struct State {
   std::recursive_mutex mu;
-  int current_device = 0;
-  std::map<uintptr_t, size_t> allocations;  // start -> bytes
+  int devices = 1;
+  struct Allocation {
+    size_t bytes;
+    int device;
+  };
+  std::map<uintptr_t, Allocation> allocations;  // by start
   size_t allocated = 0, capacity = 0;
   CUstream_st legacy, per_thread;  // the default streams (handles 0 and cudaStreamPerThread)
   std::vector<std::unique_ptr<CUstream_st>> streams;
   std::map<const void*, int> smem_granted;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
-  cudaError_t last_error = cudaSuccess;
 };
 State& state() {
   static State* s = [] {
     auto* st = new State;  // never destroyed: frees may come from other static destructors
     const char* mib = std::getenv("STRAND_EMU_DEVICE_MIB");
     st->capacity = size_t(mib ? std::strtoull(mib, nullptr, 10) : 4096) << 20;
+    const char* n = std::getenv("STRAND_EMU_DEVICES");
+    st->devices = n ? std::max(1, std::atoi(n)) : 1;
     return st;
   }();
   return *s;
@@ -109,22 +122,24 @@ void run_everything() {
   }
 }
 
-// The allocation holding [p, p + bytes), if any (p may be the end of an allocation when bytes is 0).
-bool in_device(const void* p, size_t bytes) {
+// The device of the allocation holding [p, p + bytes) (p may be the end of an allocation when bytes
+// is 0), or -1.
+int device_of(const void* p, size_t bytes) {
   const auto a = reinterpret_cast<uintptr_t>(p);
   auto& m = state().allocations;
   auto it = m.upper_bound(a);
-  if (it == m.begin()) return false;
+  if (it == m.begin()) return -1;
   --it;
-  return a >= it->first && a + bytes <= it->first + it->second;
+  return a >= it->first && a + bytes <= it->first + it->second.bytes ? it->second.device : -1;
 }
+bool in_device(const void* p, size_t bytes) { return device_of(p, bytes) >= 0; }
 bool touches_device(const void* p, size_t bytes) {  // any byte of [p, p + bytes) in device memory
   const auto a = reinterpret_cast<uintptr_t>(p);
   auto& m = state().allocations;
   auto it = m.lower_bound(a + bytes);
   if (it == m.begin()) return false;
   --it;
-  return it->first + it->second > a;
+  return it->first + it->second.bytes > a;
 }
 void check_device(const void* p, size_t bytes, const char* what) {
   STRAND_CHECK(bytes == 0 || in_device(p, bytes), "emulated device: ", what, " of ", bytes, " bytes at ", p,
@@ -159,8 +174,25 @@ void launch(cudaStream_t stream, const void* kernel, dim3 grid, dim3 block, size
 
 void check_pointer_argument(const void* p, const char* file, unsigned line) {
   Lock lock(state().mu);
-  STRAND_CHECK(p == nullptr || in_device(p, 0), "emulated device: a kernel launched at ", file, ":", line,
-               " was given the pointer ", p, ", which is not device memory");
+  if (p == nullptr) return;
+  const int d = device_of(p, 0);
+  STRAND_CHECK(d >= 0, "emulated device: a kernel launched at ", file, ":", line, " was given the pointer ", p,
+               ", which is not device memory");
+  STRAND_CHECK(d == t_current_device, "emulated device: a kernel launched at ", file, ":", line,
+               " on device ", t_current_device, " was given memory of device ", d);
+}
+
+void check_memory(const void* p, size_t bytes, int device, const char* what) {
+  Lock lock(state().mu);
+  const int d = device_of(p, bytes);
+  STRAND_CHECK(bytes == 0 || d == device, "emulated device: ", what, " of ", bytes, " bytes at ", p,
+               d < 0 ? std::string(" is not inside memory from cudaMalloc")
+                     : " is memory of device " + std::to_string(d) + ", not " + std::to_string(device));
+}
+
+void synchronize(cudaStream_t stream) {
+  Lock lock(state().mu);
+  run_all(queue(stream));
 }
 
 // ---- cuBLAS ----
@@ -227,24 +259,24 @@ using namespace strand::simt::device;  // NOLINT: the C entry points below
 // ---- CUDA runtime ----
 
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = state().devices;
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* device) {
-  *device = state().current_device;
+  *device = t_current_device;
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int device) {
-  if (device != 0) return state().last_error = cudaErrorInvalidDevice;
-  state().current_device = device;
+  if (device < 0 || device >= state().devices) return t_last_error = cudaErrorInvalidDevice;
+  t_current_device = device;
   return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
-  const cudaError_t e = state().last_error;
-  state().last_error = cudaSuccess;
+  const cudaError_t e = t_last_error;
+  t_last_error = cudaSuccess;
   return e;
 }
-cudaError_t cudaPeekAtLastError(void) { return state().last_error; }
+cudaError_t cudaPeekAtLastError(void) { return t_last_error; }
 const char* cudaGetErrorString(cudaError_t error) {
   switch (error) {
     case cudaSuccess: return "no error (emulated device)";
@@ -256,13 +288,13 @@ const char* cudaGetErrorString(cudaError_t error) {
   }
 }
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0) return state().last_error = cudaErrorInvalidDevice;
+  if (device < 0 || device >= state().devices) return t_last_error = cudaErrorInvalidDevice;
   switch (attr) {
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(strand::simt::kSharedBytes); break;
     case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
     case cudaDevAttrMultiProcessorCount: *value = 132; break;
-    default: return state().last_error = cudaErrorInvalidValue;
+    default: return t_last_error = cudaErrorInvalidValue;
   }
   return cudaSuccess;
 }
@@ -270,7 +302,7 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
   Lock lock(state().mu);
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
       size_t(value) > strand::simt::kSharedBytes)
-    return state().last_error = cudaErrorInvalidValue;
+    return t_last_error = cudaErrorInvalidValue;
   state().smem_granted[func] = value;
   return cudaSuccess;
 }
@@ -279,11 +311,11 @@ cudaError_t cudaMalloc(void** p, size_t size) {
   Lock lock(state().mu);
   State& st = state();
   const size_t bytes = (std::max<size_t>(size, 1) + 255) / 256 * 256;
-  if (st.allocated + bytes > st.capacity) return st.last_error = cudaErrorMemoryAllocation;
+  if (st.allocated + bytes > st.capacity) return t_last_error = cudaErrorMemoryAllocation;
   void* q = std::aligned_alloc(256, bytes);
-  if (!q) return st.last_error = cudaErrorMemoryAllocation;
+  if (!q) return t_last_error = cudaErrorMemoryAllocation;
   std::memset(q, 0xff, bytes);
-  st.allocations[reinterpret_cast<uintptr_t>(q)] = size;
+  st.allocations[reinterpret_cast<uintptr_t>(q)] = {size, t_current_device};
   st.allocated += bytes;
   *p = q;
   return cudaSuccess;
@@ -295,7 +327,7 @@ cudaError_t cudaFree(void* p) {
   State& st = state();
   const auto it = st.allocations.find(reinterpret_cast<uintptr_t>(p));
   STRAND_CHECK(it != st.allocations.end(), "emulated device: cudaFree of ", p, ", which cudaMalloc did not return");
-  st.allocated -= (std::max<size_t>(it->second, 1) + 255) / 256 * 256;
+  st.allocated -= (std::max<size_t>(it->second.bytes, 1) + 255) / 256 * 256;
   st.allocations.erase(it);
   std::free(p);
   return cudaSuccess;
@@ -325,13 +357,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
       enqueue(stream, [=] { std::memmove(dst, src, count); });
       return cudaSuccess;
     default:
-      return state().last_error = cudaErrorInvalidValue;
+      return t_last_error = cudaErrorInvalidValue;
   }
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
   Lock lock(state().mu);
   const cudaError_t e = cudaMemcpyAsync(dst, src, count, kind, nullptr);
-  run_everything();
+  run_all(queue(nullptr));  // the legacy stream's work; strand's streams are non-blocking
   return e;
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t stream) {
@@ -369,8 +401,9 @@ cudaError_t cudaDeviceSynchronize(void) {
   return cudaSuccess;
 }
 
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) {
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   *e = new CUevent_st;
+  (*e)->timing = !(flags & cudaEventDisableTiming);
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
@@ -401,7 +434,11 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   enqueue(s, [other, until] { run_until(other, until); });
   return cudaSuccess;
 }
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  Lock lock(state().mu);
+  if (!start->timing || !end->timing || !start->stream || !end->stream)
+    return t_last_error = cudaErrorInvalidResourceHandle;
+  if (start->stream->done < start->position || end->stream->done < end->position) return cudaErrorNotReady;
   *ms = 0;  // no clock on the emulated device
   return cudaSuccess;
 }
@@ -606,7 +643,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t opd, const 
   const float be = *static_cast<const float*>(beta);
   // the emulation computes D in place of C: both must be the same matrix, unless C is not read
   if (be != 0 && (C != D || c.ld != d.ld)) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (workspace_bytes) check_device(workspace, workspace_bytes, "cuBLASLt's workspace");
+  if (workspace_bytes) {
+    Lock lock(state().mu);
+    check_device(workspace, workspace_bytes, "cuBLASLt's workspace");
+  }
   const float al = *static_cast<const float*>(alpha);
   const int m = int(d.rows), n = int(d.cols), k = int(op.ta == CUBLAS_OP_N ? a.cols : a.rows);
   const bool tf32 = op.compute == CUBLAS_COMPUTE_32F_FAST_TF32;

@@ -40,7 +40,6 @@ struct Fiber {
 // One block being run.
 struct BlockRun {
   std::vector<Fiber> fibers;
-  ucontext_t scheduler;
   jmp_buf scheduler_jb;  // where the scheduler resumed a fiber
   int current = -1;
   int live = 0;
@@ -63,25 +62,27 @@ unsigned char* shared_buffer() {
 }
 // Thread i of every block runs on worker i: a context with its own stack, made once (getcontext and
 // makecontext cost system calls), which runs a thread to its end and then parks until the next
-// block's thread i, so starting a thread is a _longjmp.
+// block's thread i. It is entered once when made (swapcontext, which installs the signal mask
+// and FP state just captured) and parks at once; from then on every switch is a _setjmp/_longjmp.
 struct Worker {
   ucontext_t ctx;  // the first entry (worker_main)
   jmp_buf park;    // where it waits for its next thread
-  bool parked = false;
   std::unique_ptr<unsigned char[]> stack = std::make_unique<unsigned char[]>(kStackBytes);  // kept, not zeroed
 };
 std::vector<std::unique_ptr<Worker>>& workers() {
   static std::vector<std::unique_ptr<Worker>> w;
   return w;
 }
+jmp_buf g_made;  // where make_context waits for a new worker to park
 void worker_main(int index);
-void make_context(Worker& w, int index) {  // (re)starts w at worker_main
+void make_context(Worker& w, int index) {  // (re)starts w at worker_main, parked
+  ucontext_t here;
   STRAND_CHECK(getcontext(&w.ctx) == 0, "SIMT emulator: getcontext failed");
   w.ctx.uc_stack.ss_sp = w.stack.get();
   w.ctx.uc_stack.ss_size = kStackBytes;
   w.ctx.uc_link = nullptr;  // worker_main never returns
   makecontext(&w.ctx, reinterpret_cast<void (*)()>(&worker_main), 1, index);
-  w.parked = false;
+  if (_setjmp(g_made) == 0) STRAND_CHECK(swapcontext(&here, &w.ctx) == 0, "SIMT emulator: swapcontext failed");
 }
 
 Fiber& running() {
@@ -124,9 +125,9 @@ void run_thread(int index) {
 
 void worker_main(int index) {
   Worker& w = *workers()[static_cast<size_t>(index)];
+  if (_setjmp(w.park) == 0) _longjmp(g_made, 1);  // made: park until the first thread
   for (;;) {
     run_thread(index);
-    w.parked = true;
     if (_setjmp(w.park) == 0) _longjmp(g_run->scheduler_jb, 1);  // back to the scheduler until the next block
   }
 }
@@ -176,9 +177,7 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
       if (_setjmp(r.scheduler_jb) == 0) {
         if (f.started) _longjmp(f.jb, 1);
         f.started = true;
-        Worker& w = *workers()[static_cast<size_t>(i)];
-        if (w.parked) _longjmp(w.park, 1);
-        STRAND_CHECK(swapcontext(&r.scheduler, &w.ctx) == 0, "SIMT emulator: swapcontext failed");
+        _longjmp(workers()[static_cast<size_t>(i)]->park, 1);
       }
     }
     r.current = -1;

@@ -97,6 +97,10 @@ void launch(cudaStream_t stream, const void* kernel, dim3 grid, dim3 block, size
 // Throws unless p is null or points into (or just past) memory from cudaMalloc: a kernel given a
 // host pointer would fault on a GPU.
 void check_pointer_argument(const void* p, const char* file, unsigned line);
+// Throws unless [p, p + bytes) lies in memory cudaMalloc gave on `device` (`what` names it).
+void check_memory(const void* p, size_t bytes, int device, const char* what);
+// Runs the work queued on `stream` (cudaStreamSynchronize without the C interface).
+void synchronize(cudaStream_t stream);
 }  // namespace device
 
 void check_width(int width);  // shuffles of the whole warp only
