@@ -119,21 +119,39 @@ TEST(Collectives, NcclOnCudaTensors) {
   const int W = comm->size();
   // the communicator's GPU, as the trainer picks it (train/cli.cpp): rank r's tensors live there
   const Device gpu = Device::cuda(env_local_rank() % cuda_device_count());
-  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::i64}) {
+  auto sum_of = [&](const Shape& s, DType dt) {  // what every rank expects of a sum (b8: logical or)
+    Tensor e = ops::zeros(s, TensorOptions(DType::f64));
+    for (int r = 0; r < W; ++r) e = ops::add(e, ops::to(rank_values(s, r, dt), DType::f64));
+    return dt == DType::b8 ? ops::to(ops::to(e, DType::b8), DType::f64) : e;
+  };
+  for (DType dt : kAllDtypes) {
     Tensor t = ops::to(rank_values({3, 7}, comm->rank(), dt), gpu);
     comm->all_reduce(t, ReduceOp::sum);
-    Tensor expect = ops::zeros({3, 7}, TensorOptions(DType::f64));
-    for (int r = 0; r < W; ++r) expect = ops::add(expect, ops::to(rank_values({3, 7}, r, dt), DType::f64));
-    EXPECT_EQ(ops::to_vector<double>(t), ops::to_vector<double>(expect)) << dtype_name(dt);
-    Tensor b = ops::to(rank_values({5}, comm->rank(), dt), gpu);
-    comm->broadcast(b, 0);
-    EXPECT_EQ(ops::to_vector<double>(b), ops::to_vector<double>(rank_values({5}, 0, dt)));
+    EXPECT_EQ(ops::to_vector<double>(t), ops::to_vector<double>(sum_of({3, 7}, dt))) << dtype_name(dt);
+    for (int root = 0; root < W; ++root) {
+      Tensor b = ops::to(rank_values({5}, comm->rank(), dt), gpu);
+      comm->broadcast(b, root);
+      EXPECT_EQ(ops::to_vector<double>(b), ops::to_vector<double>(rank_values({5}, root, dt)))
+          << dtype_name(dt) << " root " << root;
+    }
     Tensor g = comm->all_gather(ops::to(rank_values({4}, comm->rank(), dt), gpu));
-    EXPECT_EQ(g.sizes(), (Shape{W, 4}));
+    ASSERT_EQ(g.sizes(), (Shape{W, 4}));
+    for (int r = 0; r < W; ++r)
+      EXPECT_EQ(ops::to_vector<double>(ops::select(g, 0, r)), ops::to_vector<double>(rank_values({4}, r, dt)))
+          << dtype_name(dt) << " from rank " << r;
   }
-  Tensor a = ops::to(rank_values({1001}, comm->rank(), DType::f32), gpu);
-  auto w = comm->all_reduce_async(a, ReduceOp::avg);
-  w->wait();
+  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {  // avg, asynchronously
+    Tensor a = ops::to(rank_values({1001}, comm->rank(), dt), gpu);
+    auto w = comm->all_reduce_async(a, ReduceOp::avg);
+    w->wait();
+    const Tensor expect = ops::to(ops::mul(sum_of({1001}, dt), 1.0 / W), dt);
+    EXPECT_TRUE(test::allclose(ops::to(ops::to(a, Device::cpu()), DType::f64), ops::to(expect, DType::f64), 1e-6,
+                               1e-2))
+        << dtype_name(dt);
+  }
+  Tensor host = rank_values({6}, comm->rank(), DType::f32);  // a CPU tensor goes through a device copy
+  comm->all_reduce(host, ReduceOp::sum);
+  EXPECT_EQ(ops::to_vector<double>(host), ops::to_vector<double>(sum_of({6}, DType::f32)));
   comm->barrier();
 }
 }  // namespace

@@ -2,15 +2,22 @@
 // (train/dist/nccl_communicator.cpp) calls, carried out over MPI between the processes of an
 // mpirun launch, each with its own emulated device(s). Linked instead of libnccl into strand_emu.
 //
-// A collective runs when it is called (after the work already queued on its stream, which NCCL
-// would wait for too); the ranks must therefore call the same collectives in the same order, as
-// NCCL requires. Buffers must be device memory of the communicator's device (the one current at
-// ncclCommInitRank). Reductions go element by element in rank order, in the element type (bf16 and
-// f16 rounded after each addition); avg divides the sum by the number of ranks.
+// The data moves over MPI when the collective is called (after the work already queued on its
+// stream, which NCCL would wait for too), but the result is written into the receive buffer by an
+// item queued on the stream: so, as on a GPU, only work ordered after the stream (an event wait)
+// sees it. The call blocks the host until every rank has made it, where NCCL would not: the ranks
+// must call the collectives, and their own MPI_COMM_WORLD traffic, in the same order. Buffers must
+// be memory of the communicator's device (the one current at ncclCommInitRank). Reductions go
+// element by element in rank order (NCCL's ring order differs), in the element type (bf16 and f16
+// rounded after each operation); avg multiplies each input by 1/ranks in the element type and sums,
+// as NCCL does for floating types.
 #include <mpi.h>
 #include <nccl.h>
 
+#include <climits>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -43,31 +50,43 @@ size_t element_bytes(ncclDataType_t t) {
 }
 
 template <class T>
-void reduce(const unsigned char* all, void* out, size_t count, int ranks, ncclRedOp_t op) {
+bool less(const T& x, const T& y) {
+  if constexpr (std::is_arithmetic_v<T>)
+    return x < y;
+  else
+    return float(x) < float(y);  // bf16, f16
+}
+template <class T>
+T combine(const T& x, const T& y, ncclRedOp_t op) {
+  switch (op) {
+    case ncclMax: return less(x, y) ? y : x;
+    case ncclMin: return less(y, x) ? y : x;
+    case ncclProd:
+      if constexpr (std::is_arithmetic_v<T>) return T(x * y);
+      else return T(float(x) * float(y));
+    default:  // sum, avg
+      if constexpr (std::is_arithmetic_v<T>) return T(x + y);
+      else return T(float(x) + float(y));
+  }
+}
+template <class T>
+bool reduce(const unsigned char* all, unsigned char* out, size_t count, int ranks, ncclRedOp_t op) {
+  if (op != ncclSum && op != ncclProd && op != ncclMax && op != ncclMin && op != ncclAvg) return false;
+  if constexpr (std::is_integral_v<T>)
+    if (op == ncclAvg) return false;  // NCCL's avg is for floating types
   const T* v = reinterpret_cast<const T*>(all);  // [ranks][count]
-  T* o = static_cast<T*>(out);
+  T* o = reinterpret_cast<T*>(out);
+  auto input = [&](int k, size_t i) {
+    const T x = v[static_cast<size_t>(k) * count + i];
+    if constexpr (std::is_integral_v<T>) return x;
+    else return op == ncclAvg ? combine(x, T(1.0f / float(ranks)), ncclProd) : x;  // pre-multiplied
+  };
   for (size_t i = 0; i < count; ++i) {
-    T r = v[i];
-    for (int k = 1; k < ranks; ++k) {
-      const T x = v[static_cast<size_t>(k) * count + i];
-      if (op == ncclMax) {
-        r = static_cast<double>(x) > static_cast<double>(r) ? x : r;
-      } else if (op == ncclMin) {
-        r = static_cast<double>(x) < static_cast<double>(r) ? x : r;
-      } else if constexpr (std::is_floating_point_v<T> || std::is_integral_v<T>) {
-        r = op == ncclProd ? T(r * x) : T(r + x);
-      } else {  // bf16, f16: in f32, rounded each time
-        r = T(op == ncclProd ? float(r) * float(x) : float(r) + float(x));
-      }
-    }
-    if (op == ncclAvg) {
-      if constexpr (std::is_integral_v<T>)
-        r = T(r / ranks);
-      else
-        r = T(static_cast<double>(r) / ranks);
-    }
+    T r = input(0, i);
+    for (int k = 1; k < ranks; ++k) r = combine(r, input(k, i), op);
     o[i] = r;
   }
+  return true;
 }
 
 ncclResult_t check(ncclComm_t comm, const void* p, size_t bytes, const char* what, cudaStream_t stream) {
@@ -125,49 +144,58 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
   const size_t eb = element_bytes(type), bytes = count * eb;
-  if (eb == 0) return ncclInvalidArgument;
+  if (eb == 0 || bytes > size_t(INT32_MAX)) return ncclInvalidArgument;
   if (ncclResult_t r = check(comm, send, bytes, "ncclAllReduce's send buffer", stream); r != ncclSuccess) return r;
   if (ncclResult_t r = check(comm, recv, bytes, "ncclAllReduce's receive buffer", stream); r != ncclSuccess) return r;
   std::vector<unsigned char> all(bytes * static_cast<size_t>(comm->size));
   MPI_Allgather(send, static_cast<int>(bytes), MPI_BYTE, all.data(), static_cast<int>(bytes), MPI_BYTE, comm->comm);
+  auto result = std::make_shared<std::vector<unsigned char>>(bytes);
+  const int n = comm->size;
+  bool ok = false;
   switch (type) {
-    case ncclInt8: reduce<int8_t>(all.data(), recv, count, comm->size, op); break;
-    case ncclUint8: reduce<uint8_t>(all.data(), recv, count, comm->size, op); break;
-    case ncclInt32: reduce<int32_t>(all.data(), recv, count, comm->size, op); break;
-    case ncclUint32: reduce<uint32_t>(all.data(), recv, count, comm->size, op); break;
-    case ncclInt64: reduce<int64_t>(all.data(), recv, count, comm->size, op); break;
-    case ncclUint64: reduce<uint64_t>(all.data(), recv, count, comm->size, op); break;
-    case ncclFloat16: reduce<strand::f16>(all.data(), recv, count, comm->size, op); break;
-    case ncclBfloat16: reduce<strand::bf16>(all.data(), recv, count, comm->size, op); break;
-    case ncclFloat32: reduce<float>(all.data(), recv, count, comm->size, op); break;
-    case ncclFloat64: reduce<double>(all.data(), recv, count, comm->size, op); break;
-    default: return ncclInvalidArgument;
+    case ncclInt8: ok = reduce<int8_t>(all.data(), result->data(), count, n, op); break;
+    case ncclUint8: ok = reduce<uint8_t>(all.data(), result->data(), count, n, op); break;
+    case ncclInt32: ok = reduce<int32_t>(all.data(), result->data(), count, n, op); break;
+    case ncclUint32: ok = reduce<uint32_t>(all.data(), result->data(), count, n, op); break;
+    case ncclInt64: ok = reduce<int64_t>(all.data(), result->data(), count, n, op); break;
+    case ncclUint64: ok = reduce<uint64_t>(all.data(), result->data(), count, n, op); break;
+    case ncclFloat16: ok = reduce<strand::f16>(all.data(), result->data(), count, n, op); break;
+    case ncclBfloat16: ok = reduce<strand::bf16>(all.data(), result->data(), count, n, op); break;
+    case ncclFloat32: ok = reduce<float>(all.data(), result->data(), count, n, op); break;
+    case ncclFloat64: ok = reduce<double>(all.data(), result->data(), count, n, op); break;
+    default: break;
   }
+  if (!ok) return ncclInvalidArgument;
+  strand::simt::device::enqueue_work(stream, [recv, result] { std::memcpy(recv, result->data(), result->size()); });
   return ncclSuccess;
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream) {
   const size_t eb = element_bytes(type), bytes = count * eb;
-  if (eb == 0 || !comm || root < 0 || root >= comm->size) return ncclInvalidArgument;
+  if (eb == 0 || bytes > size_t(INT32_MAX) || !comm || root < 0 || root >= comm->size) return ncclInvalidArgument;
   if (comm->rank == root)
     if (ncclResult_t r = check(comm, send, bytes, "ncclBroadcast's send buffer", stream); r != ncclSuccess) return r;
   if (ncclResult_t r = check(comm, recv, bytes, "ncclBroadcast's receive buffer", stream); r != ncclSuccess) return r;
-  if (comm->rank == root && send != recv) std::memmove(recv, send, bytes);
-  MPI_Bcast(recv, static_cast<int>(bytes), MPI_BYTE, root, comm->comm);
+  auto result = std::make_shared<std::vector<unsigned char>>(bytes);
+  if (comm->rank == root) std::memcpy(result->data(), send, bytes);
+  MPI_Bcast(result->data(), static_cast<int>(bytes), MPI_BYTE, root, comm->comm);
+  strand::simt::device::enqueue_work(stream, [recv, result] { std::memcpy(recv, result->data(), result->size()); });
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t stream) {
   const size_t eb = element_bytes(type), bytes = count * eb;
-  if (eb == 0) return ncclInvalidArgument;
+  if (eb == 0 || bytes > size_t(INT32_MAX) / 1024) return ncclInvalidArgument;
   if (ncclResult_t r = check(comm, send, bytes, "ncclAllGather's send buffer", stream); r != ncclSuccess) return r;
   if (ncclResult_t r = check(comm, recv, bytes * static_cast<size_t>(comm->size), "ncclAllGather's receive buffer",
                              stream);
       r != ncclSuccess)
     return r;
-  std::vector<unsigned char> mine(static_cast<const unsigned char*>(send), static_cast<const unsigned char*>(send) + bytes);
-  MPI_Allgather(mine.data(), static_cast<int>(bytes), MPI_BYTE, recv, static_cast<int>(bytes), MPI_BYTE, comm->comm);
+  auto result = std::make_shared<std::vector<unsigned char>>(bytes * static_cast<size_t>(comm->size));
+  MPI_Allgather(send, static_cast<int>(bytes), MPI_BYTE, result->data(), static_cast<int>(bytes), MPI_BYTE,
+                comm->comm);
+  strand::simt::device::enqueue_work(stream, [recv, result] { std::memcpy(recv, result->data(), result->size()); });
   return ncclSuccess;
 }

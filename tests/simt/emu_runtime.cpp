@@ -195,6 +195,11 @@ void synchronize(cudaStream_t stream) {
   run_all(queue(stream));
 }
 
+void enqueue_work(cudaStream_t stream, std::function<void()> work) {
+  Lock lock(state().mu);
+  enqueue(stream, std::move(work));
+}
+
 // ---- cuBLAS ----
 
 namespace {

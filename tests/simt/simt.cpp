@@ -199,7 +199,8 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
     // threads left mid-way (a deadlock, or another thread's exception) are abandoned: their workers
     // start afresh
     for (int i = 0; i < n; ++i)
-      if (!r.fibers[static_cast<size_t>(i)].done) make_context(*workers()[static_cast<size_t>(i)], i);
+      if (r.fibers[static_cast<size_t>(i)].started && !r.fibers[static_cast<size_t>(i)].done)
+        make_context(*workers()[static_cast<size_t>(i)], i);
     std::rethrow_exception(r.error);
   }
 }

@@ -101,6 +101,8 @@ void check_pointer_argument(const void* p, const char* file, unsigned line);
 void check_memory(const void* p, size_t bytes, int device, const char* what);
 // Runs the work queued on `stream` (cudaStreamSynchronize without the C interface).
 void synchronize(cudaStream_t stream);
+// Queues `work` on `stream` (the NCCL stand-in's writes of its results).
+void enqueue_work(cudaStream_t stream, std::function<void()> work);
 }  // namespace device
 
 void check_width(int width);  // shuffles of the whole warp only
