@@ -119,6 +119,51 @@ __device__ void load_tile(uint16_t* s, int stride, const T* base, int64_t rs, in
   }
 }
 
+// cp.async (sm_80+): 16 bytes from global to shared memory without a register round trip, zeros
+// when `valid` is false (gmem is then not read); it lands when the thread's group is waited for
+// (cp_async_wait<N>: all but the newest N committed groups), and other threads see it after a
+// barrier that follows that wait.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+#ifdef STRAND_SIMT_EMULATOR
+  simt::cp_async16(smem, gmem, valid ? 16 : 0);
+#else
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef STRAND_SIMT_EMULATOR
+  simt::cp_async_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#ifdef STRAND_SIMT_EMULATOR
+  simt::cp_async_wait(N);
+#else
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// load_tile by cp.async into the thread's open group, when the rows can go 16 bytes at a time
+// (load_tile's wide case; the same for the whole block); false, having issued nothing, otherwise.
+template <int DM, class T>
+__device__ bool load_tile_async(uint16_t* s, int stride, const T* base, int64_t rs, int64_t r0, int64_t rows,
+                                int64_t D) {
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(base);
+  if (!(D == DM && rs % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0)) return false;
+  constexpr int kPerRow = DM / 8;
+#pragma unroll 1
+  for (int e = threadIdx.x; e < kRows * kPerRow; e += kThreads4) {
+    const int r = e / kPerRow, d = (e % kPerRow) * 8;
+    const bool in = r0 + r < rows;
+    cp_async16(s + r * stride + d, in ? src + (r0 + r) * rs + d : src, in);
+  }
+  return true;
+}
+
 // The A fragments of a warp's 16 rows (rows w0 .. w0 + 15 of a row-major tile), all DM features.
 template <int DM>
 __device__ void load_a(uint32_t (&a)[DM / 16][4], const uint16_t* s, int stride, int w0, int g, int t) {
@@ -236,16 +281,30 @@ __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q,
                                                          const T* v, View4 vv, T* o, View4 ov, float* lse) {
   unsigned char* const tc_smem = dynamic_smem();
   constexpr int RS = row_stride<DM>();
-  uint16_t* Ks = reinterpret_cast<uint16_t*>(tc_smem);  // [64][RS]; holds the Q tile at first
-  uint16_t* Vs = Ks + kRows * RS;                        // [64][RS]
+  // Two buffers of a K and a V tile ([64][RS] each): while one is read, the next tiles arrive in the
+  // other by cp.async (FlashAttention-2's pipelining). Buffer 1's K tile holds the Q tile at first.
+  uint16_t* const tiles = reinterpret_cast<uint16_t*>(tc_smem);
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, q0 = int64_t(blockIdx.x) * kRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gr = lane / 4, t = lane % 4, w0 = warp * 16;
   const float scale = static_cast<float>(g.scale);
+  auto Ks = [&](int buf) { return tiles + (2 * buf) * kRows * RS; };
+  auto Vs = [&](int buf) { return tiles + (2 * buf + 1) * kRows * RS; };
 
-  load_tile<DM>(Ks, RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
+  load_tile<DM>(Ks(1), RS, q + qv.at(b, h, 0), qv.t, q0, g.Tq, g.D);
   __syncthreads();
   uint32_t qa[DM / 16][4];
-  load_a<DM>(qa, Ks, RS, w0, gr, t);
+  load_a<DM>(qa, Ks(1), RS, w0, gr, t);
+  __syncthreads();  // every warp has its Q fragments before buffer 1 is refilled
+  const T* const kbase = k + kv.at(b, h, 0);
+  const T* const vbase = v + vv.at(b, h, 0);
+  auto fetch = [&](int buf, int64_t k0) {  // the K and V tiles of keys k0 .. into `buf`, as one group
+    if (!load_tile_async<DM>(Ks(buf), RS, kbase, kv.t, k0, g.Tk, g.D))
+      load_tile<DM>(Ks(buf), RS, kbase, kv.t, k0, g.Tk, g.D);
+    if (!load_tile_async<DM>(Vs(buf), RS, vbase, vv.t, k0, g.Tk, g.D))
+      load_tile<DM>(Vs(buf), RS, vbase, vv.t, k0, g.Tk, g.D);
+    cp_async_commit();
+  };
+  fetch(0, 0);
 
   int64_t row[2];
   bool qpad[2];
@@ -260,13 +319,17 @@ __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q,
 #pragma unroll
   for (int dt = 0; dt < DM / 8; ++dt) acc[dt][0] = acc[dt][1] = acc[dt][2] = acc[dt][3] = 0;
 
-  for (int64_t k0 = 0; k0 < g.Tk; k0 += kRows) {
-    __syncthreads();  // the Q tile (first pass) or the previous K and V tiles are read
-    load_tile<DM>(Ks, RS, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
-    load_tile<DM>(Vs, RS, v + vv.at(b, h, 0), vv.t, k0, g.Tk, g.D);
-    __syncthreads();
+  for (int64_t k0 = 0, tile = 0; k0 < g.Tk; k0 += kRows, ++tile) {
+    const int buf = static_cast<int>(tile & 1);
+    if (k0 + kRows < g.Tk) {
+      fetch(buf ^ 1, k0 + kRows);  // the next tiles, into the buffer the previous pass read
+      cp_async_wait<1>();          // this pass's tiles (all groups but the newest) have landed
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // ... every thread's copies of them
     float s[8][4];
-    scores<T, DM>(s, qa, Ks, RS, lane);
+    scores<T, DM>(s, qa, Ks(buf), RS, lane);
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
@@ -310,7 +373,8 @@ __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q,
     }
     uint32_t pa[4][4];
     pack_tile<T>(pa, s);
-    accumulate<T, DM>(acc, pa, Vs, RS, lane);
+    accumulate<T, DM>(acc, pa, Vs(buf), RS, lane);
+    __syncthreads();  // buffer `buf` is read before the next pass fetches into it
   }
   float f[2];
 #pragma unroll
@@ -464,11 +528,11 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
   store_acc<T, DM>(av, one, dv, dvv, b, h, k0 + w0, g.Tk, g.D, gr, t);
 }
 
-// Shared memory of each kernel: two row-major [64][DM + 8] tiles (and the dK/dV kernel's lse and
-// delta of its query tile).
+// Shared memory of each kernel: row-major [64][DM + 8] tiles, four in the forward (two buffers of K
+// and V), two in the backward ones (and the dK/dV kernel's lse and delta of its query tile).
 template <int DM>
 size_t fwd_smem() {
-  return sizeof(uint16_t) * 2 * size_t(kRows) * row_stride<DM>();
+  return sizeof(uint16_t) * 4 * size_t(kRows) * row_stride<DM>();
 }
 template <int DM>
 size_t bwd_q_smem() {

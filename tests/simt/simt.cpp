@@ -29,12 +29,19 @@ struct Barrier {
   uint64_t generation = 0;
 };
 
+struct AsyncCopy {  // one cp.async: 16 bytes read at issue, written to shared memory at the wait
+  unsigned char* dst;
+  unsigned char bytes[16];
+};
+
 struct Fiber {
   jmp_buf jb;  // where it yielded
   bool started = false;
   ThreadState state;
   bool done = false;
   unsigned collectives = 0;  // this thread's warp collectives so far: picks one of two slot buffers
+  std::vector<AsyncCopy> open;                 // cp.async since the last commit
+  std::vector<std::vector<AsyncCopy>> groups;  // committed, not yet waited for (oldest first)
 };
 
 // One block being run.
@@ -114,7 +121,11 @@ void run_thread(int index) {
   } catch (...) {
     if (!r.error) r.error = std::current_exception();
   }
-  r.fibers[static_cast<size_t>(index)].done = true;
+  Fiber& f = r.fibers[static_cast<size_t>(index)];
+  if ((!f.open.empty() || !f.groups.empty()) && !r.error)
+    r.error = std::make_exception_ptr(Error("SIMT emulator: thread " + std::to_string(index) +
+                                            " ended with cp.async copies it never waited for"));
+  f.done = true;
   --r.live;
   ++r.progress;
   if (r.block.arrived > 0 && r.block.arrived >= r.live) {  // the others wait for the live threads only
@@ -164,14 +175,21 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
     rng ^= rng << 17;
     return rng;
   };
-  while (r.live > 0 && !r.error) {
-    const uint64_t before = r.progress;
+  // Warps drift apart as on a GPU: in three passes of four each warp runs with probability 1/2, so
+  // one warp may be several barrier-free steps ahead of another (a buffer refilled before every warp
+  // has read it shows); every fourth pass runs them all, and a deadlock is a full pass without
+  // progress.
+  std::vector<char> runs(static_cast<size_t>(warps), 1);
+  uint64_t before = r.progress;
+  for (uint64_t pass = 0; r.live > 0 && !r.error; ++pass) {
+    const bool full = pass % 4 == 3;
+    for (int w = 0; w < warps; ++w) runs[static_cast<size_t>(w)] = full || (next() & 1);
     for (int i = 0; i < n; ++i) r.order[static_cast<size_t>(i)] = i;
     for (int i = n - 1; i > 0; --i)
       std::swap(r.order[static_cast<size_t>(i)], r.order[static_cast<size_t>(next() % uint64_t(i + 1))]);
     for (int k = 0; k < n && !r.error; ++k) {
       const int i = r.order[static_cast<size_t>(k)];
-      if (r.fibers[static_cast<size_t>(i)].done) continue;
+      if (r.fibers[static_cast<size_t>(i)].done || !runs[static_cast<size_t>(i / 32)]) continue;
       r.current = i;
       Fiber& f = r.fibers[static_cast<size_t>(i)];
       if (_setjmp(r.scheduler_jb) == 0) {
@@ -182,6 +200,7 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
     }
     r.current = -1;
     if (r.error) break;
+    if (!full) continue;
     if (r.live > 0 && r.progress == before) {
       int in_warp = 0;
       for (const Barrier& w : r.warp) in_warp += w.arrived;
@@ -193,6 +212,7 @@ void run_block(BlockRun& r, uint3 block, dim3 grid, dim3 dims, size_t smem) {
         r.error = std::current_exception();
       }
     }
+    before = r.progress;
   }
   r.current = -1;
   if (r.error) {
@@ -232,6 +252,37 @@ const unsigned char* warp_post(const void* mine, size_t bytes, const char* kind)
                    kinds[l].second, " bytes");
   wait(b, lanes);
   return base;
+}
+
+void cp_async16(void* dst, const void* src, int src_bytes) {
+  Fiber& f = running();
+  auto* d = static_cast<unsigned char*>(dst);
+  STRAND_CHECK(reinterpret_cast<uintptr_t>(d) % 16 == 0 && d >= dynamic_shared() && d + 16 <= dynamic_shared() + kSharedBytes,
+               "SIMT emulator: cp.async destination not 16-byte aligned in dynamic shared memory");
+  STRAND_CHECK(reinterpret_cast<uintptr_t>(src) % 16 == 0 && src_bytes >= 0 && src_bytes <= 16,
+               "SIMT emulator: cp.async of ", src_bytes, " bytes from ", src, " (16-byte aligned, at most 16)");
+  AsyncCopy c{d, {}};
+  std::memcpy(c.bytes, src, static_cast<size_t>(src_bytes));  // the rest stays zero, as cp.async fills it
+  // the hardware may deliver it any time up to the wait: at once in odd blocks (a missing barrier
+  // before the buffer is refilled shows), at the wait in even ones (a read before the wait shows)
+  const ThreadState& st = f.state;
+  if ((st.block.x + st.grid_dim.x * (st.block.y + st.grid_dim.y * st.block.z)) % 2 == 1) {
+    std::memcpy(d, c.bytes, 16);
+    return;
+  }
+  f.open.push_back(c);
+}
+void cp_async_commit() {
+  Fiber& f = running();
+  f.groups.push_back(std::move(f.open));
+  f.open.clear();
+}
+void cp_async_wait(int pending) {
+  Fiber& f = running();
+  while (f.groups.size() > static_cast<size_t>(pending)) {
+    for (const AsyncCopy& c : f.groups.front()) std::memcpy(c.dst, c.bytes, 16);
+    f.groups.erase(f.groups.begin());
+  }
 }
 
 void check_width(int width) {

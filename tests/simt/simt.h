@@ -105,6 +105,16 @@ void synchronize(cudaStream_t stream);
 void enqueue_work(cudaStream_t stream, std::function<void()> work);
 }  // namespace device
 
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes (src_bytes of src, zeros after them),
+// cp.async.commit_group and cp.async.wait_group `pending`, for the running thread. The hardware may
+// deliver a copy any time from the issue to the wait; here it lands at the wait in even-numbered
+// blocks (so a read before the wait, or by another thread before a barrier after it, sees the old
+// bytes) and at the issue in odd ones (so a copy into a buffer other threads may still be reading
+// shows). In even blocks, a thread that ends with copies it never waited for is an error.
+void cp_async16(void* dst, const void* src, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending);
+
 void check_width(int width);  // shuffles of the whole warp only
 
 template <class V>
