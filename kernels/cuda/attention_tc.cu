@@ -2,6 +2,7 @@
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/cuda_kernels.h"
 
+#include <algorithm>
 #include <atomic>
 
 namespace strand::cuda {
@@ -17,7 +18,8 @@ bool attention_tc_supported(const Tensor& q, const Tensor& k) {
   if (c == 0) {
     int major = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    c = major >= 8 && tc::bwd_kv_smem<128>() <= smem_optin_limit() ? 1 : 2;
+    const size_t most = std::max({tc::fwd_smem<128>(), tc::bwd_q_smem<128>(), tc::bwd_kv_smem<128>()});
+    c = major >= 8 && most <= smem_optin_limit() ? 1 : 2;
     if (dev < 64) capable[dev].store(c, std::memory_order_relaxed);
   }
   return c == 1;

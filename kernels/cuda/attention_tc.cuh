@@ -124,26 +124,32 @@ __device__ void load_tile(uint16_t* s, int stride, const T* base, int64_t rs, in
 // (cp_async_wait<N>: all but the newest N committed groups), and other threads see it after a
 // barrier that follows that wait.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-#ifdef STRAND_SIMT_EMULATOR
+#if defined(STRAND_SIMT_EMULATOR)
   simt::cp_async16(smem, gmem, valid ? 16 : 0);
-#else
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0) : "memory");
+#else
+  __trap();  // the host refuses these kernels below sm_80
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
-#ifdef STRAND_SIMT_EMULATOR
+#if defined(STRAND_SIMT_EMULATOR)
   simt::cp_async_commit();
-#else
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::: "memory");
+#else
+  __trap();
 #endif
 }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-#ifdef STRAND_SIMT_EMULATOR
+#if defined(STRAND_SIMT_EMULATOR)
   simt::cp_async_wait(N);
-#else
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#else
+  __trap();
 #endif
 }
 
@@ -376,6 +382,7 @@ __global__ void __launch_bounds__(kThreads4) attn_fwd_tc(Geometry g, const T* q,
     accumulate<T, DM>(acc, pa, Vs(buf), RS, lane);
     __syncthreads();  // buffer `buf` is read before the next pass fetches into it
   }
+  cp_async_wait<0>();  // nothing in flight at exit (the first fetch, when there are no keys)
   float f[2];
 #pragma unroll
   for (int hr = 0; hr < 2; ++hr) {
@@ -529,7 +536,9 @@ __global__ void __launch_bounds__(kThreads4) attn_bwd_kv_tc(Geometry g, const T*
 }
 
 // Shared memory of each kernel: row-major [64][DM + 8] tiles, four in the forward (two buffers of K
-// and V), two in the backward ones (and the dK/dV kernel's lse and delta of its query tile).
+// and V), two in the backward ones (and the dK/dV kernel's lse and delta of its query tile). At
+// DM = 128 the forward's 68 KB allow two blocks per SM on an A100 or H100 (registers allow two as
+// well), one on sm_86/89: to be measured against single buffering there.
 template <int DM>
 size_t fwd_smem() {
   return sizeof(uint16_t) * 4 * size_t(kRows) * row_stride<DM>();

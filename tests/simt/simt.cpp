@@ -32,6 +32,7 @@ struct Barrier {
 struct AsyncCopy {  // one cp.async: 16 bytes read at issue, written to shared memory at the wait
   unsigned char* dst;
   unsigned char bytes[16];
+  bool landed;  // written at the issue already (odd blocks)
 };
 
 struct Fiber {
@@ -261,14 +262,14 @@ void cp_async16(void* dst, const void* src, int src_bytes) {
                "SIMT emulator: cp.async destination not 16-byte aligned in dynamic shared memory");
   STRAND_CHECK(reinterpret_cast<uintptr_t>(src) % 16 == 0 && src_bytes >= 0 && src_bytes <= 16,
                "SIMT emulator: cp.async of ", src_bytes, " bytes from ", src, " (16-byte aligned, at most 16)");
-  AsyncCopy c{d, {}};
+  AsyncCopy c{d, {}, false};
   std::memcpy(c.bytes, src, static_cast<size_t>(src_bytes));  // the rest stays zero, as cp.async fills it
   // the hardware may deliver it any time up to the wait: at once in odd blocks (a missing barrier
   // before the buffer is refilled shows), at the wait in even ones (a read before the wait shows)
   const ThreadState& st = f.state;
   if ((st.block.x + st.grid_dim.x * (st.block.y + st.grid_dim.y * st.block.z)) % 2 == 1) {
     std::memcpy(d, c.bytes, 16);
-    return;
+    c.landed = true;
   }
   f.open.push_back(c);
 }
@@ -280,7 +281,8 @@ void cp_async_commit() {
 void cp_async_wait(int pending) {
   Fiber& f = running();
   while (f.groups.size() > static_cast<size_t>(pending)) {
-    for (const AsyncCopy& c : f.groups.front()) std::memcpy(c.dst, c.bytes, 16);
+    for (const AsyncCopy& c : f.groups.front())
+      if (!c.landed) std::memcpy(c.dst, c.bytes, 16);
     f.groups.erase(f.groups.begin());
   }
 }

@@ -110,7 +110,7 @@ void enqueue_work(cudaStream_t stream, std::function<void()> work);
 // deliver a copy any time from the issue to the wait; here it lands at the wait in even-numbered
 // blocks (so a read before the wait, or by another thread before a barrier after it, sees the old
 // bytes) and at the issue in odd ones (so a copy into a buffer other threads may still be reading
-// shows). In even blocks, a thread that ends with copies it never waited for is an error.
+// shows). A thread that ends with copies it never waited for is an error.
 void cp_async16(void* dst, const void* src, int src_bytes);
 void cp_async_commit();
 void cp_async_wait(int pending);

@@ -156,11 +156,13 @@ TEST(SimtEmulator, DeadlocksMismatchesOverrunsAndThrowsAreErrors) {
   EXPECT_EQ(ok[95], 0);
 }
 
-// cp.async: each thread copies 16 bytes of its own and reads them before its wait (the old bytes),
-// after it (the new ones), and, after a barrier, its neighbour's; zero-fill when src_bytes is 0.
+// cp.async: each thread copies 16 bytes of its own and reads them before its wait (the old bytes in
+// block 0, where copies land at the wait; the new ones in block 1, where they land at the issue),
+// after it, and, after a barrier, its neighbour's; zero-fill when src_bytes is 0.
 void cp_async_kernel(const int* src, int* out, bool wait) {
   int* s = reinterpret_cast<int*>(cuda::dynamic_smem());
-  const unsigned i = threadIdx.x, n = blockDim.x;
+  const unsigned n = blockDim.x, i = threadIdx.x;
+  out += 3 * n * blockIdx.x;
   for (int j = 0; j < 4; ++j) s[4 * i + j] = -1;
   simt::cp_async16(s + 4 * i, src + 4 * i, i % 2 == 0 ? 16 : 0);
   simt::cp_async_commit();
@@ -172,19 +174,21 @@ void cp_async_kernel(const int* src, int* out, bool wait) {
   out[3 * i + 2] = s[4 * ((i + 1) % n)];
 }
 
-TEST(SimtEmulator, CpAsyncLandsAtTheWaitAndZeroFills) {
+TEST(SimtEmulator, CpAsyncLandsAtTheWaitOrTheIssueAndZeroFills) {
   alignas(16) int src[4 * 64];
   for (int i = 0; i < 4 * 64; ++i) src[i] = 1000 + i;
-  std::vector<int> out(3 * 64, 7);
-  kEmu(cp_async_kernel, dim3(1), dim3(64), 64 * 16, static_cast<const int*>(src), out.data(), true);
-  for (int i = 0; i < 64; ++i) {
-    const int nb = (i + 1) % 64;
-    EXPECT_EQ(out[3 * i], -1) << i;                                 // before the wait: the old bytes
-    EXPECT_EQ(out[3 * i + 1], i % 2 == 0 ? 1000 + 4 * i : 0) << i;  // after it: copied, or zero-filled
-    EXPECT_EQ(out[3 * i + 2], nb % 2 == 0 ? 1000 + 4 * nb : 0) << i;
-  }
+  std::vector<int> out(2 * 3 * 64, 7);
+  kEmu(cp_async_kernel, dim3(2), dim3(64), 64 * 16, static_cast<const int*>(src), out.data(), true);
+  auto copied = [](int i) { return i % 2 == 0 ? 1000 + 4 * i : 0; };  // odd threads: zero-filled
+  for (int b = 0; b < 2; ++b)
+    for (int i = 0; i < 64; ++i) {
+      const int* o = out.data() + 3 * 64 * b + 3 * i;
+      EXPECT_EQ(o[0], b == 0 ? -1 : copied(i)) << b << " " << i;  // before the wait: old bytes, or landed
+      EXPECT_EQ(o[1], copied(i)) << b << " " << i;                // after it
+      EXPECT_EQ(o[2], copied((i + 1) % 64)) << b << " " << i;     // the neighbour's, after a barrier
+    }
   EXPECT_TRUE(test::throws_with(
-      [&] { kEmu(cp_async_kernel, dim3(1), dim3(64), 64 * 16, static_cast<const int*>(src), out.data(), false); },
+      [&] { kEmu(cp_async_kernel, dim3(2), dim3(64), 64 * 16, static_cast<const int*>(src), out.data(), false); },
       {"never waited for"}));
 }
 
