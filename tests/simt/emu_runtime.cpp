@@ -37,6 +37,7 @@
 
 #include "tensor/error.h"
 #include "tensor/half.h"
+#include "tests/simt/emu_blas.h"
 #include "tests/simt/simt.h"
 
 struct CUstream_st {
@@ -204,19 +205,9 @@ void enqueue_work(cudaStream_t stream, std::function<void()> work) {
 
 namespace {
 
-template <class T>
-float tf32_round(T x) {  // f32 -> TF32 (10 mantissa bits, round to nearest even), as the tensor cores read it
-  float f = static_cast<float>(x);
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Column-major C[m, n] = alpha op(A) op(B) + beta C (C not read when beta is 0), summed in Acc;
-// batch i at A + i sa, B + i sb, C + i sc. Checks the leading dimensions as cuBLAS does, and that
-// every operand lies in device memory. Queued on `stream`.
+// Column-major C[m, n] = alpha op(A) op(B) + beta C (C not read when beta is 0) (+ bias[i] in each
+// row i), summed in Acc (gemm_rows); batch i at A + i sa, B + i sb, C + i sc. Checks the leading
+// dimensions as cuBLAS does, and that every operand lies in device memory. Queued on `stream`.
 template <class T, class Acc, class Out>
 cublasStatus_t product(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, Acc alpha,
                        const T* A, int64_t lda, int64_t sa, const T* B, int64_t ldb, int64_t sb, Acc beta, Out* C,
@@ -237,19 +228,8 @@ cublasStatus_t product(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   }
   check_device(C, sizeof(Out) * size_t(extent(ldc, n, m, sc, batch)), "cuBLAS operand C");
   if (bias) check_device(bias, sizeof(Out) * size_t(m), "cuBLASLt's bias");
-  enqueue(stream, [=] {
-    auto in = [&](const T& x) { return tf32 ? Acc(tf32_round(x)) : Acc(x); };
-    for (int b = 0; b < batch; ++b)
-      for (int j = 0; j < n; ++j)
-        for (int i = 0; i < m; ++i) {
-          Acc s = 0;
-          for (int p = 0; p < k; ++p)
-            s += in(A[b * sa + (at ? i * lda + p : p * lda + i)]) * in(B[b * sb + (bt ? p * ldb + j : j * ldb + p)]);
-          Out& c = C[b * sc + j * ldc + i];
-          Acc r = beta == Acc(0) ? alpha * s : alpha * s + beta * Acc(c);
-          if (bias) r += Acc(bias[i]);  // cuBLASLt's BIAS epilogue: into the accumulator, one rounding
-          c = Out(r);
-        }
+  enqueue(stream, [=] {  // column-major C = op(A) op(B): the row-major Cᵀ = op(B)ᵀ op(A)ᵀ
+    gemm_rows<T, Acc, Out>(bt, at, n, m, k, alpha, B, ldb, sb, A, lda, sa, beta, C, ldc, sc, batch, tf32, bias);
   });
   return CUBLAS_STATUS_SUCCESS;
 }
