@@ -70,43 +70,37 @@ void allow_smem(K kernel, size_t bytes) {
                cudaGetErrorString(e));
   granted[key] = bytes;
 }
-#ifdef __CUDACC__
-// The kernels' launch policy on the GPU: kernel(args...) on the current stream, with the dynamic
-// shared memory it asks for reserved (allow_smem). Kernels whose launchers take a policy
+#if defined(__CUDACC__) || defined(STRAND_SIMT_EMULATOR)
+// The kernels' launch policy: kernel(args...) on the current stream, with the dynamic shared memory
+// it asks for reserved (allow_smem). A failed launch names the line that made the policy (the
+// entry point), since the launch itself is always here. Kernels whose launchers take a policy
 // (attention.cuh, attention_tc.cuh, optim.cuh, ...) also run on the SIMT emulator of the tests
-// (tests/simt/simt.h: simt::Launch), which executes them on the CPU. A failed launch names the line
-// that made the policy (the entry point), since the launch itself is always here.
+// (tests/simt/simt.h: simt::Launch); and on the tests' emulated device (tests/simt/emu_runtime.cpp,
+// the library built as strand_emu, STRAND_SIMT_EMULATOR) this policy queues the launch on the
+// emulated stream, to run when the host waits for it, after checking that raw pointer arguments
+// point into device memory.
 struct DeviceLaunch {
   std::source_location where;
   DeviceLaunch(std::source_location w = std::source_location::current()) : where(w) {}  // NOLINT: implicit
   template <class K, class... A>
   void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
     allow_smem(kernel, smem);
+#ifdef __CUDACC__
     kernel<<<grid, block, smem, stream()>>>(args...);
     const cudaError_t e = cudaGetLastError();
     STRAND_CHECK(e == cudaSuccess, "CUDA kernel launch failed: ", cudaGetErrorString(e), " (launched from ",
                  where.file_name(), ":", where.line(), ")");
-  }
-  // The most dynamic shared memory a launch may ask for on the current device.
-  size_t smem_limit() const { return smem_optin_limit(); }
-};
-#elif defined(STRAND_SIMT_EMULATOR)
-// The same policy on the tests' emulated device (tests/simt/emu_runtime.cpp, the library built as
-// strand_emu): the launch is queued on the current stream, and runs on the SIMT emulator when the
-// host waits for that stream. Raw pointer arguments must point into device memory.
-struct DeviceLaunch {
-  std::source_location where;
-  DeviceLaunch(std::source_location w = std::source_location::current()) : where(w) {}  // NOLINT: implicit
-  template <class K, class... A>
-  void operator()(K kernel, dim3 grid, dim3 block, size_t smem, A... args) const {
-    allow_smem(kernel, smem);
+#else
     (check_argument(args), ...);
     simt::device::launch(
         stream(), reinterpret_cast<const void*>(kernel), grid, block, smem, [kernel, args...] { kernel(args...); },
         where.file_name(), where.line());
+#endif
   }
+  // The most dynamic shared memory a launch may ask for on the current device.
   size_t smem_limit() const { return smem_optin_limit(); }
 
+#ifndef __CUDACC__
  private:
   template <class V>
   void check_argument(const V& v) const {
@@ -117,6 +111,7 @@ struct DeviceLaunch {
     for (const auto& row : l.ptr)
       for (const void* p : row) simt::device::check_pointer_argument(p, where.file_name(), where.line());
   }
+#endif
 };
 #endif
 
