@@ -90,8 +90,9 @@ void gemm_f32_out(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int6
 
 #if defined(__CUDACC__) || defined(STRAND_SIMT_EMULATOR)
 // DeviceLaunch with cuBLAS for the GEMMs of the kernels whose policy also does those (conv.cuh,
-// rel_attention.cuh) and an asynchronous memset, on the current stream of `device`. The SIMT
-// emulator's tests give the same members as plain loops.
+// rel_attention.cuh) and an asynchronous memset, on the current stream of `device` (on the tests'
+// emulated device, cuBLAS is tests/simt/emu_runtime.cpp's). The SIMT emulator's kernel tests give
+// the same members as plain loops (simt::EmuBlas).
 struct BlasLaunch : DeviceLaunch {
   int device;
   template <class T>
