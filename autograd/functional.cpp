@@ -16,9 +16,17 @@ bool needs(const std::vector<Tensor>& inputs) { return autograd::any_requires_gr
 
 Tensor unary_op(UnaryOp op, const Tensor& x, double a = 0, double b = 0) {
   Tensor y = ops::unary(op, x, a, b);
-  if (needs({x})) {
-    record(unary_op_name(op), {x}, {y}, {unary_backward_uses_output(op) ? y : x},
+  if (!needs({x})) return y;
+  if (!unary_backward_reads_operand(op)) {  // x + a, x * a, ...: the gradient needs nothing saved
+    record(unary_op_name(op), {x}, {y}, {},
+           [op, a, b](FnNode&, const G& g) -> G { return {ops::unary_backward(op, g[0], g[0], a, b)}; });
+  } else if (unary_backward_uses_output(op)) {
+    record(unary_op_name(op), {x}, {y}, {y},
            [op, a, b](FnNode& n, const G& g) -> G { return {ops::unary_backward(op, g[0], n.saved(0), a, b)}; });
+  } else {  // the node keeps x, from which y is one elementwise pass: an op saving y need not keep it
+    auto node = record(unary_op_name(op), {x}, {y}, {x},
+                       [op, a, b](FnNode& n, const G& g) -> G { return {ops::unary_backward(op, g[0], n.saved(0), a, b)}; });
+    node->set_recompute(y, [op, a, b](const FnNode& n) { return ops::unary(op, n.saved(0), a, b); });
   }
   return y;
 }
@@ -199,11 +207,14 @@ Tensor mul(const Tensor& a_in, const Tensor& b_in) {
   Tensor y = ops::mul(a, b);
   if (needs({a, b})) {
     // Each gradient needs the other operand only.
-    record("mul", {a, b}, {y}, {b.requires_grad() ? a : Tensor(), a.requires_grad() ? b : Tensor()},
-           [sa = a.sizes(), sb = b.sizes()](FnNode& n, const G& g) -> G {
-             return {n.needs_grad(0) ? ops::sum_to(ops::mul(g[0], n.saved(1)), sa) : Tensor(),
-                     n.needs_grad(1) ? ops::sum_to(ops::mul(g[0], n.saved(0)), sb) : Tensor()};
-           });
+    auto node = record("mul", {a, b}, {y}, {b.requires_grad() ? a : Tensor(), a.requires_grad() ? b : Tensor()},
+                       [sa = a.sizes(), sb = b.sizes()](FnNode& n, const G& g) -> G {
+                         return {n.needs_grad(0) ? ops::sum_to(ops::mul(g[0], n.saved(1)), sa) : Tensor(),
+                                 n.needs_grad(1) ? ops::sum_to(ops::mul(g[0], n.saved(0)), sb) : Tensor()};
+                       });
+    // Both operands kept (both need gradients): the product is one pass away.
+    if (a.requires_grad() && b.requires_grad())
+      node->set_recompute(y, [](const FnNode& n) { return ops::mul(n.saved(0), n.saved(1)); });
   }
   return y;
 }
@@ -378,10 +389,13 @@ Tensor layer_norm(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, do
   const Tensor x = as_f32(x_in), w = as_f32(w_in), b = as_f32(b_in);
   ops::NormOut o = ops::layer_norm(x, w, b, eps);
   if (needs({x, w, b})) {
-    record("layer_norm", {x, w, b}, {o.y}, {x, w, o.mean, o.rstd}, [](FnNode& n, const G& g) -> G {
+    auto node = record("layer_norm", {x, w, b}, {o.y}, {x, w, o.mean, o.rstd, b}, [](FnNode& n, const G& g) -> G {
       auto [gx, gw, gb] = ops::layer_norm_backward(g[0], n.saved(0), n.saved(1), n.saved(2), n.saved(3));
       return {n.needs_grad(0) ? gx : Tensor(), n.needs_grad(1) ? gw : Tensor(), n.needs_grad(2) ? gb : Tensor()};
     });
+    // The normalised output is the forward again over the saved input (the statistics it also
+    // returns are dropped): an op that saves it (the next linear) keeps no copy.
+    node->set_recompute(o.y, [eps](const FnNode& n) { return ops::layer_norm(n.saved(0), n.saved(1), n.saved(4), eps).y; });
   }
   return o.y;
 }
@@ -429,10 +443,11 @@ Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, double eps) {
   const Tensor x = as_f32(x_in), w = as_f32(w_in);
   ops::NormOut o = ops::rms_norm(x, w, eps);
   if (needs({x, w})) {
-    record("rms_norm", {x, w}, {o.y}, {x, w, o.rstd}, [](FnNode& n, const G& g) -> G {
+    auto node = record("rms_norm", {x, w}, {o.y}, {x, w, o.rstd}, [](FnNode& n, const G& g) -> G {
       auto [gx, gw] = ops::rms_norm_backward(g[0], n.saved(0), n.saved(1), n.saved(2));
       return {n.needs_grad(0) ? gx : Tensor(), n.needs_grad(1) ? gw : Tensor()};
     });
+    node->set_recompute(o.y, [eps](const FnNode& n) { return ops::rms_norm(n.saved(0), n.saved(1), eps).y; });
   }
   return o.y;
 }
@@ -501,7 +516,16 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   }
   Tensor mask = ops::dropout_mask(x.sizes(), p, TensorOptions(x.dtype(), x.device()), gen);
   Tensor y = ops::mul(x, mask);
-  if (needs({x})) record("dropout", {x}, {y}, {mask}, [](FnNode& n, const G& g) -> G { return {ops::mul(g[0], n.saved(0))}; });
+  if (needs({x})) {
+    // A 1-byte keep mask, as PyTorch saves. The mask is again keep * 1/(1-p) in x's type, the
+    // value the kernel wrote, so g * mask and x * mask come out bit for bit as in the forward.
+    const DType xd = x.dtype();
+    auto mask_of = [p, xd](const FnNode& n) { return ops::mul(ops::to(n.saved(0), xd), 1.0 / (1.0 - p)); };
+    autograd::SavedTensor sx(x);  // kept only when it holds no memory (x is itself recomputable)
+    auto node = record("dropout", {x}, {y}, {ops::compare(CompareOp::ne, mask, 0.0), sx.recomputed() ? sx : autograd::SavedTensor()},
+                       [mask_of](FnNode& n, const G& g) -> G { return {ops::mul(g[0], mask_of(n))}; });
+    if (sx.recomputed()) node->set_recompute(y, [mask_of](const FnNode& n) { return ops::mul(n.saved(1), mask_of(n)); });
+  }
   return y;
 }
 Tensor concat(const std::vector<Tensor>& xs_in, int64_t dim) {

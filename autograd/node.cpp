@@ -1,6 +1,8 @@
 #include "autograd/node.h"
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "autograd/grad_mode.h"
 #include "kernels/ops.h"
@@ -16,8 +18,26 @@ void set_grad_enabled(bool on) { t_grad_enabled = on; }
 
 namespace autograd {
 
+namespace {
+std::atomic<bool>& recompute_flag() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("STRAND_RECOMPUTE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }()};
+  return on;
+}
+}  // namespace
+bool recompute_enabled() { return recompute_flag().load(std::memory_order_relaxed); }
+void set_recompute_enabled(bool on) { recompute_flag().store(on); }
+
 SavedTensor::SavedTensor(const Tensor& t) {
   if (!t.defined()) return;
+  if (t.requires_grad() && t.output_nr() == 0) {
+    if (auto fn = std::dynamic_pointer_cast<const FnNode>(t.grad_fn()); fn && fn->can_recompute(t)) {
+      producer_ = std::move(fn);
+      return;
+    }
+  }
   data_ = ops::detach(t);
   version_ = t.version();
 }
@@ -25,6 +45,7 @@ SavedTensor::SavedTensor(const Tensor& t) {
 Tensor SavedTensor::unpack(const std::string& op) const {
   STRAND_CHECK(!released_, "trying to backward through the graph a second time (the tensors saved by ", op,
                " were freed by the first backward); pass retain_graph=true to the first backward");
+  if (producer_) return producer_->recompute();
   if (!data_.defined()) return data_;
   STRAND_CHECK(data_.version() == version_, "a tensor saved by ", op,
                " for the backward pass was modified by an in-place operation (", data_.str(), " is at version ",
@@ -60,7 +81,28 @@ std::vector<Tensor> FnNode::apply(std::vector<Tensor>& grads) {
 
 void FnNode::release() {
   released_ = true;
+  recompute_ = nullptr;
   for (auto& s : saved_) s.reset();
+}
+
+void FnNode::set_recompute(const Tensor& y, RecomputeFn fn) {
+  STRAND_ASSERT(outputs.size() == 1 && y.grad_fn().get() == this, name_, ": set_recompute on an output of another node");
+  recompute_ = std::move(fn);
+  output_version_ = y.version();
+}
+
+bool FnNode::can_recompute(const Tensor& t) const {
+  return recompute_ && recompute_enabled() && t.grad_fn().get() == this && t.version() == output_version_;
+}
+
+Tensor FnNode::recompute() const {
+  STRAND_CHECK(!released_ && recompute_, "trying to backward through the graph a second time (", name_,
+               " was already freed by an earlier backward); pass retain_graph=true to the first backward");
+  Tensor y = recompute_(*this);
+  const OutputMeta& m = outputs[0];
+  STRAND_ASSERT(y.sizes() == m.shape && y.dtype() == m.dtype && y.device() == m.device, name_,
+                ": recomputed output ", y.str(), " differs from the forward's");
+  return y;
 }
 
 Edge gradient_edge(const Tensor& t) {

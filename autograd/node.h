@@ -1,7 +1,10 @@
 #pragma once
 // The graph: a Node per differentiable op application, with edges to the nodes that produced its
 // inputs (or to a leaf's AccumulateGrad). Nodes hold exactly the tensors their backward needs, as
-// SavedTensors that remember the storage version at save time.
+// SavedTensors that remember the storage version at save time. An op whose output can be
+// recomputed cheaply from what its own node saved anyway (an activation from its input, a norm
+// from its input and statistics) marks it so; a later op that saves that output then keeps the
+// producing node instead of the output's memory, and recomputes it in backward.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -13,6 +16,13 @@
 namespace strand::autograd {
 
 class Node;
+class FnNode;
+
+// Whether saving a recomputable output keeps its recipe instead of its memory (on by default;
+// STRAND_RECOMPUTE=0 turns it off). Gradients are the same either way: the recipe reruns the
+// same kernels on the same inputs.
+bool recompute_enabled();
+void set_recompute_enabled(bool on);
 
 struct Edge {
   std::shared_ptr<Node> fn;  // null: this input needs no gradient
@@ -22,16 +32,23 @@ struct Edge {
 // A tensor kept for backward. Stored as a fresh handle onto the same storage (no autograd meta),
 // so saving an op's own output creates no reference cycle. unpack() fails clearly if the storage
 // was modified in place after saving, or if the graph was already freed by a backward pass.
+// When `t` is an unmodified output its producing node can recompute (FnNode::set_recompute), it
+// holds that node instead, which the graph keeps alive anyway: t's memory is freed once the
+// forward drops t, and unpack() recomputes the values t had. An in-place change to t after
+// saving then cannot affect the backward, which gets the values the saving op used.
 class SavedTensor {
  public:
   SavedTensor() = default;
   SavedTensor(const Tensor& t);  // NOLINT: saving is the only use
   Tensor unpack(const std::string& op) const;
-  void reset() { data_ = Tensor(); released_ = true; }
-  bool defined() const { return data_.defined() || released_; }
+  void reset() { data_ = Tensor(); producer_.reset(); released_ = true; }
+  bool defined() const { return data_.defined() || producer_ || released_; }
+  // Holds a recipe, no memory of its own.
+  bool recomputed() const { return producer_ != nullptr; }
 
  private:
   Tensor data_;
+  std::shared_ptr<const FnNode> producer_;
   uint64_t version_ = 0;
   bool released_ = false;
 };
@@ -68,7 +85,6 @@ class AccumulateGrad : public Node {
 };
 
 // The generic op node: a name, saved tensors, and a backward function.
-class FnNode;
 using BackwardFn = std::function<std::vector<Tensor>(FnNode& self, const std::vector<Tensor>& grads)>;
 
 class FnNode : public Node {
@@ -82,10 +98,20 @@ class FnNode : public Node {
   // Whether input i needs a gradient (so its computation can be skipped).
   bool needs_grad(size_t i) const { return i < next_edges.size() && next_edges[i].fn != nullptr; }
 
+  // Declares this node's only output `y` (just made, unmodified) recomputable by `fn` from this
+  // node's saved tensors. `fn` must rerun the forward's own kernels, so the values are the same.
+  using RecomputeFn = std::function<Tensor(const FnNode& self)>;
+  void set_recompute(const Tensor& y, RecomputeFn fn);
+  // Whether `t` is that output, still unmodified, and recompute is enabled.
+  bool can_recompute(const Tensor& t) const;
+  Tensor recompute() const;
+
  private:
   std::string name_;
   std::vector<SavedTensor> saved_;
   BackwardFn fn_;
+  RecomputeFn recompute_;
+  uint64_t output_version_ = 0;
   bool released_ = false;
 };
 

@@ -33,7 +33,12 @@ const char* binary_op_name(BinaryOp op);
 // autograd node saves only that one tensor.
 constexpr bool unary_backward_uses_output(UnaryOp op) {
   return op == UnaryOp::exp || op == UnaryOp::sqrt || op == UnaryOp::rsqrt || op == UnaryOp::tanh ||
-         op == UnaryOp::sigmoid;
+         op == UnaryOp::sigmoid || op == UnaryOp::relu;  // relu: y > 0 exactly where x > 0
+}
+// Whether the derivative reads x or y at all (x + a, x * a, ... need only the incoming gradient).
+constexpr bool unary_backward_reads_operand(UnaryOp op) {
+  return !(op == UnaryOp::neg || op == UnaryOp::sign || op == UnaryOp::add_scalar || op == UnaryOp::mul_scalar ||
+           op == UnaryOp::div_scalar || op == UnaryOp::rsub_scalar);
 }
 
 namespace math {
