@@ -19,8 +19,14 @@ struct ByNewest {
 
 void accumulate(std::vector<Tensor>& buf, uint32_t slot, const Tensor& g) {
   if (!g.defined()) return;
-  if (!buf[slot].defined()) buf[slot] = g;
-  else buf[slot] = ops::add(buf[slot], g);  // out of place: g may alias other buffers
+  Tensor& b = buf[slot];
+  if (!b.defined()) {
+    b = g;
+  } else if (b.unshared() && b.is_contiguous() && b.dtype() == g.dtype() && b.sizes() == g.sizes()) {
+    ops::add_(b, g);  // memory no one else sees (g may alias other buffers, b does not): the same sum, in place
+  } else {
+    b = ops::add(b, g);
+  }
 }
 }  // namespace
 

@@ -4,7 +4,9 @@
 // Methodology, identical on both sides: build the model and inputs (untimed); malloc_trim(0);
 // reset the process's peak RSS (/proc/self/clear_refs "5") and read VmRSS as the base; run
 // `warmup` then `reps` timed iterations; peak_rss_delta_bytes = VmHWM - base. peak_alloc_bytes is
-// strand's own allocator peak above what was live before the first iteration.
+// strand's own allocator peak above what was live before the first iteration; peak_live_bytes the
+// same peak with what was live before (the weights) included, on the CPU the figure a GPU run
+// reports as device_peak_bytes.
 //
 //   compare_cpu --case esm_fwd [--threads 2] [--reps 5] [--warmup 1]
 //   compare_cpu --list
@@ -382,6 +384,7 @@ int main(int argc, char** argv) {
     js << "{\"case\": \"" << name << "\", \"times_s\": [";
     for (size_t i = 0; i < times.size(); ++i) js << (i ? ", " : "") << times[i];
     js << "], \"peak_rss_delta_bytes\": " << (hwm_kb - base_kb) * 1024 << ", \"peak_alloc_bytes\": " << peak_alloc
+       << ", \"peak_live_bytes\": " << cpu_allocator_stats().peak_bytes
        << ", \"threads\": " << num_threads() << ", \"device\": \"" << g_dev.str() << "\""
        << ", \"precision\": \"" << (bf16_mixed ? "bf16-mixed" : "fp32") << "\"";
     if (g_dev.is_cuda()) {

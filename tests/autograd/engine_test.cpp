@@ -48,6 +48,20 @@ TEST(Engine, GradientDoesNotAliasOtherLeaves) {
   EXPECT_TRUE(allclose(b.grad(), vec({1, 1}), 0, 0));
 }
 
+TEST(Engine, FanInSumsIntoAnUnsharedBufferOnlyWhenItIsSafe) {
+  // The engine adds a second gradient in place only into memory no one else sees: not into
+  // sum's broadcast (stride-0) gradient, not into a gradient add also handed to another input.
+  Tensor x = leaf({1, -2, 3});
+  Tensor u = x * 1.0;
+  backward(sum(u) + sum(u * u) + sum(u + u));  // d/du = 1 + 2u + 2
+  EXPECT_TRUE(allclose(x.grad(), vec({5, -1, 9}), 0, 0));
+  Tensor w = leaf({2, 5});
+  Tensor v = w * 1.0;
+  Tensor s = v + v;                    // both edges get the same gradient tensor
+  backward(sum((s + v) * (s * 3.0)));  // s = 2v, d/dv (6v * 3 * 2v... ) = d/dv 18 v^2 = 36 v
+  EXPECT_TRUE(allclose(w.grad(), vec({72, 180}), 0, 0));
+}
+
 TEST(Engine, RetainGraphAllowsASecondPass) {
   Tensor x = leaf({2});
   Tensor y = exp(x) * x;
