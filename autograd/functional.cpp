@@ -167,8 +167,13 @@ Tensor clone(const Tensor& x) {
 Tensor to(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x;
   Tensor y = ops::to(x, dtype);
-  if (is_floating(dtype) && needs({x}))
-    record("to_dtype", {x}, {y}, {}, [d = x.dtype()](FnNode&, const G& g) -> G { return {ops::to(g[0], d)}; });
+  if (is_floating(dtype) && needs({x})) {
+    // Autocast's bf16 copy of a recomputable output (a norm's, an activation's) is recomputable too.
+    autograd::SavedTensor sx(x);
+    auto node = record("to_dtype", {x}, {y}, {sx.recomputed() ? sx : autograd::SavedTensor()},
+                       [d = x.dtype()](FnNode&, const G& g) -> G { return {ops::to(g[0], d)}; });
+    if (sx.recomputed()) node->set_recompute(y, [dtype](const FnNode& n) { return ops::to(n.saved(0), dtype); });
+  }
   return y;
 }
 Tensor to(const Tensor& x, Device device) {
@@ -500,31 +505,25 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   STRAND_CHECK(p >= 0 && p < 1, "dropout: probability must be in [0, 1), got ", p);
   if (!training || p == 0) return x;
-  if (x.dtype() == DType::bf16 || x.dtype() == DType::f16) {
-    // As PyTorch's dropout on half types: the f32 scale 1/(1-p) (not rounded to bf16), one
-    // rounding of the product, and a 1-byte keep mask saved for backward.
-    const DType xd = x.dtype();
-    Tensor mask = ops::dropout_mask(x.sizes(), p, TensorOptions(DType::f32, x.device()), gen);
-    Tensor y = ops::to(ops::mul(ops::to(x, DType::f32), mask), xd);
-    if (needs({x})) {
-      record("dropout", {x}, {y}, {ops::compare(CompareOp::ne, mask, 0.0)}, [p, xd](FnNode& n, const G& g) -> G {
-        Tensor keep = ops::to(n.saved(0), DType::f32);
-        return {ops::to(ops::mul(ops::mul(ops::to(g[0], DType::f32), keep), 1.0 / (1.0 - p)), xd)};
-      });
-    }
-    return y;
-  }
-  Tensor mask = ops::dropout_mask(x.sizes(), p, TensorOptions(x.dtype(), x.device()), gen);
-  Tensor y = ops::mul(x, mask);
+  // As PyTorch's dropout: on half types the mask and the product are f32 (the scale 1/(1-p) is not
+  // rounded to bf16) with one rounding of the product; a 1-byte keep mask is saved for backward.
+  // Rebuilt as keep * 1/(1-p), the mask has the values the kernel wrote, so g * mask and x * mask
+  // come out bit for bit as in the forward.
+  const DType xd = x.dtype();
+  const bool half = xd == DType::bf16 || xd == DType::f16;
+  const DType md = half ? DType::f32 : xd;
+  auto apply = [half, xd](const Tensor& v, const Tensor& m) {
+    return half ? ops::to(ops::mul(ops::to(v, DType::f32), m), xd) : ops::mul(v, m);
+  };
+  Tensor mask = ops::dropout_mask(x.sizes(), p, TensorOptions(md, x.device()), gen);
+  Tensor y = apply(x, mask);
   if (needs({x})) {
-    // A 1-byte keep mask, as PyTorch saves. The mask is again keep * 1/(1-p) in x's type, the
-    // value the kernel wrote, so g * mask and x * mask come out bit for bit as in the forward.
-    const DType xd = x.dtype();
-    auto mask_of = [p, xd](const FnNode& n) { return ops::mul(ops::to(n.saved(0), xd), 1.0 / (1.0 - p)); };
+    auto mask_of = [p, md](const FnNode& n) { return ops::mul(ops::to(n.saved(0), md), 1.0 / (1.0 - p)); };
     autograd::SavedTensor sx(x);  // kept only when it holds no memory (x is itself recomputable)
     auto node = record("dropout", {x}, {y}, {ops::compare(CompareOp::ne, mask, 0.0), sx.recomputed() ? sx : autograd::SavedTensor()},
-                       [mask_of](FnNode& n, const G& g) -> G { return {ops::mul(g[0], mask_of(n))}; });
-    if (sx.recomputed()) node->set_recompute(y, [mask_of](const FnNode& n) { return ops::mul(n.saved(1), mask_of(n)); });
+                       [apply, mask_of](FnNode& n, const G& g) -> G { return {apply(g[0], mask_of(n))}; });
+    if (sx.recomputed())
+      node->set_recompute(y, [apply, mask_of](const FnNode& n) { return apply(n.saved(1), mask_of(n)); });
   }
   return y;
 }

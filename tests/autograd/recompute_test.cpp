@@ -2,6 +2,7 @@
 // saved anyway is not kept by the op that saves it. Checked: the memory held between forward and
 // backward drops by exactly those outputs, the gradients are bit for bit those of keeping them,
 // and in-place changes are handled as documented.
+#include "autograd/autocast.h"
 #include "autograd/node.h"
 #include "tests/test_util.h"
 
@@ -12,6 +13,12 @@ using test::allclose;
 using test::throws_with;
 
 constexpr int64_t N = 32, D = 64, F = 128;  // every tensor a multiple of 64 bytes: no rounding
+
+// Sets recompute for a scope; on again afterwards, even when a check throws.
+struct RecomputeMode {
+  explicit RecomputeMode(bool on) { autograd::set_recompute_enabled(on); }
+  ~RecomputeMode() { autograd::set_recompute_enabled(true); }
+};
 
 struct Leaves {
   Tensor x, w, b, W1, W2, w2, c;
@@ -45,15 +52,15 @@ struct Outcome {
   double loss;
 };
 
-Outcome run(bool recompute) {
-  autograd::set_recompute_enabled(recompute);
+Outcome run(bool recompute, bool bf16 = false) {
+  RecomputeMode mode(recompute);
+  AutocastGuard autocast(bf16);
   Leaves l = make_leaves();
   const int64_t before = cpu_allocator_stats().live_bytes;
   Tensor loss = forward(l);
   Outcome r{cpu_allocator_stats().live_bytes - before, {}, ops::item(loss)};
   backward(loss);
   for (const Tensor& t : {l.x, l.w, l.b, l.W1, l.W2, l.w2}) r.grads.push_back(t.grad());
-  autograd::set_recompute_enabled(true);
   return r;
 }
 
@@ -64,6 +71,38 @@ TEST(Recompute, SavedActivationsHoldNoMemoryAndGradientsAreBitForBitTheSame) {
   EXPECT_EQ(kept.held_bytes - recomputed.held_bytes, f32 * (N * D + N * F + N * D + N * D + N * D));
   EXPECT_EQ(kept.loss, recomputed.loss);
   for (size_t i = 0; i < kept.grads.size(); ++i) EXPECT_TRUE(allclose(kept.grads[i], recomputed.grads[i], 0, 0)) << i;
+}
+
+TEST(Recompute, UnderBf16AutocastTheCastCopiesAreRecomputedToo) {
+  // The first linear takes a bf16 copy of the norm's output (a recomputable cast); gelu runs on
+  // the linear's bf16 output.
+  const Outcome kept = run(false, true), recomputed = run(true, true);
+  // Freed: the bf16 copy of h and gelu's bf16 output; d, silu(d) and r in f32 (rms_norm's output).
+  EXPECT_EQ(kept.held_bytes - recomputed.held_bytes, 2 * (N * D + N * F) + 4 * (3 * N * D));
+  EXPECT_EQ(kept.loss, recomputed.loss);
+  for (size_t i = 0; i < kept.grads.size(); ++i) EXPECT_TRUE(allclose(kept.grads[i], recomputed.grads[i], 0, 0)) << i;
+}
+
+TEST(Recompute, HalfPrecisionDropoutOverARecomputableInput) {
+  // bf16 values through gelu and dropout's half-precision path into a linear.
+  auto once = [](bool recompute) {
+    RecomputeMode mode(recompute);
+    Generator g{3, 0};
+    Tensor x = ops::to(ops::randn({N, F}, {}, &g), DType::bf16), w = ops::to(ops::randn({D, F}, {}, &g), DType::bf16);
+    x.set_requires_grad(true);
+    w.set_requires_grad(true);
+    const int64_t before = cpu_allocator_stats().live_bytes;
+    Generator drop{5, 0};
+    Tensor loss = sum(to(linear(dropout(gelu(x), 0.3, true, &drop), w), DType::f32));
+    const int64_t held = cpu_allocator_stats().live_bytes - before;
+    backward(loss);
+    return std::make_tuple(held, x.grad(), w.grad());
+  };
+  const auto [held_kept, gx_kept, gw_kept] = once(false);
+  const auto [held, gx, gw] = once(true);
+  EXPECT_EQ(held_kept - held, 2 * N * F);  // the dropout's bf16 output (no one keeps gelu's either way)
+  EXPECT_TRUE(allclose(gx_kept, gx, 0, 0));
+  EXPECT_TRUE(allclose(gw_kept, gw, 0, 0));
 }
 
 TEST(Recompute, OpsThatNeedNothingSaveNothing) {
@@ -97,11 +136,13 @@ TEST(Recompute, AChangeAfterSavingDoesNotReachTheBackwardButOneBeforeDoes) {
   EXPECT_TRUE(allclose(l.W2.grad(), ref_grad, 0, 0));
   l.W2.set_grad(Tensor());
   {
-    autograd::set_recompute_enabled(false);
-    Tensor g2 = gelu(linear(l.x, l.W1));
-    Tensor y2 = sum(linear(g2, l.W2) * l.c);
-    ops::fill_(g2, 0);
-    autograd::set_recompute_enabled(true);
+    Tensor y2;
+    {
+      RecomputeMode off(false);
+      Tensor g2 = gelu(linear(l.x, l.W1));
+      y2 = sum(linear(g2, l.W2) * l.c);
+      ops::fill_(g2, 0);
+    }
     EXPECT_TRUE(throws_with([&] { backward(y2); }, {"linear", "modified by an in-place operation"}));
   }
   // Before saving: the output no longer equals its recipe, so it is kept as it is.
