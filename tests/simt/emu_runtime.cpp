@@ -23,6 +23,14 @@
 // not granted. Errors are thrown as strand::Error (a kernel's, when its stream is run, naming where
 // it was launched), where CUDA would return an error code; after one the device is not reset (a
 // GPU's context would be unusable), and the failed item, or the event wait that ran it, is gone.
+//
+// STRAND_EMU_DRY_RUN=1 runs nothing: kernels, GEMMs, copies and memsets are checked and dropped,
+// copies to the host write zeros, and device memory is reserved address space that is never
+// touched. What remains is every allocation the library makes, in order, through its caching
+// allocator: the device's peak memory for a model far larger than this machine's RAM, in seconds
+// (bench/README.md: compare_cpu_emu).
+#include <sys/mman.h>
+
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
@@ -70,6 +78,7 @@ struct State {
   };
   std::map<uintptr_t, Allocation> allocations;  // by start
   size_t allocated = 0, capacity = 0;
+  bool dry_run = false;  // STRAND_EMU_DRY_RUN
   CUstream_st legacy, per_thread;  // the default streams (handles 0 and cudaStreamPerThread)
   std::vector<std::unique_ptr<CUstream_st>> streams;
   std::map<const void*, int> smem_granted;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
@@ -81,6 +90,8 @@ State& state() {
     st->capacity = size_t(mib ? std::strtoull(mib, nullptr, 10) : 4096) << 20;
     const char* n = std::getenv("STRAND_EMU_DEVICES");
     st->devices = n ? std::max(1, std::atoi(n)) : 1;
+    const char* dry = std::getenv("STRAND_EMU_DRY_RUN");
+    st->dry_run = dry && std::strcmp(dry, "0") != 0;
     return st;
   }();
   return *s;
@@ -98,6 +109,7 @@ std::vector<CUstream_st*> all_queues() {
   return q;
 }
 void enqueue(cudaStream_t s, std::function<void()> f) {
+  if (state().dry_run) return;
   CUstream_st* q = queue(s);
   q->work.push_back(std::move(f));
   ++q->queued;
@@ -297,9 +309,15 @@ cudaError_t cudaMalloc(void** p, size_t size) {
   State& st = state();
   const size_t bytes = (std::max<size_t>(size, 1) + 255) / 256 * 256;
   if (st.allocated + bytes > st.capacity) return t_last_error = cudaErrorMemoryAllocation;
-  void* q = std::aligned_alloc(256, bytes);
-  if (!q) return t_last_error = cudaErrorMemoryAllocation;
-  std::memset(q, 0xff, bytes);
+  void* q = nullptr;
+  if (st.dry_run) {  // address space only: pages that are never touched take no memory
+    q = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (q == MAP_FAILED) return t_last_error = cudaErrorMemoryAllocation;
+  } else {
+    q = std::aligned_alloc(256, bytes);
+    if (!q) return t_last_error = cudaErrorMemoryAllocation;
+    std::memset(q, 0xff, bytes);
+  }
   st.allocations[reinterpret_cast<uintptr_t>(q)] = {size, t_current_device};
   st.allocated += bytes;
   *p = q;
@@ -312,9 +330,13 @@ cudaError_t cudaFree(void* p) {
   State& st = state();
   const auto it = st.allocations.find(reinterpret_cast<uintptr_t>(p));
   STRAND_CHECK(it != st.allocations.end(), "emulated device: cudaFree of ", p, ", which cudaMalloc did not return");
-  st.allocated -= (std::max<size_t>(it->second.bytes, 1) + 255) / 256 * 256;
+  const size_t bytes = (std::max<size_t>(it->second.bytes, 1) + 255) / 256 * 256;
+  st.allocated -= bytes;
   st.allocations.erase(it);
-  std::free(p);
+  if (st.dry_run)
+    munmap(p, bytes);
+  else
+    std::free(p);
   return cudaSuccess;
 }
 
@@ -324,6 +346,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
     case cudaMemcpyHostToDevice: {
       check_device(dst, count, "a copy's device destination");
       check_host(src, count, "a copy's host source");
+      if (state().dry_run) return cudaSuccess;
       // from pageable memory the source is read before the call returns
       auto copy = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                static_cast<const unsigned char*>(src) + count);
@@ -333,6 +356,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpy
     case cudaMemcpyDeviceToHost:
       check_device(src, count, "a copy's device source");
       check_host(dst, count, "a copy's host destination");
+      if (state().dry_run) std::memset(dst, 0, count);
       enqueue(stream, [=] { std::memcpy(dst, src, count); });
       run_all(queue(stream));  // into pageable memory the copy has completed when the call returns
       return cudaSuccess;
