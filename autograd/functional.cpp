@@ -382,6 +382,18 @@ Tensor softmax(const Tensor& x_in, int64_t dim) {
     record("softmax", {x}, {y}, {y}, [dim](FnNode& n, const G& g) -> G { return {ops::softmax_backward(g[0], n.saved(0), dim)}; });
   return y;
 }
+Tensor softmax_pool(const Tensor& x_in, const Tensor& l_in, int64_t window) {
+  // autocast: the softmax and the weighted sum in f32, as the composed softmax and product would be
+  const Tensor x = as_f32(x_in), l = as_f32(l_in);
+  Tensor y = ops::softmax_pool(x, l, window);
+  if (needs({x, l})) {
+    record("softmax_pool", {x, l}, {y}, {x, l}, [window](FnNode& n, const G& g) -> G {
+      auto [gx, gl] = ops::softmax_pool_backward(g[0], n.saved(0), n.saved(1), window);
+      return {n.needs_grad(0) ? gx : Tensor(), n.needs_grad(1) ? gl : Tensor()};
+    });
+  }
+  return y;
+}
 Tensor log_softmax(const Tensor& x_in, int64_t dim) {
   const Tensor x = as_f32(x_in);
   Tensor y = ops::log_softmax(x, dim);

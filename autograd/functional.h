@@ -110,6 +110,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = {});
 // ---- nn functions ----
 Tensor softmax(const Tensor& x, int64_t dim = -1);
 Tensor log_softmax(const Tensor& x, int64_t dim = -1);
+// Softmax pooling over windows of `window` positions (ops::softmax_pool): the sum of x over each
+// window weighted by softmax(logits) over it, per channel. Enformer's AttentionPool.
+Tensor softmax_pool(const Tensor& x, const Tensor& logits, int64_t window);
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps = 1e-5);
 Tensor rms_norm(const Tensor& x, const Tensor& w, double eps = 1e-6);
 // Channels-last ([..., C]); updates running stats in place when training and they are given.

@@ -230,6 +230,15 @@ std::vector<Tensor> rel_attention_backward(const Tensor& grad, const Tensor& qc,
 Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin);
 Tensor rotary_backward(const Tensor& grad, const Tensor& cos, const Tensor& sin);
 
+// ---------------- softmax pooling ----------------
+// Enformer's AttentionPool after its logits: x, logits [..., L, C] with L a multiple of `window`
+// -> [..., L / window, C], each output the sum over a window of positions of x weighted by the
+// softmax (over the window, per channel) of logits. Half types compute in f32. backward: the
+// gradients of x and logits.
+Tensor softmax_pool(const Tensor& x, const Tensor& logits, int64_t window);
+std::pair<Tensor, Tensor> softmax_pool_backward(const Tensor& grad, const Tensor& x, const Tensor& logits,
+                                                int64_t window);
+
 // ---------------- convolution ----------------
 // Channels-last 1-D convolution: x [B, L, Cin], w [Cout, Cin, K] (PyTorch layout), bias [Cout],
 // stride 1, zero padding `padding` on both sides (-1 = K/2, "same" for odd K). -> [B, L', Cout].

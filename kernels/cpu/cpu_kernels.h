@@ -146,6 +146,12 @@ void rel_attention_backward(const Tensor& dout, const Tensor& qc, const Tensor& 
 // even; backward applies the transposed map (x is then the incoming gradient).
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
 
+// softmax_pool.cpp — x, logits [rows * W, C] contiguous, out [rows, C]: out = sum over each window
+// of W rows of x weighted by the softmax of logits; backward writes gx, gl like x (f32/f64)
+void softmax_pool(const Tensor& x, const Tensor& logits, const Tensor& out, int64_t window);
+void softmax_pool_backward(const Tensor& grad, const Tensor& x, const Tensor& logits, const Tensor& gx,
+                           const Tensor& gl, int64_t window);
+
 // optim.cpp — fused AdamW on contiguous tensors of one dtype
 void adamw(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWStep& s);
 

@@ -29,6 +29,9 @@ void rms_norm(const Tensor& x, const Tensor& w, double eps, const Tensor& y, con
 void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& gx,
                        const Tensor& gw);
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward);
+void softmax_pool(const Tensor& x, const Tensor& logits, const Tensor& out, int64_t window);
+void softmax_pool_backward(const Tensor& grad, const Tensor& x, const Tensor& logits, const Tensor& gx,
+                           const Tensor& gl, int64_t window);
 
 // matmul_reduce.cu — cuBLAS GEMM (f32/f64, TF32 on request; bf16/f16 on the tensor cores with f32
 // accumulation) and deterministic reductions

@@ -27,5 +27,12 @@ void rms_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, con
 void rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& out, bool backward) {
   rows::rotary(DeviceLaunch{}, x, cos, sin, out, backward);
 }
+void softmax_pool(const Tensor& x, const Tensor& logits, const Tensor& out, int64_t window) {
+  rows::softmax_pool(DeviceLaunch{}, x, logits, out, Tensor(), Tensor(), Tensor(), window);
+}
+void softmax_pool_backward(const Tensor& grad, const Tensor& x, const Tensor& logits, const Tensor& gx,
+                           const Tensor& gl, int64_t window) {
+  rows::softmax_pool(DeviceLaunch{}, x, logits, Tensor(), grad, gx, gl, window);
+}
 
 }  // namespace strand::cuda

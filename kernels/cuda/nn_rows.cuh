@@ -203,6 +203,54 @@ __global__ void rotary_kernel(RowGeometry geo, const T* x, const T* cs, const T*
   }
 }
 
+// ---------------- softmax pooling ----------------
+// One thread per pooled value (r, c), consecutive threads on consecutive channels. Without g: the
+// forward into out; with g: the gradients into gx, gl. The arithmetic is cpu::softmax_pool's.
+template <class T>
+__global__ void softmax_pool_kernel(const T* x, const T* l, T* out, const T* g, T* gx, T* gl, int64_t rows,
+                                    int64_t W, int64_t C) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * C;
+       e += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t base = (e / C) * W * C + e % C;
+    T m = l[base];
+    for (int64_t j = 1; j < W; ++j) m = max(m, l[base + j * C]);
+    T s = 0;
+    for (int64_t j = 0; j < W; ++j) s += exp(l[base + j * C] - m);
+    const T inv = T(1) / s;
+    T o = 0;
+    for (int64_t j = 0; j < W; ++j) o += exp(l[base + j * C] - m) * inv * x[base + j * C];
+    if (!g) {
+      out[e] = o;
+      continue;
+    }
+    const T gv = g[e];
+    for (int64_t j = 0; j < W; ++j) {
+      const int64_t i = base + j * C;
+      const T ga = gv * (exp(l[i] - m) * inv);
+      gx[i] = ga;
+      gl[i] = ga * (x[i] - o);
+    }
+  }
+}
+
+template <class Launch>
+void softmax_pool(const Launch& launch, const Tensor& x, const Tensor& l, const Tensor& out, const Tensor& g,
+                  const Tensor& gx, const Tensor& gl, int64_t window) {
+  dispatch_float(x.dtype(), "softmax_pool", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
+      STRAND_CHECK(false, "cuda::softmax_pool expects f32/f64 (the op layer converts half types)");
+    } else {
+      const Tensor& pooled = g.defined() ? g : out;
+      const int64_t C = pooled.size(-1), rows = pooled.numel() / C;
+      const T* gp = g.defined() ? ptr<T>(g) : nullptr;
+      launch(softmax_pool_kernel<T>, dim3(grid_for(rows * C)), dim3(kThreads), 0, ptr<T>(x), ptr<T>(l),
+             out.defined() ? ptr<T>(out) : nullptr, gp, gx.defined() ? ptr<T>(gx) : nullptr,
+             gl.defined() ? ptr<T>(gl) : nullptr, rows, window, C);
+    }
+  });
+}
+
 template <class Launch>
 void softmax(const Launch& launch, const Tensor& x, const Tensor& out, int64_t n, int64_t inner, bool log) {
   dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {

@@ -222,10 +222,9 @@ Tensor Enformer::conv_block(const detail::ConvBlock& b, const Tensor& x) {
 // Softmax pooling over windows of 2 positions with per-channel logits W·x (enformer-pytorch's
 // AttentionPool); an odd length gets a zero position whose logits are masked to -max.
 Tensor Enformer::pool(const detail::AttentionPool& p, const Tensor& x) {
-  const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
+  const int64_t L = x.size(1), C = x.size(2);
   const bool odd = L % 2 == 1;
   Tensor xx = odd ? pad(x, {0, 0, 0, 1}) : x;
-  const int64_t n = (L + 1) / 2;
   Tensor logits = linear(xx, reshape(p.weight, {C, C}));
   if (odd) {
     std::vector<uint8_t> m(static_cast<size_t>(L + 1), 0);
@@ -233,8 +232,9 @@ Tensor Enformer::pool(const detail::AttentionPool& p, const Tensor& x) {
     Tensor mask = ops::to(ops::from_vector<uint8_t>(m, {1, L + 1, 1}), DType::b8);
     logits = masked_fill(logits, ops::to(mask, x.device()), -static_cast<double>(FLT_MAX));
   }
-  Tensor a = softmax(reshape(logits, {B, n, 2, C}), 2);
-  return sum(reshape(xx, {B, n, 2, C}) * a, {2});
+  // Fused: no [B, n, 2, C] softmax, product or their gradients in memory (the composed form,
+  // sum(x * softmax(logits over each window)), is the reference in the kernel tests).
+  return softmax_pool(xx, logits, 2);
 }
 
 // With checkpoint_conv each of these steps is its own checkpointed segment: a segment keeps only its

@@ -73,6 +73,17 @@ TEST(CudaNnParity, RotaryOnATransposedView) {
   }
 }
 
+TEST(CudaNnParity, SoftmaxPoolForwardAndGradients) {
+  STRAND_SKIP_WITHOUT_GPU();
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (int64_t w : {2, 3}) {
+      Tensor x = test::uniform({2, 10 * w, 37}, -1, 1, 11, dt), l = test::uniform({2, 10 * w, 37}, -8, 8, 12, dt);
+      expect_parity([w](const std::vector<Tensor>& in) { return softmax_pool(in[0], in[1], w); }, {x, l},
+                    {2, 10, 37}, dt == DType::f64 ? 1e-14 : 1e-6);
+    }
+  }
+}
+
 TEST(CudaNnParity, MatmulLinearAndReductions) {
   STRAND_SKIP_WITHOUT_GPU();
   for (DType dt : {DType::f32, DType::f64}) {

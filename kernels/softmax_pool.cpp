@@ -1,0 +1,45 @@
+// The softmax-pooling op layer: checks, half types through f32, contiguous operands.
+#include "kernels/dispatch.h"
+#include "kernels/ops.h"
+
+namespace strand::ops {
+
+namespace {
+void check(const Tensor& x, const Tensor& logits, int64_t window, const char* op) {
+  check_floating(x, op);
+  check_same_device(x, logits, op);
+  STRAND_CHECK(x.dim() >= 2 && logits.sizes() == x.sizes(), op, ": x ", shape_str(x.sizes()), " and logits ",
+               shape_str(logits.sizes()), " must be the same [..., L, C]");
+  STRAND_CHECK(window >= 1 && x.size(-2) % window == 0, op, ": length ", x.size(-2),
+               " is not a multiple of the window ", window, " (pad it first)");
+}
+Shape pooled_shape(const Tensor& x, int64_t window) {
+  Shape s = x.sizes();
+  s[s.size() - 2] /= window;
+  return s;
+}
+}  // namespace
+
+Tensor softmax_pool(const Tensor& x_in, const Tensor& l_in, int64_t window) {
+  check(x_in, l_in, window, "softmax_pool");
+  const DType ct = compute_dtype(x_in);
+  const Tensor x = contiguous(to(x_in, ct)), l = contiguous(to(l_in, ct));
+  Tensor out = empty(pooled_shape(x, window), TensorOptions(ct, x.device()));
+  if (out.numel()) STRAND_DISPATCH(x, softmax_pool, x, l, out, window);
+  return to(out, x_in.dtype());
+}
+
+std::pair<Tensor, Tensor> softmax_pool_backward(const Tensor& grad, const Tensor& x_in, const Tensor& l_in,
+                                                int64_t window) {
+  check(x_in, l_in, window, "softmax_pool_backward");
+  check_same_device(x_in, grad, "softmax_pool_backward");
+  STRAND_CHECK(grad.sizes() == pooled_shape(x_in, window), "softmax_pool_backward: gradient ",
+               shape_str(grad.sizes()), " for input ", shape_str(x_in.sizes()), " and window ", window);
+  const DType ct = compute_dtype(x_in);
+  const Tensor x = contiguous(to(x_in, ct)), l = contiguous(to(l_in, ct)), g = contiguous(to(grad, ct));
+  Tensor gx = empty(x.sizes(), TensorOptions(ct, x.device())), gl = empty(x.sizes(), TensorOptions(ct, x.device()));
+  if (g.numel()) STRAND_DISPATCH(x, softmax_pool_backward, g, x, l, gx, gl, window);
+  return {to(gx, x_in.dtype()), to(gl, l_in.dtype())};
+}
+
+}  // namespace strand::ops
