@@ -1,5 +1,6 @@
 #include "autograd/node.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -53,6 +54,8 @@ Tensor SavedTensor::unpack(const std::string& op) const {
   return data_;
 }
 
+int SavedTensor::recompute_depth() const { return producer_ ? producer_->recompute_depth() : 0; }
+
 Node::Node() : sequence_nr(g_sequence.fetch_add(1)) {}
 
 AccumulateGrad::AccumulateGrad(Tensor l) : leaf(std::move(l)) {
@@ -87,7 +90,11 @@ void FnNode::release() {
 
 void FnNode::set_recompute(const Tensor& y, RecomputeFn fn) {
   STRAND_ASSERT(outputs.size() == 1 && y.grad_fn().get() == this, name_, ": set_recompute on an output of another node");
+  int depth = 1;
+  for (const SavedTensor& s : saved_) depth = std::max(depth, 1 + s.recompute_depth());
+  if (depth > kMaxRecomputeDepth) return;
   recompute_ = std::move(fn);
+  recompute_depth_ = depth;
   output_version_ = y.version();
 }
 

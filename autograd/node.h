@@ -45,6 +45,8 @@ class SavedTensor {
   bool defined() const { return data_.defined() || producer_ || released_; }
   // Holds a recipe, no memory of its own.
   bool recomputed() const { return producer_ != nullptr; }
+  // How many recipes unpack() runs, one inside the other (0: none).
+  int recompute_depth() const;
 
  private:
   Tensor data_;
@@ -100,17 +102,24 @@ class FnNode : public Node {
 
   // Declares this node's only output `y` (just made, unmodified) recomputable by `fn` from this
   // node's saved tensors. `fn` must rerun the forward's own kernels, so the values are the same.
+  // Nothing is cached: each unpack reruns the recipe, and the recipes of the saved tensors it
+  // reads. So a recipe is declined (y is then kept as usual) where that chain would be more than
+  // kMaxRecomputeDepth recipes deep, which bounds the work of one unpack (a norm, the cast of its
+  // output, a dropout over it: 3).
+  static constexpr int kMaxRecomputeDepth = 3;
   using RecomputeFn = std::function<Tensor(const FnNode& self)>;
   void set_recompute(const Tensor& y, RecomputeFn fn);
   // Whether `t` is that output, still unmodified, and recompute is enabled.
   bool can_recompute(const Tensor& t) const;
   Tensor recompute() const;
+  int recompute_depth() const { return recompute_depth_; }
 
  private:
   std::string name_;
   std::vector<SavedTensor> saved_;
   BackwardFn fn_;
   RecomputeFn recompute_;
+  int recompute_depth_ = 0;  // of recompute_: 1 + the deepest saved tensor's
   uint64_t output_version_ = 0;
   bool released_ = false;
 };

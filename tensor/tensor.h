@@ -77,8 +77,10 @@ class Tensor {
   const std::shared_ptr<Storage>& storage() const { return impl_->storage; }
   TensorImpl* impl() const { return impl_.get(); }
   bool is_same(const Tensor& o) const { return impl_ == o.impl_; }
-  // No other handle, view or saved copy refers to this tensor's memory.
-  bool unshared() const { return impl_.use_count() == 1 && impl_->storage.use_count() == 1; }
+  // No other handle, view or saved copy refers to this tensor's memory, and strand allocated it.
+  bool unshared() const {
+    return impl_.use_count() == 1 && impl_->storage.use_count() == 1 && impl_->storage->owns_memory();
+  }
 
   void* raw_data() const {
     return static_cast<char*>(impl_->storage->data()) + impl_->offset * static_cast<int64_t>(element_size());

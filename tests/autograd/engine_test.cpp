@@ -1,5 +1,6 @@
 // The engine: fan-in, shared leaves, accumulation, retain_graph, leaf hooks, version checks,
 // non-scalar roots, no-grad mode, and checkpoint equivalence.
+#include "autograd/node.h"
 #include "tests/test_util.h"
 
 namespace strand {
@@ -49,17 +50,28 @@ TEST(Engine, GradientDoesNotAliasOtherLeaves) {
 }
 
 TEST(Engine, FanInSumsIntoAnUnsharedBufferOnlyWhenItIsSafe) {
-  // The engine adds a second gradient in place only into memory no one else sees: not into
-  // sum's broadcast (stride-0) gradient, not into a gradient add also handed to another input.
-  Tensor x = leaf({1, -2, 3});
-  Tensor u = x * 1.0;
-  backward(sum(u) + sum(u * u) + sum(u + u));  // d/du = 1 + 2u + 2
-  EXPECT_TRUE(allclose(x.grad(), vec({5, -1, 9}), 0, 0));
-  Tensor w = leaf({2, 5});
-  Tensor v = w * 1.0;
-  Tensor s = v + v;                    // both edges get the same gradient tensor
-  backward(sum((s + v) * (s * 3.0)));  // s = 2v, d/dv (6v * 3 * 2v... ) = d/dv 18 v^2 = 36 v
-  EXPECT_TRUE(allclose(w.grad(), vec({72, 180}), 0, 0));
+  // The engine adds a second gradient in place only into memory no one else sees. Nodes run
+  // newest first, so the order of creation sets which gradient reaches a buffer first.
+  {  // add hands both inputs one gradient tensor: the first to land in v's buffer is shared
+    Tensor w = leaf({2, 5});
+    Tensor v = w * 1.0;
+    Tensor s = v + v;                   // both of its inputs are v
+    Tensor t = s * 3.0;                 // older: its gradient reaches s second
+    Tensor y = sum((s + v) * t);        // y = 18 v^2
+    backward(y);
+    EXPECT_TRUE(allclose(w.grad(), vec({72, 180}), 0, 0));
+  }
+  {  // a broadcast (stride-0) gradient, owned by no one else, lands first in u's buffer
+    Tensor x = leaf({1, -2, 3});
+    Tensor u = x * 1.0;
+    Tensor sq = sum(u * u);             // its gradient 2u reaches u's buffer second
+    Tensor y = ops::clone(u);
+    autograd::record("broadcast_one", {u}, {y}, {}, [](autograd::FnNode&, const std::vector<Tensor>&) {
+      return std::vector<Tensor>{ops::expand(ops::full({1}, 1.0, DType::f64), {3})};
+    });
+    backward(sum(y) + sq);              // d/du = 1 + 2u
+    EXPECT_TRUE(allclose(x.grad(), vec({3, -3, 7}), 0, 0));
+  }
 }
 
 TEST(Engine, RetainGraphAllowsASecondPass) {
