@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "autograd/autocast.h"
+#include "autograd/grad_mode.h"
 #include "autograd/node.h"
 
 namespace strand {
@@ -167,12 +168,18 @@ Tensor clone(const Tensor& x) {
 Tensor to(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x;
   Tensor y = ops::to(x, dtype);
-  if (is_floating(dtype) && needs({x})) {
-    // Autocast's bf16 copy of a recomputable output (a norm's, an activation's) is recomputable too.
-    autograd::SavedTensor sx(x);
-    auto node = record("to_dtype", {x}, {y}, {sx.recomputed() ? sx : autograd::SavedTensor()},
+  if (!is_floating(dtype) || !grad_enabled()) return y;
+  // Autocast's bf16 copy of a recomputable output (a norm's, an activation's) or of a parameter
+  // (which the model holds anyway) is recomputable too: an op saving the copy keeps the recipe.
+  autograd::SavedTensor sx(x);
+  const bool recipe = sx.recomputed() || x.is_parameter();
+  auto recast = [dtype](const FnNode& n) { return ops::to(n.saved(0), dtype); };
+  if (needs({x})) {
+    auto node = record("to_dtype", {x}, {y}, {recipe ? sx : autograd::SavedTensor()},
                        [d = x.dtype()](FnNode&, const G& g) -> G { return {ops::to(g[0], d)}; });
-    if (sx.recomputed()) node->set_recompute(y, [dtype](const FnNode& n) { return ops::to(n.saved(0), dtype); });
+    if (recipe) node->set_recompute(y, recast);
+  } else if (recipe) {
+    FnNode::set_recipe(y, {sx}, recast);  // a frozen parameter's copy, saved by the GEMM using it
   }
   return y;
 }

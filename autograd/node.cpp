@@ -31,13 +31,22 @@ std::atomic<bool>& recompute_flag() {
 bool recompute_enabled() { return recompute_flag().load(std::memory_order_relaxed); }
 void set_recompute_enabled(bool on) { recompute_flag().store(on); }
 
+namespace {
+// The node that can recompute t: its grad_fn (an only output), or the recipe of a tensor that
+// requires no gradient (FnNode::set_recipe).
+std::shared_ptr<const FnNode> recipe_owner(const Tensor& t) {
+  const AutogradMeta* m = t.impl()->autograd.get();
+  if (!m) return nullptr;
+  if (m->grad_fn) return m->output_nr == 0 ? std::dynamic_pointer_cast<const FnNode>(m->grad_fn) : nullptr;
+  return std::dynamic_pointer_cast<const FnNode>(m->recipe);
+}
+}  // namespace
+
 SavedTensor::SavedTensor(const Tensor& t) {
   if (!t.defined()) return;
-  if (t.requires_grad() && t.output_nr() == 0) {
-    if (auto fn = std::dynamic_pointer_cast<const FnNode>(t.grad_fn()); fn && fn->can_recompute(t)) {
-      producer_ = std::move(fn);
-      return;
-    }
+  if (auto fn = recipe_owner(t); fn && fn->can_recompute(t)) {
+    producer_ = std::move(fn);
+    return;
   }
   data_ = ops::detach(t);
   version_ = t.version();
@@ -90,6 +99,18 @@ void FnNode::release() {
 
 void FnNode::set_recompute(const Tensor& y, RecomputeFn fn) {
   STRAND_ASSERT(outputs.size() == 1 && y.grad_fn().get() == this, name_, ": set_recompute on an output of another node");
+  declare_recompute(y, std::move(fn));
+}
+
+void FnNode::set_recipe(const Tensor& y, std::vector<SavedTensor> saved, RecomputeFn fn) {
+  STRAND_ASSERT(!y.requires_grad() && y.is_leaf(), "set_recipe on ", y.str(), ", which has a place in the graph");
+  auto node = std::make_shared<FnNode>("recipe", std::move(saved), BackwardFn());
+  node->outputs.push_back({y.sizes(), y.dtype(), y.device()});
+  node->declare_recompute(y, std::move(fn));
+  if (node->recompute_) autograd_meta(y).recipe = std::move(node);
+}
+
+void FnNode::declare_recompute(const Tensor& y, RecomputeFn fn) {
   int depth = 1;
   for (const SavedTensor& s : saved_) depth = std::max(depth, 1 + s.recompute_depth());
   if (depth > kMaxRecomputeDepth) return;
@@ -99,7 +120,7 @@ void FnNode::set_recompute(const Tensor& y, RecomputeFn fn) {
 }
 
 bool FnNode::can_recompute(const Tensor& t) const {
-  return recompute_ && recompute_enabled() && t.grad_fn().get() == this && t.version() == output_version_;
+  return recompute_ && recompute_enabled() && recipe_owner(t).get() == this && t.version() == output_version_;
 }
 
 Tensor FnNode::recompute() const {

@@ -109,12 +109,17 @@ class FnNode : public Node {
   static constexpr int kMaxRecomputeDepth = 3;
   using RecomputeFn = std::function<Tensor(const FnNode& self)>;
   void set_recompute(const Tensor& y, RecomputeFn fn);
+  // The same for a `y` no gradient flows to (it requires none: autocast's cast of a frozen
+  // parameter): a node outside the graph, held by y's autograd meta, keeps `saved` and the recipe.
+  static void set_recipe(const Tensor& y, std::vector<SavedTensor> saved, RecomputeFn fn);
   // Whether `t` is that output, still unmodified, and recompute is enabled.
   bool can_recompute(const Tensor& t) const;
   Tensor recompute() const;
   int recompute_depth() const { return recompute_depth_; }
 
  private:
+  void declare_recompute(const Tensor& y, RecomputeFn fn);
+
   std::string name_;
   std::vector<SavedTensor> saved_;
   BackwardFn fn_;

@@ -64,6 +64,7 @@ Tensor Module::register_parameter(const std::string& name, Tensor t, bool requir
   if (t.defined()) {
     STRAND_CHECK(t.is_leaf(), type_name_, ": parameter '", name, "' must be a leaf tensor");
     if (is_floating(t.dtype())) t.set_requires_grad(requires_grad);
+    autograd_meta(t).is_parameter = true;
   }
   params_.emplace_back(name, t);
   return t;

@@ -130,6 +130,8 @@ const Tensor& Tensor::set_requires_grad(bool r) const {
 
 bool Tensor::is_leaf() const { return !impl_->autograd || !impl_->autograd->grad_fn; }
 
+bool Tensor::is_parameter() const { return impl_->autograd && impl_->autograd->is_parameter; }
+
 Tensor Tensor::grad() const { return impl_->autograd ? impl_->autograd->grad : Tensor(); }
 
 void Tensor::set_grad(const Tensor& g) const {

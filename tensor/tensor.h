@@ -99,6 +99,9 @@ class Tensor {
   // Only leaves of floating dtype may be marked; returns *this for chaining.
   const Tensor& set_requires_grad(bool r) const;
   bool is_leaf() const;
+  // A module's parameter (nn::Module::register_parameter): held for the model's lifetime, so
+  // keeping it for backward costs no memory.
+  bool is_parameter() const;
   Tensor grad() const;
   void set_grad(const Tensor& g) const;
   const std::shared_ptr<autograd::Node>& grad_fn() const;
@@ -126,6 +129,10 @@ struct AutogradMeta {
   uint32_t output_nr = 0;
   std::weak_ptr<autograd::Node> grad_accumulator;  // leaves: created lazily by the engine
   std::vector<GradHook> hooks;
+  bool is_parameter = false;
+  // A tensor no gradient flows to (grad_fn null) that can still be recomputed, by a node outside
+  // the graph: autocast's cast of a frozen parameter (autograd::FnNode::set_recipe).
+  std::shared_ptr<autograd::Node> recipe;
 };
 AutogradMeta& autograd_meta(const Tensor& t);  // creates it on first use
 

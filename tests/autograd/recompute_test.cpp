@@ -4,6 +4,7 @@
 // and in-place changes are handled as documented.
 #include "autograd/autocast.h"
 #include "autograd/node.h"
+#include "nn/layers.h"
 #include "tests/test_util.h"
 
 namespace strand {
@@ -100,6 +101,46 @@ TEST(Recompute, HalfPrecisionDropoutOverARecomputableInput) {
   EXPECT_EQ(held_kept - held, 2 * N * F);  // the dropout's bf16 output (no one keeps gelu's either way)
   EXPECT_TRUE(allclose(gx_kept, gx, 0, 0));
   EXPECT_TRUE(allclose(gw_kept, gw, 0, 0));
+}
+
+// Under bf16 autocast a GEMM saves the bf16 copy of its weight for the input's gradient. The copy
+// of a parameter (frozen or trainable) is recast from the parameter in backward instead; that of
+// any other tensor, which nothing else may hold, is kept.
+struct CastOutcome {
+  int64_t held_bytes;
+  Tensor gx, gw2;
+};
+CastOutcome cast_run(bool recompute, bool change_frozen_weight = false) {
+  RecomputeMode mode(recompute);
+  AutocastGuard autocast(true);
+  Generator g{5, 0};
+  manual_seed(5);  // the layers' initialisation
+  nn::Linear frozen(D, F, /*bias=*/false), trained(F, D, /*bias=*/false);
+  frozen.freeze();
+  Tensor x = ops::randn({N, D}, {}, &g).set_requires_grad(true);
+  Tensor plain = ops::randn({D, D}, {}, &g);  // not a parameter: its copy is kept
+  const int64_t before = cpu_allocator_stats().live_bytes;
+  Tensor loss = sum(linear(trained.forward(frozen.forward(x)), plain));
+  CastOutcome r{cpu_allocator_stats().live_bytes - before, {}, {}};
+  if (change_frozen_weight) ops::fill_(frozen.weight, 0);
+  backward(loss);
+  r.gx = x.grad();
+  r.gw2 = trained.weight.grad();
+  return r;
+}
+
+TEST(Recompute, Bf16CopiesOfParametersAreRecastInBackward) {
+  const CastOutcome kept = cast_run(false), recast = cast_run(true);
+  EXPECT_EQ(kept.held_bytes - recast.held_bytes, 2 * (F * D + D * F));  // both weights' bf16 copies
+  // What stays: the first linear's bf16 output (saved by the second for its weight's gradient) and
+  // the bf16 copy of `plain`, which is no parameter.
+  EXPECT_EQ(recast.held_bytes, 2 * N * F + 2 * D * D + 4 /* the f32 loss */);
+  EXPECT_TRUE(allclose(kept.gx, recast.gx, 0, 0));
+  EXPECT_TRUE(allclose(kept.gw2, recast.gw2, 0, 0));
+  // A frozen parameter changed in place between forward and backward: its copy was not kept, so
+  // that is the in-place error (it was harmless when the copy was kept).
+  EXPECT_TRUE(throws_with([] { cast_run(true, true); }, {"recipe", "modified by an in-place operation"}));
+  EXPECT_NO_THROW(cast_run(false, true));
 }
 
 TEST(Recompute, ChainsOfRecipesStopAtTheMaximumDepth) {
