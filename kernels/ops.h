@@ -233,9 +233,10 @@ Tensor rotary_backward(const Tensor& grad, const Tensor& cos, const Tensor& sin)
 // ---------------- softmax pooling ----------------
 // Enformer's AttentionPool after its logits: x, logits [..., L, C] with L a multiple of `window`
 // -> [..., L / window, C], each output the sum over a window of positions of x weighted by the
-// softmax (over the window, per channel) of logits. Half types compute in f32. backward: the
-// gradients of x and logits.
-Tensor softmax_pool(const Tensor& x, const Tensor& logits, int64_t window);
+// softmax (over the window, per channel) of logits. Half types compute in f32; the output is of
+// out_dtype (default x's: f32 is the autocast result, as the composed softmax and product give).
+// backward: the gradients of x and logits, in their dtypes (half types rounded once).
+Tensor softmax_pool(const Tensor& x, const Tensor& logits, int64_t window, std::optional<DType> out_dtype = std::nullopt);
 std::pair<Tensor, Tensor> softmax_pool_backward(const Tensor& grad, const Tensor& x, const Tensor& logits,
                                                 int64_t window);
 

@@ -1,4 +1,6 @@
-// The softmax-pooling op layer: checks, half types through f32, contiguous operands.
+// The softmax-pooling op layer: checks, contiguous operands. Half-type x and logits of one dtype go
+// to the kernels as they are (they compute in f32 and write f32 outputs and half-type gradients);
+// mixed dtypes are brought to the compute type first.
 #include "kernels/dispatch.h"
 #include "kernels/ops.h"
 
@@ -18,15 +20,21 @@ Shape pooled_shape(const Tensor& x, int64_t window) {
   s[s.size() - 2] /= window;
   return s;
 }
+
+// x and logits as the kernels take them: their own dtype if they share it, else the compute type.
+std::pair<Tensor, Tensor> kernel_operands(const Tensor& x, const Tensor& l) {
+  const DType ct = compute_dtype(x);
+  const bool own = x.dtype() == l.dtype();
+  return {contiguous(own ? x : to(x, ct)), contiguous(own ? l : to(l, ct))};
+}
 }  // namespace
 
-Tensor softmax_pool(const Tensor& x_in, const Tensor& l_in, int64_t window) {
+Tensor softmax_pool(const Tensor& x_in, const Tensor& l_in, int64_t window, std::optional<DType> out_dtype) {
   check(x_in, l_in, window, "softmax_pool");
-  const DType ct = compute_dtype(x_in);
-  const Tensor x = contiguous(to(x_in, ct)), l = contiguous(to(l_in, ct));
-  Tensor out = empty(pooled_shape(x, window), TensorOptions(ct, x.device()));
+  const auto [x, l] = kernel_operands(x_in, l_in);
+  Tensor out = empty(pooled_shape(x, window), TensorOptions(compute_dtype(x), x.device()));
   if (out.numel()) STRAND_DISPATCH(x, softmax_pool, x, l, out, window);
-  return to(out, x_in.dtype());
+  return to(out, out_dtype.value_or(x_in.dtype()));
 }
 
 std::pair<Tensor, Tensor> softmax_pool_backward(const Tensor& grad, const Tensor& x_in, const Tensor& l_in,
@@ -35,9 +43,9 @@ std::pair<Tensor, Tensor> softmax_pool_backward(const Tensor& grad, const Tensor
   check_same_device(x_in, grad, "softmax_pool_backward");
   STRAND_CHECK(grad.sizes() == pooled_shape(x_in, window), "softmax_pool_backward: gradient ",
                shape_str(grad.sizes()), " for input ", shape_str(x_in.sizes()), " and window ", window);
-  const DType ct = compute_dtype(x_in);
-  const Tensor x = contiguous(to(x_in, ct)), l = contiguous(to(l_in, ct)), g = contiguous(to(grad, ct));
-  Tensor gx = empty(x.sizes(), TensorOptions(ct, x.device())), gl = empty(x.sizes(), TensorOptions(ct, x.device()));
+  const auto [x, l] = kernel_operands(x_in, l_in);
+  const Tensor g = contiguous(to(grad, compute_dtype(x)));
+  Tensor gx = empty(x.sizes(), TensorOptions(x.dtype(), x.device())), gl = empty(x.sizes(), TensorOptions(x.dtype(), x.device()));
   if (g.numel()) STRAND_DISPATCH(x, softmax_pool_backward, g, x, l, gx, gl, window);
   return {to(gx, x_in.dtype()), to(gl, l_in.dtype())};
 }

@@ -205,30 +205,40 @@ __global__ void rotary_kernel(RowGeometry geo, const T* x, const T* cs, const T*
 
 // ---------------- softmax pooling ----------------
 // One thread per pooled value (r, c), consecutive threads on consecutive channels. Without g: the
-// forward into out; with g: the gradients into gx, gl. The arithmetic is cpu::softmax_pool's.
+// forward into out; with g: the gradients into gx, gl. The arithmetic is cpu::softmax_pool's, in
+// A = acc_t<T>: x, logits, gx, gl of T (half types read as they are, gradients rounded once), out
+// and g of A. The window's exps are computed once each when it is at most kPoolCached long.
+constexpr int kPoolCached = 4;
 template <class T>
-__global__ void softmax_pool_kernel(const T* x, const T* l, T* out, const T* g, T* gx, T* gl, int64_t rows,
-                                    int64_t W, int64_t C) {
+__global__ void softmax_pool_kernel(const T* x, const T* l, acc_t<T>* out, const acc_t<T>* g, T* gx, T* gl,
+                                    int64_t rows, int64_t W, int64_t C) {
+  using A = acc_t<T>;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < rows * C;
        e += int64_t(blockDim.x) * gridDim.x) {
     const int64_t base = (e / C) * W * C + e % C;
-    T m = l[base];
-    for (int64_t j = 1; j < W; ++j) m = max(m, l[base + j * C]);
-    T s = 0;
-    for (int64_t j = 0; j < W; ++j) s += exp(l[base + j * C] - m);
-    const T inv = T(1) / s;
-    T o = 0;
-    for (int64_t j = 0; j < W; ++j) o += exp(l[base + j * C] - m) * inv * x[base + j * C];
+    A m = A(l[base]);
+    for (int64_t j = 1; j < W; ++j) m = max(m, A(l[base + j * C]));
+    A ex[kPoolCached];
+    auto weight = [&](int64_t j) { return j < kPoolCached ? ex[j] : exp(A(l[base + j * C]) - m); };
+    A s = 0;
+    for (int64_t j = 0; j < W; ++j) {
+      const A v = exp(A(l[base + j * C]) - m);
+      if (j < kPoolCached) ex[j] = v;
+      s += v;
+    }
+    const A inv = A(1) / s;
+    A o = 0;
+    for (int64_t j = 0; j < W; ++j) o += weight(j) * inv * A(x[base + j * C]);
     if (!g) {
       out[e] = o;
       continue;
     }
-    const T gv = g[e];
+    const A gv = g[e];
     for (int64_t j = 0; j < W; ++j) {
       const int64_t i = base + j * C;
-      const T ga = gv * (exp(l[i] - m) * inv);
-      gx[i] = ga;
-      gl[i] = ga * (x[i] - o);
+      const A ga = gv * (weight(j) * inv);
+      gx[i] = T(ga);
+      gl[i] = T(ga * (A(x[i]) - o));
     }
   }
 }
@@ -238,16 +248,12 @@ void softmax_pool(const Launch& launch, const Tensor& x, const Tensor& l, const 
                   const Tensor& gx, const Tensor& gl, int64_t window) {
   dispatch_float(x.dtype(), "softmax_pool", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if constexpr (!std::is_same_v<T, float> && !std::is_same_v<T, double>) {
-      STRAND_CHECK(false, "cuda::softmax_pool expects f32/f64 (the op layer converts half types)");
-    } else {
-      const Tensor& pooled = g.defined() ? g : out;
-      const int64_t C = pooled.size(-1), rows = pooled.numel() / C;
-      const T* gp = g.defined() ? ptr<T>(g) : nullptr;
-      launch(softmax_pool_kernel<T>, dim3(grid_for(rows * C)), dim3(kThreads), 0, ptr<T>(x), ptr<T>(l),
-             out.defined() ? ptr<T>(out) : nullptr, gp, gx.defined() ? ptr<T>(gx) : nullptr,
-             gl.defined() ? ptr<T>(gl) : nullptr, rows, window, C);
-    }
+    using A = acc_t<T>;
+    const Tensor& pooled = g.defined() ? g : out;
+    const int64_t C = pooled.size(-1), rows = pooled.numel() / C;
+    launch(softmax_pool_kernel<T>, dim3(grid_for(rows * C)), dim3(kThreads), 0, ptr<T>(x), ptr<T>(l),
+           out.defined() ? ptr<A>(out) : nullptr, g.defined() ? ptr<A>(g) : nullptr,
+           gx.defined() ? ptr<T>(gx) : nullptr, gl.defined() ? ptr<T>(gl) : nullptr, rows, window, C);
   });
 }
 

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <vector>
 
+#include "autograd/autocast.h"
 #include "autograd/functional.h"
 #include "nn/clip_grad.h"
 #ifdef STRAND_WITH_CUDA
@@ -81,6 +82,17 @@ TEST(CudaNnParity, SoftmaxPoolForwardAndGradients) {
       expect_parity([w](const std::vector<Tensor>& in) { return softmax_pool(in[0], in[1], w); }, {x, l},
                     {2, 10, 37}, dt == DType::f64 ? 1e-14 : 1e-6);
     }
+  }
+  // bf16-mixed: bf16 operands read as they are, an f32 result, bf16 gradients (one rounding: a
+  // one-ulp difference where the CPU's and the GPU's exp differ)
+  for (int64_t w : {2, 5}) {  // 5: past the kernel's cached exps
+    Tensor x = test::uniform({2, 10 * w, 37}, -1, 1, 13, DType::bf16), l = test::uniform({2, 10 * w, 37}, -8, 8, 14, DType::bf16);
+    expect_parity(
+        [w](const std::vector<Tensor>& in) {
+          AutocastGuard autocast(true);
+          return softmax_pool(in[0], in[1], w);
+        },
+        {x, l}, {2, 10, 37}, 8e-3);
   }
 }
 
