@@ -179,7 +179,7 @@ Tensor to(const Tensor& x, DType dtype) {
                        [d = x.dtype()](FnNode&, const G& g) -> G { return {ops::to(g[0], d)}; });
     if (recipe) node->set_recompute(y, recast);
   } else if (recipe) {
-    FnNode::set_recipe(y, {sx}, recast);  // a frozen parameter's copy, saved by the GEMM using it
+    FnNode::set_recipe(y, "the cast of a frozen parameter", {sx}, recast);  // saved by the GEMM using it
   }
   return y;
 }

@@ -102,9 +102,9 @@ void FnNode::set_recompute(const Tensor& y, RecomputeFn fn) {
   declare_recompute(y, std::move(fn));
 }
 
-void FnNode::set_recipe(const Tensor& y, std::vector<SavedTensor> saved, RecomputeFn fn) {
+void FnNode::set_recipe(const Tensor& y, std::string name, std::vector<SavedTensor> saved, RecomputeFn fn) {
   STRAND_ASSERT(!y.requires_grad() && y.is_leaf(), "set_recipe on ", y.str(), ", which has a place in the graph");
-  auto node = std::make_shared<FnNode>("recipe", std::move(saved), BackwardFn());
+  auto node = std::make_shared<FnNode>(std::move(name), std::move(saved), BackwardFn());
   node->outputs.push_back({y.sizes(), y.dtype(), y.device()});
   node->declare_recompute(y, std::move(fn));
   if (node->recompute_) autograd_meta(y).recipe = std::move(node);

@@ -111,7 +111,8 @@ class FnNode : public Node {
   void set_recompute(const Tensor& y, RecomputeFn fn);
   // The same for a `y` no gradient flows to (it requires none: autocast's cast of a frozen
   // parameter): a node outside the graph, held by y's autograd meta, keeps `saved` and the recipe.
-  static void set_recipe(const Tensor& y, std::vector<SavedTensor> saved, RecomputeFn fn);
+  // `name` is what an error about the saved tensors calls the recipe.
+  static void set_recipe(const Tensor& y, std::string name, std::vector<SavedTensor> saved, RecomputeFn fn);
   // Whether `t` is that output, still unmodified, and recompute is enabled.
   bool can_recompute(const Tensor& t) const;
   Tensor recompute() const;

@@ -65,6 +65,7 @@ Tensor Module::register_parameter(const std::string& name, Tensor t, bool requir
     STRAND_CHECK(t.is_leaf(), type_name_, ": parameter '", name, "' must be a leaf tensor");
     if (is_floating(t.dtype())) t.set_requires_grad(requires_grad);
     autograd_meta(t).is_parameter = true;
+    autograd_meta(t).recipe.reset();  // (a cast copy's) held for good now: its source need not be
   }
   params_.emplace_back(name, t);
   return t;
@@ -72,6 +73,7 @@ Tensor Module::register_parameter(const std::string& name, Tensor t, bool requir
 
 Tensor Module::register_buffer(const std::string& name, Tensor t) {
   check_new_name(name);
+  if (t.defined() && t.impl()->autograd) t.impl()->autograd->recipe.reset();  // as for a parameter
   buffers_.emplace_back(name, t);
   return t;
 }

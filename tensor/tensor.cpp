@@ -71,6 +71,7 @@ void Tensor::set_data(const Tensor& other) const {
       (impl_->autograd->grad.sizes() != impl_->sizes || impl_->autograd->grad.device() != device() ||
        impl_->autograd->grad.dtype() != impl_->dtype))
     impl_->autograd->grad = Tensor();  // a gradient of the old shape, device or dtype is meaningless now
+  if (impl_->autograd) impl_->autograd->recipe.reset();  // it would recompute the old data
 }
 
 Tensor Tensor::make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset) {

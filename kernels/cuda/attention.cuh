@@ -455,8 +455,7 @@ __global__ void __launch_bounds__(kTiledThreads) attn_bwd_kv_tiled(Geometry g, c
   A* Vs = Ks + kTile * kRow<A, DM>;
   A* Qs = Vs + kTile * kRow<A, DM>;
   A* Gs = Qs + kTile * kRow<A, DM>;
-  A* Ps = Gs + kTile * kRow<A, DM>;
-  A* Ss = Ps + kTile * kPStride<A>;
+  A* Ps = Gs + kTile * kRow<A, DM>;  // P, then dS: one score tile (an A100 gives a block 163 KB)
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H, k0 = int64_t(blockIdx.x) * kTile;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   load_tile<A, DM>(Ks, k + kv.at(b, h, 0), kv.t, k0, g.Tk, g.D);
@@ -493,12 +492,18 @@ __global__ void __launch_bounds__(kTiledThreads) attn_bwd_kv_tiled(Geometry g, c
           p *= keep;  // dV takes the dropped probabilities
         }
         Ps[(tr * 4 + i) * kPStride<A> + tc + 16 * j] = p;
-        Ss[(tr * 4 + i) * kPStride<A> + tc + 16 * j] = ds;
+        dpt[i][j] = ds;  // into the score tile once P is used
       }
     }
     __syncthreads();
     mm_ab_acc<A, DM>(Ps, Gs, av, tr, tc);
-    mm_ab_acc<A, DM>(Ss, Qs, ak, tr, tc);
+    __syncthreads();  // P is read
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) Ps[(tr * 4 + i) * kPStride<A> + tc + 16 * j] = dpt[i][j];
+    __syncthreads();
+    mm_ab_acc<A, DM>(Ps, Qs, ak, tr, tc);
   }
   store_rows<A, DM>(ak, dk, dkv, b, h, k0, g.Tk, g.D, tr, tc);
   store_rows<A, DM>(av, dv, dvv, b, h, k0, g.Tk, g.D, tr, tc);
@@ -510,16 +515,17 @@ size_t tiled_smem(int tiles, int ptiles) {
   return sizeof(A) * (size_t(tiles) * kTile * kRow<A, DM> + size_t(ptiles) * kTile * kPStride<A>);
 }
 // The rounded head dim of the tiled kernels (0: use the row kernels): up to 128 in f32, 64 in f64,
-// at least one key, at most 65,535 (batch, head) pairs, and shared memory the device can give (f64
-// at 64 needs 203 KB: not on an A100): smem_limit is the launch policy's.
+// at least one key, at most 65,535 (batch, head) pairs, and shared memory the device can give
+// (smem_limit, the launch policy's): f32 at 128 needs 152,576 B, within an A100's 166,912; f64 at
+// 64 needs 168,960 B, an H100's 232,448 but not an A100's.
 template <class T>
 int tiled_dm(const Geometry& g, size_t smem_limit) {
   if (g.Tk == 0 || g.Tq == 0) return 0;
   if (g.B * g.H > 65535) return 0;  // the tiled grids put (batch, head) on blockIdx.y
   const int dm = g.D <= 32 ? 32 : g.D <= 64 ? 64 : g.D <= 128 ? 128 : 0;
   if (dm == 0 || (sizeof(T) == 8 && dm > 64)) return 0;
-  // the dK/dV kernel needs the most: 4 operand tiles and 2 score tiles
-  const size_t need = sizeof(T) * (4 * size_t(kTile) * (dm + kVec<T>) + 2 * size_t(kTile) * kPStride<T>);
+  // the backward kernels need the most: 4 operand tiles and a score tile
+  const size_t need = sizeof(T) * (4 * size_t(kTile) * (dm + kVec<T>) + size_t(kTile) * kPStride<T>);
   return need <= smem_limit ? dm : 0;
 }
 template <class T, class F>
@@ -575,7 +581,7 @@ void backward(const Launch& launch, const Tensor& dout, const Tensor& q, const T
           launch(attn_bwd_q_tiled<T, DM>, tiled_grid(g.Tq, g), dim3(kTiledThreads), tiled_smem<T, DM>(4, 1), g,
                  ptr<T>(q), view_of(q), ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(out), view_of(out),
                  ptr<T>(dout), view_of(dout), ptr<T>(lse), ptr<T>(delta), ptr<T>(dq), view_of(dq));
-          launch(attn_bwd_kv_tiled<T, DM>, tiled_grid(g.Tk, g), dim3(kTiledThreads), tiled_smem<T, DM>(4, 2), g,
+          launch(attn_bwd_kv_tiled<T, DM>, tiled_grid(g.Tk, g), dim3(kTiledThreads), tiled_smem<T, DM>(4, 1), g,
                  ptr<T>(q), view_of(q), ptr<T>(k), view_of(k), ptr<T>(v), view_of(v), ptr<T>(dout), view_of(dout),
                  ptr<T>(lse), ptr<T>(delta), ptr<T>(dk), view_of(dk), ptr<T>(dv), view_of(dv));
         });

@@ -207,7 +207,9 @@ __global__ void rotary_kernel(RowGeometry geo, const T* x, const T* cs, const T*
 // One thread per pooled value (r, c), consecutive threads on consecutive channels. Without g: the
 // forward into out; with g: the gradients into gx, gl. The arithmetic is cpu::softmax_pool's, in
 // A = acc_t<T>: x, logits, gx, gl of T (half types read as they are, gradients rounded once), out
-// and g of A. The window's exps are computed once each when it is at most kPoolCached long.
+// and g of A. The first kPoolCached exps of a window are computed once and kept in registers (the
+// loops over them are unrolled, so the array is indexed by constants); longer windows recompute
+// the rest.
 constexpr int kPoolCached = 4;
 template <class T>
 __global__ void softmax_pool_kernel(const T* x, const T* l, acc_t<T>* out, const acc_t<T>* g, T* gx, T* gl,
@@ -219,27 +221,33 @@ __global__ void softmax_pool_kernel(const T* x, const T* l, acc_t<T>* out, const
     A m = A(l[base]);
     for (int64_t j = 1; j < W; ++j) m = max(m, A(l[base + j * C]));
     A ex[kPoolCached];
-    auto weight = [&](int64_t j) { return j < kPoolCached ? ex[j] : exp(A(l[base + j * C]) - m); };
     A s = 0;
-    for (int64_t j = 0; j < W; ++j) {
-      const A v = exp(A(l[base + j * C]) - m);
-      if (j < kPoolCached) ex[j] = v;
-      s += v;
+#pragma unroll
+    for (int k = 0; k < kPoolCached; ++k) {
+      ex[k] = k < W ? exp(A(l[base + k * C]) - m) : A(0);
+      if (k < W) s += ex[k];
     }
+    for (int64_t j = kPoolCached; j < W; ++j) s += exp(A(l[base + j * C]) - m);
     const A inv = A(1) / s;
     A o = 0;
-    for (int64_t j = 0; j < W; ++j) o += weight(j) * inv * A(x[base + j * C]);
+#pragma unroll
+    for (int k = 0; k < kPoolCached; ++k)
+      if (k < W) o += ex[k] * inv * A(x[base + k * C]);
+    for (int64_t j = kPoolCached; j < W; ++j) o += exp(A(l[base + j * C]) - m) * inv * A(x[base + j * C]);
     if (!g) {
       out[e] = o;
       continue;
     }
     const A gv = g[e];
-    for (int64_t j = 0; j < W; ++j) {
-      const int64_t i = base + j * C;
-      const A ga = gv * (weight(j) * inv);
+    auto grads = [&](int64_t i, A a) {
+      const A ga = gv * (a * inv);
       gx[i] = T(ga);
       gl[i] = T(ga * (A(x[i]) - o));
-    }
+    };
+#pragma unroll
+    for (int k = 0; k < kPoolCached; ++k)
+      if (k < W) grads(base + k * C, ex[k]);
+    for (int64_t j = kPoolCached; j < W; ++j) grads(base + j * C, exp(A(l[base + j * C]) - m));
   }
 }
 

@@ -139,8 +139,22 @@ TEST(Recompute, Bf16CopiesOfParametersAreRecastInBackward) {
   EXPECT_TRUE(allclose(kept.gw2, recast.gw2, 0, 0));
   // A frozen parameter changed in place between forward and backward: its copy was not kept, so
   // that is the in-place error (it was harmless when the copy was kept).
-  EXPECT_TRUE(throws_with([] { cast_run(true, true); }, {"recipe", "modified by an in-place operation"}));
+  EXPECT_TRUE(throws_with([] { cast_run(true, true); }, {"cast of a frozen parameter", "modified by an in-place operation"}));
   EXPECT_NO_THROW(cast_run(false, true));
+}
+
+TEST(Recompute, ACopysRecipeGoesWhenItsDataIsReplaced) {
+  // The bf16 copy of a frozen parameter carries a recipe; given other data (set_data, as
+  // Module::to does), it must be saved as it now is, not recomputed from the parameter.
+  manual_seed(3);
+  nn::Linear frozen(D, F, /*bias=*/false);
+  frozen.freeze();
+  Tensor w16 = to(frozen.weight, DType::bf16);
+  w16.set_data(ops::to(ops::full({F, D}, 0.5), DType::bf16));
+  Generator g{4, 0};
+  Tensor x = ops::to(ops::randn({N, D}, {}, &g), DType::bf16).set_requires_grad(true);
+  backward(sum(linear(x, w16)));
+  EXPECT_TRUE(allclose(x.grad(), ops::full({N, D}, 0.5 * F, DType::bf16), 0, 0));  // column sums of w16
 }
 
 TEST(Recompute, ChainsOfRecipesStopAtTheMaximumDepth) {

@@ -59,5 +59,19 @@ TEST(SimtAttention, TiledAndRowKernelsMatchTheCpuKernel) {
       }
 }
 
+TEST(SimtAttention, TiledKernelsFitTheSharedMemoryOfAnA100AndAnH100) {
+  // The largest tiles (f32 at head dim 128, f64 at 64) against the per-block opt-in limits:
+  // 166,912 B on an A100, 232,448 B on an H100; past the limit the row kernels take over.
+  constexpr size_t kA100 = 166912, kH100 = 232448;
+  cuda::Geometry g{2, 4, 1024, 1024, 128, 0.1, nullptr, nullptr, false, {}};
+  EXPECT_EQ(cuda::attn::tiled_dm<float>(g, kA100), 128);
+  EXPECT_EQ(cuda::attn::tiled_dm<float>(g, kH100), 128);
+  g.D = 64;
+  EXPECT_EQ(cuda::attn::tiled_dm<float>(g, kA100), 64);
+  EXPECT_EQ(cuda::attn::tiled_dm<double>(g, kH100), 64);
+  EXPECT_EQ(cuda::attn::tiled_dm<double>(g, kA100), 0);
+  EXPECT_EQ((cuda::attn::tiled_smem<float, 128>(4, 1)), size_t{152576});
+}
+
 }  // namespace
 }  // namespace strand
