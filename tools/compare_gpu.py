@@ -249,16 +249,21 @@ def torch_model_step(torch, name, device, small):
     raise ValueError(f"unknown model case {name}")
 
 
-def torch_model_main(a):
-    """Subprocess mode: one PyTorch model case, one JSON line {times_s, peak_bytes}."""
+def stub_enformer_data_imports():
+    """enformer_pytorch.data imports polars and pyfaidx; its model code does not use them."""
     import types
-    for mod in ("polars", "pyfaidx"):  # enformer_pytorch.data imports them; its model code does not use them
+    for mod in ("polars", "pyfaidx"):
         try:
             __import__(mod)
         except ImportError:
             stub = types.ModuleType(mod)
             stub.Fasta = object
             sys.modules[mod] = stub
+
+
+def torch_model_main(a):
+    """Subprocess mode: one PyTorch model case, one JSON line {times_s, peak_bytes}."""
+    stub_enformer_data_imports()
     import torch
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

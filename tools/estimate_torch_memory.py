@@ -91,7 +91,7 @@ from pathlib import Path
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
-from compare_gpu import MODEL_CASES, NEEDS_REF_SITE  # noqa: E402  (stdlib-only at import)
+from compare_gpu import MODEL_CASES, NEEDS_REF_SITE, stub_enformer_data_imports  # noqa: E402  (stdlib-only at import)
 
 GIB = float(1 << 30)
 BLOCK = 512                  # CUDA caching allocator: every block is a multiple of 512 bytes
@@ -141,17 +141,10 @@ def estimate_one(name, bf16, reps, small, device="cuda", fake=True):
     fake=False: the same tracker over real CPU tensors, for --self-check.)"""
     import contextlib
     import ctypes
-    import types
     import weakref
 
     shim = ctypes.CDLL(os.environ["STRAND_FAKE_CUDA_SHIM"])
-    for mod in ("polars", "pyfaidx"):  # as compare_gpu.torch_model_main: enformer_pytorch.data imports them
-        try:
-            __import__(mod)
-        except ImportError:
-            stub = types.ModuleType(mod)
-            stub.Fasta = object
-            sys.modules[mod] = stub
+    stub_enformer_data_imports()  # as compare_gpu.torch_model_main
     import torch
     import torch.nn.functional as F
     import torch.utils.checkpoint as ckpt
