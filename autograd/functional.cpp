@@ -492,12 +492,19 @@ Tensor batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const Te
   // SyncBatchNorm: a forward over the global batch needs a backward over it too.
   const bool sync = training && static_cast<bool>(ops::batch_norm_reducer());
   if (needs({x_in, w, b})) {
-    record("batch_norm", {x_in, w, b}, {y}, {x_in, w, o.mean, o.rstd}, [training, sync, mixed](FnNode& n, const G& g) -> G {
+    auto node = record("batch_norm", {x_in, w, b}, {y}, {x_in, w, o.mean, o.rstd, b}, [training, sync, mixed](FnNode& n, const G& g) -> G {
       const Tensor xs = n.saved(0), gy = mixed ? ops::to(g[0], DType::f32) : g[0];
       auto [gx, gw, gb] = ops::batch_norm_backward(gy, mixed ? ops::to(xs, DType::f32) : xs, n.saved(1), n.saved(2),
                                                    n.saved(3), training, sync);
       if (mixed && gx.defined()) gx = ops::to(gx, xs.dtype());
       return {n.needs_grad(0) ? gx : Tensor(), n.needs_grad(1) ? gw : Tensor(), n.needs_grad(2) ? gb : Tensor()};
+    });
+    // The output is one pass over the saved input with the saved statistics (no statistics, so no
+    // collective and no running-statistics update, are recomputed).
+    node->set_recompute(y, [mixed](const FnNode& n) {
+      const Tensor xs = n.saved(0);
+      const Tensor yr = ops::batch_norm_apply(mixed ? ops::to(xs, DType::f32) : xs, n.saved(1), n.saved(4), n.saved(2), n.saved(3));
+      return mixed ? ops::to(yr, xs.dtype()) : yr;
     });
   }
   return y;

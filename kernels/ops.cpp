@@ -840,11 +840,16 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
     copy_(var, running_var);
   }
   Tensor rstd = unary(UnaryOp::rsqrt, add(var, eps));
+  return {reshape(batch_norm_apply(x, w, b, mean, rstd), x_in.sizes()), mean, rstd};
+}
+Tensor batch_norm_apply(const Tensor& x_in, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd) {
+  const int64_t C = x_in.size(-1);
+  Tensor x = contiguous(reshape(x_in, {-1, C}));
   Tensor y = empty_like(x);
   if (x.numel())
     STRAND_DISPATCH(x, batch_norm_apply, x, w.defined() ? contiguous(w) : w, b.defined() ? contiguous(b) : b, mean,
                     rstd, y);
-  return {reshape(y, x_in.sizes()), mean, rstd};
+  return reshape(y, x_in.sizes());
 }
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const Tensor& x_in, const Tensor& w,
                                                        const Tensor& mean, const Tensor& rstd, bool training,

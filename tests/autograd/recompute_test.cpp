@@ -182,6 +182,36 @@ TEST(Recompute, ChainsOfRecipesStopAtTheMaximumDepth) {
   EXPECT_TRUE(allclose(g2_kept, g2, 0, 0));
 }
 
+TEST(Recompute, BatchNormOutputsAreRecomputedFromTheSavedStatistics) {
+  // batch_norm -> gelu -> linear (Enformer's conv block): gelu keeps its input, the norm's output,
+  // which is one pass over the saved input with the saved statistics. In training the recipe
+  // computes no statistics, so the running statistics are updated once, by the forward.
+  for (DType xd : {DType::f32, DType::bf16}) {  // bf16: normalised in f32 and rounded, as the forward
+    auto once = [xd](bool recompute) {
+      RecomputeMode mode(recompute);
+      Leaves l = make_leaves();
+      Tensor x = ops::to(l.x, xd).set_requires_grad(true);
+      Tensor w1 = ops::to(l.W1, xd).set_requires_grad(true);
+      Tensor rm = ops::zeros({D}), rv = ops::ones({D});
+      const int64_t before = cpu_allocator_stats().live_bytes;
+      Tensor y = linear(gelu(batch_norm(x, l.w, l.b, rm, rv, /*training=*/true, 0.1, 1e-5)), w1);
+      const int64_t held = cpu_allocator_stats().live_bytes - before;
+      const Tensor rm_after_forward = ops::clone(rm);
+      backward(sum(to(y, DType::f32) * 0.5));
+      EXPECT_TRUE(allclose(rm, rm_after_forward, 0, 0));
+      return std::make_tuple(held, x.grad(), l.w.grad(), l.b.grad(), w1.grad());
+    };
+    const auto [held_kept, gx_k, gw_k, gb_k, g1_k] = once(false);
+    const auto [held, gx, gw, gb, g1] = once(true);
+    const int64_t e = static_cast<int64_t>(dtype_size(xd));
+    EXPECT_EQ(held_kept - held, 2 * e * N * D) << dtype_name(xd);  // the norm's and gelu's outputs
+    EXPECT_TRUE(allclose(gx_k, gx, 0, 0)) << dtype_name(xd);
+    EXPECT_TRUE(allclose(gw_k, gw, 0, 0)) << dtype_name(xd);
+    EXPECT_TRUE(allclose(gb_k, gb, 0, 0)) << dtype_name(xd);
+    EXPECT_TRUE(allclose(g1_k, g1, 0, 0)) << dtype_name(xd);
+  }
+}
+
 TEST(Recompute, OpsThatNeedNothingSaveNothing) {
   // x * a, x + a, -x: the backward reads only the incoming gradient, so x is not kept.
   Leaves l = make_leaves();

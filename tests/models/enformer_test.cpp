@@ -359,10 +359,12 @@ TEST(EnformerMemory, CheckpointingReducesPeakBytesOfATrainingStep) {
   }
   std::cout << "[ memory ] training-step peak bytes above baseline: no checkpointing " << peak[0]
             << ", transformer only " << peak[1] << ", transformer + stem/tower " << peak[2] << "\n";
-  // Measured: 12.7 MB / 12.1 MB / 8.2 MB; what remains is the recomputation of one full-resolution
-  // step (its ~4 tensors and their gradients) plus the stored segment inputs.
-  EXPECT_LT(peak[2], 0.7 * static_cast<double>(peak[0]));
-  EXPECT_LT(peak[2], 0.7 * static_cast<double>(peak[1]));
+  // Measured: 6.56 MB / 6.38 MB / 5.10 MB; what remains is the recomputation of one full-resolution
+  // step (its ~4 tensors and their gradients) plus the stored segment inputs. (12.7 / 12.1 / 8.2 MB
+  // before the batch-norm, activation and pooling outputs were recomputed rather than kept, which
+  // shrank the step without checkpointing most.)
+  EXPECT_LT(peak[2], 0.85 * static_cast<double>(peak[0]));
+  EXPECT_LT(peak[2], 0.85 * static_cast<double>(peak[1]));
 }
 
 TEST(EnformerTrain, DropoutIsActiveInTrainingAndReplayedByCheckpointing) {
