@@ -5,7 +5,8 @@
 //
 //   [model]        backbone_order = ["dna_seq", "rna_seq", "protein_seq"]
 //   [model.<modality>]  type = "enformer" | "aido_rna" | "esm2", model_dir = "...", from_scratch,
-//                  frozen, max_length, checkpointing, [model.<modality>.config] (architecture
+//                  frozen, max_length, checkpointing, checkpoint_conv (Enformer's stem and tower
+//                  steps too; default: checkpointing), [model.<modality>.config] (architecture
 //                  fields as in config.json, used with from_scratch), [model.<modality>.lora]
 //   [model.fusion] kind = "concat" | "attention", project_size, heads, pooling
 //   [model.head]   hidden_sizes, dropout, dropout_in_middle, activation
@@ -36,7 +37,8 @@ struct BackboneConfig {
   std::string config_json = "{}";  // [model.<modality>.config] as JSON (architecture fields)
   bool frozen = false;
   int64_t max_length = 1024;  // tokens including the special ones (RNA, protein)
-  bool checkpointing = false;
+  bool checkpointing = false;    // recompute the transformer blocks (AIDO.RNA, ESM-2: the layers) in backward
+  bool checkpoint_conv = false;  // Enformer: also each stem and tower step (default: checkpointing)
   LoRAOptions lora;
 };
 

@@ -29,7 +29,7 @@ class EnformerEncoder : public ModalityEncoder {
   explicit EnformerEncoder(const BackboneConfig& b) : ModalityEncoder("EnformerEncoder") {
     auto edit = [&](models::enformer::EnformerConfig& c) {
       c.use_checkpointing = b.checkpointing;
-      c.checkpoint_conv = b.checkpointing;
+      c.checkpoint_conv = b.checkpoint_conv;
     };
     if (b.from_scratch) {
       models::enformer::EnformerConfig c = models::enformer::EnformerConfig::from_json_string(b.config_json, "model." + b.modality + ".config");

@@ -59,6 +59,8 @@ TEST(Config, ParsesEverySectionAndResolvesPaths) {
   EXPECT_EQ(c.backbones[0].type, "enformer");
   EXPECT_TRUE(c.backbones[0].from_scratch);
   EXPECT_TRUE(c.backbones[0].checkpointing);
+  EXPECT_TRUE(c.backbones[0].checkpoint_conv);  // follows checkpointing unless set
+  EXPECT_FALSE(c.backbones[1].checkpoint_conv);
   EXPECT_EQ(nlohmann::json::parse(c.backbones[0].config_json)["dim"], 48);
   EXPECT_EQ(c.backbones[1].model_dir, "/exp/models/aido_rna_650m");
   EXPECT_EQ(c.backbones[1].max_length, 512);
@@ -90,6 +92,12 @@ TEST(Config, OverridesWithSet) {
   EXPECT_TRUE(parse_config(kBase, {"trainer.tf32=true"}).trainer.tf32);
   EXPECT_TRUE(throws_with([] { parse_config(kBase, {"trainer.tf32=\"yes\""}); }, {"trainer.tf32"}));
   EXPECT_TRUE(throws_with([] { parse_config(kBase, {"trainer.epochs"}); }, {"--set", "key.path=value"}));
+  // Enformer: checkpointing with the stem and tower steps kept (bf16-mixed needs less memory so)
+  const Config t = parse_config(kBase, {"model.dna_seq.checkpoint_conv=false"});
+  EXPECT_TRUE(t.backbones[0].checkpointing);
+  EXPECT_FALSE(t.backbones[0].checkpoint_conv);
+  EXPECT_TRUE(throws_with([] { parse_config(kBase, {"model.rna_seq.checkpoint_conv=true"}); },
+                          {"model.rna_seq.checkpoint_conv", "Enformer", "aido_rna"}));
 }
 
 TEST(Config, DeviceFromConfigChecksTheMachineAndAppliesTf32) {
