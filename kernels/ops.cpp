@@ -843,7 +843,16 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   return {reshape(batch_norm_apply(x, w, b, mean, rstd), x_in.sizes()), mean, rstd};
 }
 Tensor batch_norm_apply(const Tensor& x_in, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd) {
+  check_floating(x_in, "batch_norm_apply");
+  STRAND_CHECK(x_in.dim() >= 1, "batch_norm_apply: input must be [..., C], got ", shape_str(x_in.sizes()));
   const int64_t C = x_in.size(-1);
+  check_norm_param(w, x_in, "batch_norm_apply", "weight");
+  check_norm_param(b, x_in, "batch_norm_apply", "bias");
+  for (const Tensor* s : {&mean, &rstd})
+    STRAND_CHECK(s->defined() && s->dim() == 1 && s->size(0) == C && s->dtype() == compute_dtype(x_in) &&
+                     s->is_contiguous() && s->device() == x_in.device(),
+                 "batch_norm_apply: statistics must be contiguous ", dtype_name(compute_dtype(x_in)), " [", C,
+                 "] on the input's device, got ", s->defined() ? s->str() : std::string("undefined"));
   Tensor x = contiguous(reshape(x_in, {-1, C}));
   Tensor y = empty_like(x);
   if (x.numel())

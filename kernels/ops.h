@@ -164,9 +164,10 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& grad, const Tensor& x
 // unbiased variance, as PyTorch). NormOut.mean/rstd hold the statistics used (batch or running).
 NormOut batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                    const Tensor& running_var, bool training, double momentum, double eps);
-// sync: the forward summed its statistics through the reducer (which must still be set).
-// The normalisation alone, from given statistics: batch_norm's y, bit for bit, from its mean and rstd.
+// The normalisation alone, from given statistics: batch_norm's y, bit for bit, from its mean and
+// rstd ([C], of x's compute dtype).
 Tensor batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd);
+// sync: the forward summed its statistics through the reducer (which must still be set).
 std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w,
                                                        const Tensor& mean, const Tensor& rstd, bool training,
                                                        bool sync = false);

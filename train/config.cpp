@@ -242,7 +242,7 @@ Config parse_config(const std::string& text, const std::vector<std::string>& ove
       r.get("max_length", b.max_length);
       STRAND_CHECK(b.max_length >= 3, "config: 'model.", m, ".max_length' must be at least 3, got ", b.max_length);
       r.get("checkpointing", b.checkpointing);
-      b.checkpoint_conv = b.checkpointing;
+      b.checkpoint_conv = b.type == "enformer" && b.checkpointing;
       STRAND_CHECK(b.type == "enformer" || !r.has("checkpoint_conv"), "config: 'model.", m,
                    ".checkpoint_conv' is for an Enformer (its stem and tower); this backbone is ", b.type);
       r.get("checkpoint_conv", b.checkpoint_conv);

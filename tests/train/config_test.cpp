@@ -96,6 +96,7 @@ TEST(Config, OverridesWithSet) {
   const Config t = parse_config(kBase, {"model.dna_seq.checkpoint_conv=false"});
   EXPECT_TRUE(t.backbones[0].checkpointing);
   EXPECT_FALSE(t.backbones[0].checkpoint_conv);
+  EXPECT_FALSE(parse_config(kBase, {"model.rna_seq.checkpointing=true"}).backbones[1].checkpoint_conv);  // Enformer only
   EXPECT_TRUE(throws_with([] { parse_config(kBase, {"model.rna_seq.checkpoint_conv=true"}); },
                           {"model.rna_seq.checkpoint_conv", "Enformer", "aido_rna"}));
 }
