@@ -389,13 +389,12 @@ Tensor softmax(const Tensor& x_in, int64_t dim) {
     record("softmax", {x}, {y}, {y}, [dim](FnNode& n, const G& g) -> G { return {ops::softmax_backward(g[0], n.saved(0), dim)}; });
   return y;
 }
-Tensor softmax_pool(const Tensor& x_in, const Tensor& l_in, int64_t window) {
+Tensor softmax_pool(const Tensor& x, const Tensor& l, int64_t window) {
   // autocast: the softmax and the weighted sum in f32 with an f32 result, as the composed softmax
-  // and product would be. The kernels read bf16 operands as they are, so the node keeps them, not
-  // f32 copies, and their gradients come back rounded once, as through a cast node.
-  const bool half_in = autocast_enabled() && x_in.dtype() == l_in.dtype() && castable(x_in) && x_in.dtype() != DType::f32;
-  const Tensor x = half_in ? x_in : as_f32(x_in), l = half_in ? l_in : as_f32(l_in);
-  Tensor y = ops::softmax_pool(x, l, window, half_in ? std::optional<DType>(DType::f32) : std::nullopt);
+  // and product would be. The op computes half types in f32 itself, so the node keeps the operands
+  // as they are, not f32 copies, and their gradients come back rounded once, as through a cast node.
+  const bool f32_out = autocast_enabled() && castable(x) && castable(l);
+  Tensor y = ops::softmax_pool(x, l, window, f32_out ? std::optional<DType>(DType::f32) : std::nullopt);
   if (needs({x, l})) {
     record("softmax_pool", {x, l}, {y}, {x, l}, [window](FnNode& n, const G& g) -> G {
       auto [gx, gl] = ops::softmax_pool_backward(g[0], n.saved(0), n.saved(1), window);

@@ -51,7 +51,6 @@ void window_weights(const T* x, const T* l, int64_t W, int64_t C, T* a, T* o, T*
     o[c] = acc;
   }
 }
-}  // namespace
 
 // A window's W * C values of x or logits in the compute type A: the values themselves when the
 // tensor is of that type, else converted into `buf` (half types; exact).
@@ -65,6 +64,7 @@ const A* as_acc(const T* p, int64_t n, std::vector<A>& buf) {
     return buf.data();
   }
 }
+}  // namespace
 
 // x, logits, gx, gl of dtype T (f32, f64, bf16, f16); out and grad of its compute type (acc_t).
 void softmax_pool(const Tensor& x, const Tensor& logits, const Tensor& out, int64_t window) {

@@ -220,20 +220,21 @@ __global__ void softmax_pool_kernel(const T* x, const T* l, acc_t<T>* out, const
     const int64_t base = (e / C) * W * C + e % C;
     A m = A(l[base]);
     for (int64_t j = 1; j < W; ++j) m = max(m, A(l[base + j * C]));
+    auto exp_at = [&](int64_t j) { return exp(A(l[base + j * C]) - m); };
     A ex[kPoolCached];
     A s = 0;
 #pragma unroll
     for (int k = 0; k < kPoolCached; ++k) {
-      ex[k] = k < W ? exp(A(l[base + k * C]) - m) : A(0);
+      ex[k] = k < W ? exp_at(k) : A(0);
       if (k < W) s += ex[k];
     }
-    for (int64_t j = kPoolCached; j < W; ++j) s += exp(A(l[base + j * C]) - m);
+    for (int64_t j = kPoolCached; j < W; ++j) s += exp_at(j);
     const A inv = A(1) / s;
     A o = 0;
 #pragma unroll
     for (int k = 0; k < kPoolCached; ++k)
       if (k < W) o += ex[k] * inv * A(x[base + k * C]);
-    for (int64_t j = kPoolCached; j < W; ++j) o += exp(A(l[base + j * C]) - m) * inv * A(x[base + j * C]);
+    for (int64_t j = kPoolCached; j < W; ++j) o += exp_at(j) * inv * A(x[base + j * C]);
     if (!g) {
       out[e] = o;
       continue;
@@ -247,7 +248,7 @@ __global__ void softmax_pool_kernel(const T* x, const T* l, acc_t<T>* out, const
 #pragma unroll
     for (int k = 0; k < kPoolCached; ++k)
       if (k < W) grads(base + k * C, ex[k]);
-    for (int64_t j = kPoolCached; j < W; ++j) grads(base + j * C, exp(A(l[base + j * C]) - m));
+    for (int64_t j = kPoolCached; j < W; ++j) grads(base + j * C, exp_at(j));
   }
 }
 
