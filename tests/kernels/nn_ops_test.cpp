@@ -434,6 +434,23 @@ TEST(BatchNorm, BadInput) {
   EXPECT_TRUE(throws_with([&] { batch_norm(ops::zeros({4, 3}, DType::i32), {}, {}, {}, {}, true); }, {"batch_norm", "i32"}));
 }
 
+TEST(BatchNorm, ApplyGivesTheForwardsOutputFromItsStatistics) {
+  // batch_norm_apply (what the output's recompute runs) is batch_norm's y, bit for bit, from the
+  // statistics batch_norm returned; bad statistics are clear errors.
+  const DType f = DType::f32;
+  Tensor x = uniform({2, 5, 3}, -2, 2, 31, f), w = uniform({3}, 0.5, 1.5, 32, f), b = uniform({3}, -1, 1, 33, f);
+  const ops::NormOut o = ops::batch_norm(x, w, b, {}, {}, true, 0.1, 1e-5);
+  EXPECT_TRUE(allclose(ops::batch_norm_apply(x, w, b, o.mean, o.rstd), o.y, 0, 0));
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm_apply(x, w, b, o.mean, Tensor()); },
+                          {"batch_norm_apply", "statistics", "[3]", "undefined"}));
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm_apply(x, w, b, ops::zeros({4}), o.rstd); },
+                          {"batch_norm_apply", "[3]", "Tensor[4]"}));
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm_apply(x, w, b, ops::to(o.mean, DType::f64), o.rstd); },
+                          {"batch_norm_apply", "f32 [3]", "f64"}));
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm_apply(x, ops::ones({4}), b, o.mean, o.rstd); },
+                          {"batch_norm_apply", "weight"}));
+}
+
 // ============================== threaded paths ==============================
 
 // Inputs big enough that the row kernels split rows across OpenMP threads (work above
