@@ -477,36 +477,30 @@ Tensor rms_norm(const Tensor& x_in, const Tensor& w_in, double eps) {
   }
   return o.y;
 }
-Tensor batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const Tensor& running_mean,
+Tensor batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                   const Tensor& running_var, bool training, double momentum, double eps) {
   // A bf16/f16 input with f32 parameters (bf16-mixed: a convolution's output) is normalised in f32
-  // and the result rounded back to the input's dtype, as PyTorch's batch_norm does on a GPU; the
-  // node keeps the half-precision input, not an f32 copy, and its gradient returns in that dtype.
-  const DType xd = x_in.dtype();
-  const Tensor& param = w.defined() ? w : running_mean;
-  const bool mixed = (xd == DType::bf16 || xd == DType::f16) && param.defined() && param.dtype() == DType::f32;
-  const Tensor x = mixed ? ops::to(x_in, DType::f32) : x_in;
+  // and the result rounded to the input's dtype, as PyTorch's batch_norm does on a GPU. The kernels
+  // read the half-precision input and gradient as they are and write the input gradient in their
+  // dtype, so neither the node nor its backward holds an f32 copy.
   ops::NormOut o = ops::batch_norm(x, w, b, running_mean, running_var, training, momentum, eps);
-  const Tensor y = mixed ? ops::to(o.y, xd) : o.y;
   // SyncBatchNorm: a forward over the global batch needs a backward over it too.
   const bool sync = training && static_cast<bool>(ops::batch_norm_reducer());
-  if (needs({x_in, w, b})) {
-    auto node = record("batch_norm", {x_in, w, b}, {y}, {x_in, w, o.mean, o.rstd, b}, [training, sync, mixed](FnNode& n, const G& g) -> G {
-      const Tensor xs = n.saved(0), gy = mixed ? ops::to(g[0], DType::f32) : g[0];
-      auto [gx, gw, gb] = ops::batch_norm_backward(gy, mixed ? ops::to(xs, DType::f32) : xs, n.saved(1), n.saved(2),
-                                                   n.saved(3), training, sync);
-      if (mixed && gx.defined()) gx = ops::to(gx, xs.dtype());
+  if (needs({x, w, b})) {
+    auto node = record("batch_norm", {x, w, b}, {o.y}, {x, w, o.mean, o.rstd, b}, [training, sync](FnNode& n, const G& g) -> G {
+      const Tensor xs = n.saved(0), bias = n.saved(4);
+      auto [gx, gw, gb] = ops::batch_norm_backward(ops::to(g[0], xs.dtype()), xs, n.saved(1), n.saved(2), n.saved(3),
+                                                   training, sync);
+      if (n.needs_grad(2)) gb = ops::to(gb, bias.dtype());  // (no weight: gb came in x's dtype)
       return {n.needs_grad(0) ? gx : Tensor(), n.needs_grad(1) ? gw : Tensor(), n.needs_grad(2) ? gb : Tensor()};
     });
     // The output is one pass over the saved input with the saved statistics (no statistics, so no
     // collective and no running-statistics update, are recomputed).
-    node->set_recompute(y, [mixed](const FnNode& n) {
-      const Tensor xs = n.saved(0);
-      const Tensor yr = ops::batch_norm_apply(mixed ? ops::to(xs, DType::f32) : xs, n.saved(1), n.saved(4), n.saved(2), n.saved(3));
-      return mixed ? ops::to(yr, xs.dtype()) : yr;
+    node->set_recompute(o.y, [](const FnNode& n) {
+      return ops::batch_norm_apply(n.saved(0), n.saved(1), n.saved(4), n.saved(2), n.saved(3));
     });
   }
-  return y;
+  return o.y;
 }
 Tensor conv1d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, int64_t padding) {
   const Tensor x = as_bf16(x_in), w = as_bf16(w_in), bias = as_bf16(bias_in);

@@ -736,12 +736,25 @@ Tensor log_softmax_backward(const Tensor& grad, const Tensor& y, int64_t dim) {
 }
 
 namespace {
-void check_norm_param(const Tensor& p, const Tensor& x, const char* op, const char* what) {
+// mixed: the parameter may also be f32 beside a bf16/f16 input (batch_norm under bf16-mixed).
+void check_norm_param(const Tensor& p, const Tensor& x, const char* op, const char* what, bool mixed = false) {
   if (!p.defined()) return;
   STRAND_CHECK(p.dim() == 1 && p.size(0) == x.size(-1), op, ": ", what, " shape ", shape_str(p.sizes()),
                " does not match the normalised size ", x.size(-1), " of input ", shape_str(x.sizes()));
-  check_same_dtype(p, x, op);
+  if (mixed && compute_dtype(x) != x.dtype())
+    STRAND_CHECK(p.dtype() == x.dtype() || p.dtype() == compute_dtype(x), op, ": ", what, " dtype ",
+                 dtype_name(p.dtype()), " does not fit input dtype ", dtype_name(x.dtype()), " (give ",
+                 dtype_name(x.dtype()), " or ", dtype_name(compute_dtype(x)), ")");
+  else
+    check_same_dtype(p, x, op);
   check_same_device(p, x, op);
+}
+// batch_norm's weight and bias: each of x's dtype or (x bf16/f16) f32, the two alike.
+void check_batch_norm_params(const Tensor& w, const Tensor& b, const Tensor& x, const char* op) {
+  check_norm_param(w, x, op, "weight", true);
+  check_norm_param(b, x, op, "bias", true);
+  STRAND_CHECK(!w.defined() || !b.defined() || w.dtype() == b.dtype(), op, ": weight (", dtype_name(w.dtype()),
+               ") and bias (", dtype_name(b.dtype()), ") must have one dtype");
 }
 Shape lead_shape(const Tensor& x) { return Shape(x.sizes().begin(), x.sizes().end() - 1); }
 }  // namespace
@@ -799,8 +812,7 @@ NormOut batch_norm(const Tensor& x_in, const Tensor& w, const Tensor& b, const T
   check_floating(x_in, "batch_norm");
   STRAND_CHECK(x_in.dim() >= 2, "batch_norm: input must be [..., C] with at least 2 dims, got ",
                shape_str(x_in.sizes()));
-  check_norm_param(w, x_in, "batch_norm", "weight");
-  check_norm_param(b, x_in, "batch_norm", "bias");
+  check_batch_norm_params(w, b, x_in, "batch_norm");
   const int64_t C = x_in.size(-1);
   const DType sd = compute_dtype(x_in);
   for (const Tensor* r : {&running_mean, &running_var}) {
@@ -846,8 +858,7 @@ Tensor batch_norm_apply(const Tensor& x_in, const Tensor& w, const Tensor& b, co
   check_floating(x_in, "batch_norm_apply");
   STRAND_CHECK(x_in.dim() >= 1, "batch_norm_apply: input must be [..., C], got ", shape_str(x_in.sizes()));
   const int64_t C = x_in.size(-1);
-  check_norm_param(w, x_in, "batch_norm_apply", "weight");
-  check_norm_param(b, x_in, "batch_norm_apply", "bias");
+  check_batch_norm_params(w, b, x_in, "batch_norm_apply");
   for (const Tensor* s : {&mean, &rstd})
     STRAND_CHECK(s->defined() && s->dim() == 1 && s->size(0) == C && s->dtype() == compute_dtype(x_in) &&
                      s->is_contiguous() && s->device() == x_in.device(),
@@ -869,7 +880,12 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const
   const int64_t C = x_in.size(-1);
   Tensor x = contiguous(reshape(x_in, {-1, C})), g = contiguous(reshape(grad, {-1, C}));
   // The bias gradient does not depend on w: a bias without a weight still needs it.
-  Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor(), gb = empty({C}, like(x));
+  check_batch_norm_params(w, Tensor(), x, "batch_norm_backward");
+  STRAND_CHECK(g.dtype() == x.dtype() && g.sizes() == x.sizes(), "batch_norm_backward: gradient ", grad.str(),
+               " does not match input ", x_in.str());
+  Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor();
+  // The bias gradient comes in the weight's dtype (x's without a weight).
+  Tensor gb = empty({C}, like(x, w.defined() ? w.dtype() : x.dtype()));
   STRAND_DISPATCH(x, batch_norm_backward, g, x, w.defined() ? contiguous(w) : w, mean, rstd, training, gx, gw, gb,
                   sync && training ? &red : nullptr);
   return {reshape(gx, x_in.sizes()), gw, gb};

@@ -74,6 +74,25 @@ decltype(auto) dispatch_float(DType t, std::string_view what, F&& f) {
   return f(type_tag<float>{});  // unreachable
 }
 
+// The parameter type of a normalisation whose input is of type T: T itself or, for a bf16/f16 input
+// (bf16-mixed: weights kept in f32), the f32 it computes in.
+// dispatch_param<T>(pd, what, [&](auto tag) { using P = typename decltype(tag)::type; ... });
+template <class T, class F>
+decltype(auto) dispatch_param(DType pd, std::string_view what, F&& f) {
+  if constexpr (!std::is_same_v<acc_t<T>, T>)
+    if (pd == dtype_of<acc_t<T>>::value) return f(type_tag<acc_t<T>>{});
+  STRAND_CHECK(pd == dtype_of<T>::value, what, ": parameters of dtype ", dtype_name(pd), " do not fit an input of dtype ",
+               dtype_name(dtype_of<T>::value));
+  return f(type_tag<T>{});
+}
+// Both at once: dispatch_float_param(x, p, what, [&](auto tag, auto ptag) { ... }).
+template <class F>
+void dispatch_float_param(DType xt, DType pt, std::string_view what, F&& f) {
+  dispatch_float(xt, what, [&](auto tag) {
+    dispatch_param<typename decltype(tag)::type>(pt, what, [&](auto ptag) { f(tag, ptag); });
+  });
+}
+
 template <class F>
 decltype(auto) dispatch_all(DType t, F&& f) {
   switch (t) {

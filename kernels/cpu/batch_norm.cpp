@@ -40,8 +40,9 @@ double batch_norm_stats(const Tensor& x, const Tensor& mean, const Tensor& var, 
 
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd,
                       const Tensor& y) {
-  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+  dispatch_float_param(x.dtype(), batch_norm_param_dtype(x, w, b), "batch_norm", [&](auto tag, auto ptag) {
     using T = typename decltype(tag)::type;
+    using P = typename decltype(ptag)::type;
     using A = acc_t<T>;
     const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
     const T* xp = x.data<T>();
@@ -49,7 +50,7 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
     // Per channel y = x*scale + shift.
     std::vector<A> scale(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
-      A g = w.defined() ? A(w.data<T>()[c]) : A(1), bb = b.defined() ? A(b.data<T>()[c]) : A(0);
+      A g = w.defined() ? A(w.data<P>()[c]) : A(1), bb = b.defined() ? A(b.data<P>()[c]) : A(0);
       scale[c] = g * rstd.data<A>()[c];
       shift[c] = bb - mean.data<A>()[c] * scale[c];
     }
@@ -63,8 +64,9 @@ void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const T
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,
                          const Tensor& rstd, bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb,
                          const StatsReducer* reduce) {
-  dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
+  dispatch_float_param(x.dtype(), batch_norm_param_dtype(x, w, gb), "batch_norm_backward", [&](auto tag, auto ptag) {
     using T = typename decltype(tag)::type;
+    using P = typename decltype(ptag)::type;
     using A = acc_t<T>;
     const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
     const T* gp = grad.data<T>();
@@ -79,9 +81,9 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
         sgx[c] += g * (static_cast<double>(A(xp[i * C + c])) - mp[c]) * rp[c];
       }
     if (gw.defined())
-      for (int64_t c = 0; c < C; ++c) gw.data<T>()[c] = T(static_cast<A>(sgx[c]));
+      for (int64_t c = 0; c < C; ++c) gw.data<P>()[c] = P(static_cast<A>(sgx[c]));
     if (gb.defined())
-      for (int64_t c = 0; c < C; ++c) gb.data<T>()[c] = T(static_cast<A>(sg[c]));
+      for (int64_t c = 0; c < C; ++c) gb.data<P>()[c] = P(static_cast<A>(sg[c]));
     if (!gx.defined()) return;
     // SyncBatchNorm: weight and bias gradients stay local (DDP averages them); the input gradient
     // needs the sums over the global batch, as the statistics covered it.
@@ -90,7 +92,7 @@ void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, c
     T* gxp = gx.data<T>();
     std::vector<A> k(static_cast<size_t>(C)), mg(static_cast<size_t>(C)), mgx(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
-      k[c] = (w.defined() ? A(w.data<T>()[c]) : A(1)) * rp[c];
+      k[c] = (w.defined() ? A(w.data<P>()[c]) : A(1)) * rp[c];
       mg[c] = training ? static_cast<A>(sg[c] / total) : A(0);
       mgx[c] = training ? static_cast<A>(sgx[c] / total) : A(0);
     }

@@ -98,6 +98,11 @@ inline double reduce_channel_sums(const StatsReducer& r, double count, std::vect
   if (b) std::copy(buf.begin() + static_cast<std::ptrdiff_t>(a.size()), buf.end() - 1, b->begin());
   return buf.back();
 }
+// The weight, bias (and weight/bias gradients) are of x's dtype or, for a bf16/f16 x, f32
+// (bf16-mixed); the statistics of compute_dtype(x); y, grad and gx of x's dtype.
+inline DType batch_norm_param_dtype(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return w.defined() ? w.dtype() : b.defined() ? b.dtype() : x.dtype();
+}
 void batch_norm_apply(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean,
                       const Tensor& rstd, const Tensor& y);
 void batch_norm_backward(const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean,

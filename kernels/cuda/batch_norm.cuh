@@ -29,8 +29,8 @@ std::vector<double> rounded(std::vector<double> v) {
   return v;
 }
 
-template <class T>
-__global__ void bn_apply_kernel(const T* x, const T* w, const T* b, const acc_t<T>* mean, const acc_t<T>* rstd, T* y,
+template <class T, class P>  // P: the parameters' type, T or (bf16-mixed) f32
+__global__ void bn_apply_kernel(const T* x, const P* w, const P* b, const acc_t<T>* mean, const acc_t<T>* rstd, T* y,
                                 int64_t n, int64_t C) {
   using A = acc_t<T>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(blockDim.x) * gridDim.x) {
@@ -57,8 +57,8 @@ __global__ void bn_grad_input_kernel(const T* g, const T* x, const acc_t<T>* mea
 }
 
 // k[c] = A(w[c]) * rstd[c] (w absent: 1); mg, mgx = the sums over `total` rows (0 outside training)
-template <class T>
-__global__ void bn_coefficients_kernel(const T* w, const acc_t<T>* rstd, const double* sg, const double* sgx,
+template <class T, class P>
+__global__ void bn_coefficients_kernel(const P* w, const acc_t<T>* rstd, const double* sg, const double* sgx,
                                        double total, bool training, acc_t<T>* k, acc_t<T>* mg, acc_t<T>* mgx,
                                        int64_t C) {
   using A = acc_t<T>;
@@ -103,11 +103,12 @@ double batch_norm_stats(const Launch& launch, const Tensor& x, const Tensor& mea
 template <class Launch>
 void batch_norm_apply(const Launch& launch, const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& mean, const Tensor& rstd,
                       const Tensor& y) {
-  dispatch_float(x.dtype(), "batch_norm", [&](auto tag) {
+  dispatch_float_param(x.dtype(), cpu::batch_norm_param_dtype(x, w, b), "batch_norm", [&](auto tag, auto ptag) {
     using T = typename decltype(tag)::type;
+    using P = typename decltype(ptag)::type;
     using A = acc_t<T>;
-    launch(bn_apply_kernel<T>, dim3(grid_for(x.numel())), dim3(kThreads), 0, ptr<T>(x),
-           w.defined() ? ptr<T>(w) : nullptr, b.defined() ? ptr<T>(b) : nullptr, ptr<A>(mean), ptr<A>(rstd), ptr<T>(y),
+    launch(bn_apply_kernel<T, P>, dim3(grid_for(x.numel())), dim3(kThreads), 0, ptr<T>(x),
+           w.defined() ? ptr<P>(w) : nullptr, b.defined() ? ptr<P>(b) : nullptr, ptr<A>(mean), ptr<A>(rstd), ptr<T>(y),
            x.numel(), x.size(-1));
   });
 }
@@ -116,18 +117,15 @@ template <class Launch>
 void batch_norm_backward(const Launch& launch, const Tensor& grad, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
                          bool training, const Tensor& gx, const Tensor& gw, const Tensor& gb,
                          const cpu::StatsReducer* reduce) {
-  dispatch_float(x.dtype(), "batch_norm_backward", [&](auto tag) {
+  dispatch_float_param(x.dtype(), cpu::batch_norm_param_dtype(x, w, gb), "batch_norm_backward", [&](auto tag, auto ptag) {
     using T = typename decltype(tag)::type;
+    using P = typename decltype(ptag)::type;
     using A = acc_t<T>;
     const int64_t C = x.size(-1), N = C ? x.numel() / C : 0;
     Tensor sg = column_sums(launch, Value<T>{ptr<T>(grad), C}, N, C, x);
     Tensor sgx = column_sums(launch, GradTimesXhat<T, true>{ptr<T>(grad), ptr<T>(x), ptr<A>(mean), ptr<A>(rstd), C}, N, C, x);
-    if (gw.defined()) dispatch_float(gw.dtype(), "batch_norm_backward", [&](auto t) {
-      store_sums<typename decltype(t)::type>(launch, sgx, gw);
-    });
-    if (gb.defined()) dispatch_float(gb.dtype(), "batch_norm_backward", [&](auto t) {
-      store_sums<typename decltype(t)::type>(launch, sg, gb);
-    });
+    if (gw.defined()) store_sums<P>(launch, sgx, gw);
+    if (gb.defined()) store_sums<P>(launch, sg, gb);
     if (!gx.defined()) return;
     double total = static_cast<double>(N);
     if (reduce && training) {  // SyncBatchNorm: the global sums, through the host
@@ -139,7 +137,7 @@ void batch_norm_backward(const Launch& launch, const Tensor& grad, const Tensor&
     // k = w·rstd, and the means of g and g·x̂ (training), each rounded to A as the CPU rounds them
     const TensorOptions ao(mean.dtype(), x.device());
     Tensor kd = ops::empty({C}, ao), mgd = ops::empty({C}, ao), mgxd = ops::empty({C}, ao);
-    launch(bn_coefficients_kernel<T>, dim3(grid_for(C)), dim3(kThreads), 0, w.defined() ? ptr<T>(w) : nullptr,
+    launch(bn_coefficients_kernel<T, P>, dim3(grid_for(C)), dim3(kThreads), 0, w.defined() ? ptr<P>(w) : nullptr,
            ptr<A>(rstd), ptr<double>(sg), ptr<double>(sgx), total, training, ptr<A>(kd), ptr<A>(mgd), ptr<A>(mgxd), C);
     launch(bn_grad_input_kernel<T>, dim3(grid_for(x.numel())), dim3(kThreads), 0, ptr<T>(grad), ptr<T>(x), ptr<A>(mean),
            ptr<A>(rstd), ptr<A>(kd), ptr<A>(mgd), ptr<A>(mgxd), training, ptr<T>(gx), x.numel(), C);

@@ -292,6 +292,11 @@ TEST(CudaNnParity, BatchNormTrainAndEvalWithRunningStats) {
     expect_parity([](const std::vector<Tensor>& in) { return batch_norm(in[0], Tensor(), Tensor(), Tensor(), Tensor(), true); },
                   {x}, x.sizes(), tol);
   }
+  // bf16-mixed: a bf16 input with f32 weight and bias (the kernels read bf16, write a bf16 gradient)
+  Tensor xb = test::uniform({3, 41, 6}, -2, 3, 56, DType::bf16), w = test::uniform({6}, 0.5, 1.5, 57, DType::f32),
+         b = test::uniform({6}, -1, 1, 58, DType::f32);
+  expect_parity([](const std::vector<Tensor>& in) { return batch_norm(in[0], in[1], in[2], Tensor(), Tensor(), true); },
+                {xb, w, b}, xb.sizes(), 2e-2);
 }
 
 TEST(CudaNnParity, MaxGatherAndScatterAdd) {

@@ -451,6 +451,49 @@ TEST(BatchNorm, ApplyGivesTheForwardsOutputFromItsStatistics) {
                           {"batch_norm_apply", "weight"}));
 }
 
+TEST(BatchNorm, HalfInputWithF32ParametersIsTheF32ComputationRoundedOnce) {
+  // bf16-mixed: a bf16/f16 input with f32 weight, bias and running statistics. The kernels read the
+  // half input and gradient as they are: y and gx equal the f32 computation on the widened input,
+  // rounded once to the input's dtype; statistics and the weight and bias gradients are those f32
+  // results exactly.
+  const DType f = DType::f32;
+  for (DType hd : {DType::bf16, DType::f16})
+    for (bool training : {true, false}) {
+      SCOPED_TRACE(std::string(dtype_name(hd)) + (training ? " training" : " eval"));
+      Tensor x = ops::to(uniform({2, 50, 3}, -2, 2, 41, f), hd), g = ops::to(uniform({2, 50, 3}, -1, 1, 42, f), hd);
+      Tensor w = uniform({3}, 0.5, 1.5, 43, f), b = uniform({3}, -1, 1, 44, f);
+      Tensor rm = uniform({3}, -0.5, 0.5, 45, f), rv = uniform({3}, 0.5, 1.5, 46, f);
+      Tensor rm32 = ops::clone(rm), rv32 = ops::clone(rv);
+      const ops::NormOut o = ops::batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5);
+      const ops::NormOut r = ops::batch_norm(ops::to(x, f), w, b, rm32, rv32, training, 0.1, 1e-5);
+      EXPECT_EQ(o.y.dtype(), hd);
+      EXPECT_TRUE(allclose(o.y, ops::to(r.y, hd), 0, 0));
+      EXPECT_TRUE(allclose(o.mean, r.mean, 0, 0));
+      EXPECT_TRUE(allclose(o.rstd, r.rstd, 0, 0));
+      EXPECT_TRUE(allclose(rm, rm32, 0, 0));
+      EXPECT_TRUE(allclose(rv, rv32, 0, 0));
+      EXPECT_TRUE(allclose(ops::batch_norm_apply(x, w, b, o.mean, o.rstd), o.y, 0, 0));
+      auto [gx, gw, gb] = ops::batch_norm_backward(g, x, w, o.mean, o.rstd, training);
+      auto [rgx, rgw, rgb] = ops::batch_norm_backward(ops::to(g, f), ops::to(x, f), w, r.mean, r.rstd, training);
+      EXPECT_EQ(gx.dtype(), hd);
+      EXPECT_EQ(gw.dtype(), f);
+      EXPECT_EQ(gb.dtype(), f);
+      EXPECT_TRUE(allclose(gx, ops::to(rgx, hd), 0, 0));
+      EXPECT_TRUE(allclose(gw, rgw, 0, 0));
+      EXPECT_TRUE(allclose(gb, rgb, 0, 0));
+    }
+  // Parameters fit the input: its own dtype, or f32 beside a half input; weight and bias alike.
+  Tensor xb = ops::to(uniform({4, 3}, -1, 1, 47, f), DType::bf16);
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm(xb, ops::ones({3}, DType::f64), {}, {}, {}, true, 0.1, 1e-5); },
+                          {"batch_norm", "weight dtype f64", "input dtype bf16", "bf16 or f32"}));
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm(xb, ops::ones({3}), ops::zeros({3}, DType::bf16), {}, {}, true, 0.1, 1e-5); },
+                          {"batch_norm", "weight (f32)", "bias (bf16)", "one dtype"}));
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm(ops::to(xb, f), ops::ones({3}, DType::f64), {}, {}, {}, true, 0.1, 1e-5); },
+                          {"batch_norm", "dtype mismatch", "f64"}));
+  EXPECT_TRUE(throws_with([&] { ops::batch_norm_backward(ops::zeros({4, 3}), xb, ops::ones({3}), ops::zeros({3}), ops::ones({3}), true); },
+                          {"batch_norm_backward", "gradient", "does not match"}));
+}
+
 // ============================== threaded paths ==============================
 
 // Inputs big enough that the row kernels split rows across OpenMP threads (work above

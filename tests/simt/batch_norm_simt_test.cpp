@@ -1,6 +1,6 @@
 // batch_norm's CUDA kernels (kernels/cuda/batch_norm.cuh: statistics, apply, backward, with the
-// column sums of colsum.cuh) on the SIMT emulator against the CPU kernels, in f64/f32/bf16, with
-// and without weight and bias, in training and eval, and through the SyncBatchNorm branch (a
+// column sums of colsum.cuh) on the SIMT emulator against the CPU kernels, in f64/f32/bf16 and bf16
+// with f32 parameters (bf16-mixed), with and without weight and bias, in training and eval, and through the SyncBatchNorm branch (a
 // reducer standing for two identical processes).
 #include "tests/simt/simt.h"  // first: the CUDA built-ins on the emulator
 
@@ -18,17 +18,19 @@ TEST(SimtBatchNorm, StatisticsApplyAndBackwardMatchTheCpuKernels) {
   const cpu::StatsReducer twice = [](std::vector<double>& v) {
     for (double& x : v) x *= 2;  // two processes holding the same rows
   };
-  for (DType dt : {DType::f64, DType::f32, DType::bf16})
+  const std::pair<DType, DType> dtypes[] = {
+      {DType::f64, DType::f64}, {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::bf16, DType::f32}};
+  for (const auto& [dt, pt] : dtypes)  // input, parameters
     for (const cpu::StatsReducer* reduce : {static_cast<const cpu::StatsReducer*>(nullptr), &twice})
       for (bool affine : {true, false})
         for (bool training : {true, false}) {
-          const std::string what = std::string(dtype_name(dt)) + (reduce ? " sync" : "") + (affine ? " affine" : "") +
+          const std::string what = std::string(dtype_name(dt)) + "/" + std::string(dtype_name(pt)) + (reduce ? " sync" : "") + (affine ? " affine" : "") +
                                    (training ? " training" : " eval");
           const DType at = dt == DType::f64 ? DType::f64 : DType::f32;  // the statistics' dtype
-          const test::Tol tol = test::tol_for(dt), atol = test::tol_for(at);
+          const test::Tol tol = test::tol_for(dt), atol = test::tol_for(at), ptol = test::tol_for(pt);
           const Tensor x = test::uniform({N, C}, -2, 3, 5, dt), g = test::uniform({N, C}, -1, 1, 6, dt);
-          const Tensor w = affine ? test::uniform({C}, 0.5, 1.5, 7, dt) : Tensor(),
-                       b = affine ? test::uniform({C}, -0.5, 0.5, 8, dt) : Tensor();
+          const Tensor w = affine ? test::uniform({C}, 0.5, 1.5, 7, pt) : Tensor(),
+                       b = affine ? test::uniform({C}, -0.5, 0.5, 8, pt) : Tensor();
           Tensor rm = test::unwritten({C}, at), rv = test::unwritten({C}, at), em = test::unwritten({C}, at),
                  ev = test::unwritten({C}, at);
           EXPECT_EQ(cuda::bn::batch_norm_stats(kEmu, x, em, ev, reduce), cpu::batch_norm_stats(x, rm, rv, reduce))
@@ -42,14 +44,14 @@ TEST(SimtBatchNorm, StatisticsApplyAndBackwardMatchTheCpuKernels) {
           cuda::bn::batch_norm_apply(kEmu, x, w, b, rm, rstd, ey);
           EXPECT_TRUE(allclose(ey, ry, tol.atol, tol.rtol)) << "apply " << what;
           Tensor rgx = test::unwritten({N, C}, dt), egx = test::unwritten({N, C}, dt);
-          Tensor rgw = affine ? test::unwritten({C}, dt) : Tensor(), egw = affine ? test::unwritten({C}, dt) : Tensor();
-          Tensor rgb = affine ? test::unwritten({C}, dt) : Tensor(), egb = affine ? test::unwritten({C}, dt) : Tensor();
+          Tensor rgw = affine ? test::unwritten({C}, pt) : Tensor(), egw = affine ? test::unwritten({C}, pt) : Tensor();
+          Tensor rgb = affine ? test::unwritten({C}, pt) : Tensor(), egb = affine ? test::unwritten({C}, pt) : Tensor();
           cpu::batch_norm_backward(g, x, w, rm, rstd, training, rgx, rgw, rgb, reduce);
           cuda::bn::batch_norm_backward(kEmu, g, x, w, rm, rstd, training, egx, egw, egb, reduce);
           EXPECT_TRUE(allclose(egx, rgx, tol.atol, tol.rtol)) << "grad x " << what;
           if (affine) {
-            EXPECT_TRUE(allclose(egw, rgw, tol.atol, tol.rtol)) << "grad w " << what;
-            EXPECT_TRUE(allclose(egb, rgb, tol.atol, tol.rtol)) << "grad b " << what;
+            EXPECT_TRUE(allclose(egw, rgw, ptol.atol, ptol.rtol)) << "grad w " << what;
+            EXPECT_TRUE(allclose(egb, rgb, ptol.atol, ptol.rtol)) << "grad b " << what;
           }
         }
 }
