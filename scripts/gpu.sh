@@ -6,9 +6,9 @@
 #   bash scripts/gpu.sh [step ...]      steps: tests, tests-optin, embed, bench, compare, train
 #                                       (default: tests)
 # tests-optin runs the cuda tests again with the opt-in GPU paths switched on for everything
-# (STRAND_TC_ATTENTION=1 STRAND_CUBLASLT_BIAS=1 STRAND_CUDNN_CONV=1 STRAND_FUSED_GPU_ATTENTION=1:
-# tensor-core attention, cuBLASLt bias epilogue, cuDNN conv1d, the models' fused rel/dropout
-# attention on the GPU), so
+# (STRAND_TC_ATTENTION=1 STRAND_CUBLASLT_BIAS=1 STRAND_CUDNN_CONV=1 STRAND_FUSED_GPU_ATTENTION=1
+# STRAND_EXPANDABLE_SEGMENTS=1: tensor-core attention, cuBLASLt bias epilogue, cuDNN conv1d, the
+# models' fused rel/dropout attention on the GPU, the allocator's expandable segments), so
 # the whole-model and training parity tests go through them too.
 # STRAND_MODELS=1 adds the whole-model cases to compare (their PyTorch side: carry .whl from
 # tools/fetch_gpu_wheels.sh, or STRAND_REF_SITE), STRAND_BF16=1 runs each in bf16-mixed too,
@@ -37,9 +37,9 @@ for step in "${steps[@]}"; do
   case $step in
     tests|tests-optin)
       log="$out/ctest.log"
-      [ "$step" = tests-optin ] && log="$out/ctest_optin.log" && export STRAND_TC_ATTENTION=1 STRAND_CUBLASLT_BIAS=1 STRAND_CUDNN_CONV=1 STRAND_FUSED_GPU_ATTENTION=1
+      [ "$step" = tests-optin ] && log="$out/ctest_optin.log" && export STRAND_TC_ATTENTION=1 STRAND_CUBLASLT_BIAS=1 STRAND_CUDNN_CONV=1 STRAND_FUSED_GPU_ATTENTION=1 STRAND_EXPANDABLE_SEGMENTS=1
       ctest --test-dir build-gpu -L cuda --output-on-failure --timeout 300 > "$log" 2>&1
-      [ "$step" = tests-optin ] && unset STRAND_TC_ATTENTION STRAND_CUBLASLT_BIAS STRAND_CUDNN_CONV STRAND_FUSED_GPU_ATTENTION
+      [ "$step" = tests-optin ] && unset STRAND_TC_ATTENTION STRAND_CUBLASLT_BIAS STRAND_CUDNN_CONV STRAND_FUSED_GPU_ATTENTION STRAND_EXPANDABLE_SEGMENTS
       grep -E 'tests passed|Failed|FAILED|\*\*\*|Passed|Error|error' "$log" | grep -v '^\[       OK' | head -n 80 ;;
     embed)
       for m in tests/fixtures/esm2/tiny_base/model tests/fixtures/aido_rna/tiny_rms/model; do

@@ -10,8 +10,15 @@ namespace {
 size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 }  // namespace
 
-BlockPool::BlockPool(std::string name, RawAlloc alloc, RawFree free, Events events)
-    : name_(std::move(name)), raw_alloc_(std::move(alloc)), raw_free_(std::move(free)), events_(std::move(events)) {}
+BlockPool::BlockPool(std::string name, RawAlloc alloc, RawFree free, Events events, Vmm vmm)
+    : name_(std::move(name)),
+      raw_alloc_(std::move(alloc)),
+      raw_free_(std::move(free)),
+      events_(std::move(events)),
+      vmm_(std::move(vmm)) {
+  STRAND_ASSERT(!vmm_.map || (vmm_.page > 0 && vmm_.page % kRound == 0 && vmm_.reserve_range && vmm_.unmap),
+                "BlockPool: expandable segments need a page size (a multiple of ", kRound, ") and the range calls");
+}
 
 BlockPool::~BlockPool() {
   // Segments still holding live blocks belong to tensors that outlive the pool (process exit):
@@ -19,6 +26,11 @@ BlockPool::~BlockPool() {
   std::lock_guard<std::mutex> lock(mu_);
   process_events(/*wait=*/true);
   release_free_segments();
+  for (const auto& e : expandable_) {  // address space with nothing left on it is returned
+    const auto it = blocks_.find(e->base);
+    if (it != blocks_.end() && !it->second->allocated && it->second->size == e->size && vmm_.release_range)
+      vmm_.release_range(e->base, e->size);
+  }
   for (auto& [p, b] : blocks_) delete b;
 }
 
@@ -49,19 +61,84 @@ BlockPool::Block* BlockPool::new_segment(size_t size, bool small, StreamId strea
   return b;
 }
 
+BlockPool::Block* BlockPool::new_expandable(size_t size, StreamId stream) {
+  const size_t n = round_up(std::max(size, vmm_.reserve), vmm_.page);
+  void* p = vmm_.reserve_range(n);
+  if (!p) return nullptr;
+  expandable_.push_back(
+      std::make_unique<Expandable>(Expandable{static_cast<char*>(p), n, std::vector<bool>(n / vmm_.page)}));
+  auto* b = new Block(static_cast<char*>(p), n, false, stream, expandable_.back().get());
+  blocks_[b->ptr] = b;
+  ++stats_.num_segments;
+  return b;
+}
+
+bool BlockPool::map_pages(Block* b) {
+  Expandable& e = *b->seg;
+  const size_t pg = vmm_.page, first = static_cast<size_t>(b->ptr - e.base) / pg,
+               last = (static_cast<size_t>(b->ptr - e.base) + b->size + pg - 1) / pg;
+  for (size_t i = first; i < last;) {
+    if (e.mapped[i]) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < last && !e.mapped[j]) ++j;
+    char* at = e.base + i * pg;
+    const size_t n = (j - i) * pg;
+    if (!vmm_.map(at, n)) {
+      ++stats_.num_oom_retries;
+      process_events(/*wait=*/true);
+      release_free_segments();
+      if (!vmm_.map(at, n)) return false;
+    }
+    std::fill(e.mapped.begin() + static_cast<std::ptrdiff_t>(i), e.mapped.begin() + static_cast<std::ptrdiff_t>(j),
+              true);
+    stats_.reserved_bytes += static_cast<int64_t>(n);
+    stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+    i = j;
+  }
+  return true;
+}
+
+void BlockPool::unmap_free_pages(Block* b) {
+  // Free neighbours are merged, so a page b shares with a neighbour is under a live block.
+  Expandable& e = *b->seg;
+  const size_t pg = vmm_.page, off = static_cast<size_t>(b->ptr - e.base);
+  const size_t first = (off + pg - 1) / pg, last = (off + b->size) / pg;
+  for (size_t i = first; i < last;) {
+    if (!e.mapped[i]) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < last && e.mapped[j]) ++j;
+    vmm_.unmap(e.base + i * pg, (j - i) * pg);
+    std::fill(e.mapped.begin() + static_cast<std::ptrdiff_t>(i), e.mapped.begin() + static_cast<std::ptrdiff_t>(j),
+              false);
+    stats_.reserved_bytes -= static_cast<int64_t>((j - i) * pg);
+    stats_.unmapped_bytes += static_cast<int64_t>((j - i) * pg);
+    i = j;
+  }
+}
+
 void* BlockPool::allocate(size_t nbytes, StreamId stream) {
   const size_t size = round_up(std::max<size_t>(nbytes, 1), kRound);
   const bool small = size <= kSmall;
   std::lock_guard<std::mutex> lock(mu_);
   if (!pending_.empty()) process_events(/*wait=*/false);
   Block* b = take_free(size, small, stream);
+  if (!b && !small && vmm_.map) b = new_expandable(size, stream);
   if (!b) b = new_segment(size, small, stream);
-  STRAND_CHECK(b != nullptr, "out of memory on ", name_, " allocating ", nbytes, " bytes (allocated ",
-               stats_.allocated_bytes, ", reserved ", stats_.reserved_bytes, ", peak allocated ",
-               stats_.peak_allocated_bytes, " bytes; the cache was emptied and the request retried)");
+  const auto oom = [&] {
+    return detail::concat_message("out of memory on ", name_, " allocating ", nbytes, " bytes (allocated ",
+                                  stats_.allocated_bytes, ", reserved ", stats_.reserved_bytes, ", peak allocated ",
+                                  stats_.peak_allocated_bytes, " bytes; the cache was emptied and the request retried)");
+  };
+  STRAND_CHECK(b != nullptr, oom());
   // Split off the remainder when it can serve another request of this pool.
   if (b->size - size >= (small ? kRound : kSmall + 1)) {
-    auto* rest = new Block(b->ptr + size, b->size - size, small, stream);
+    auto* rest = new Block(b->ptr + size, b->size - size, small, stream, b->seg);
     rest->prev = b;
     rest->next = b->next;
     if (b->next) b->next->prev = rest;
@@ -72,6 +149,19 @@ void* BlockPool::allocate(size_t nbytes, StreamId stream) {
   }
   b->allocated = true;
   stats_.allocated_bytes += static_cast<int64_t>(b->size);
+  if (b->seg) {
+    bool mapped = false;
+    try {
+      mapped = map_pages(b);
+    } catch (...) {  // a driver error: the block goes back before the error does
+      return_block(b);
+      throw;
+    }
+    if (!mapped) {
+      return_block(b);
+      STRAND_CHECK(false, oom());
+    }
+  }
   stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
   ++stats_.num_allocs;
   return b->ptr;
@@ -163,6 +253,11 @@ void BlockPool::release_free_segments() {
   for (FreeSet* fs : {&free_small_, &free_large_}) {
     for (auto it = fs->begin(); it != fs->end();) {
       Block* b = blocks_.at(std::get<2>(*it));
+      if (b->seg) {  // an expandable segment keeps its address space and gives back its free pages
+        unmap_free_pages(b);
+        ++it;
+        continue;
+      }
       if (b->prev || b->next) {  // part of a segment still in use
         ++it;
         continue;

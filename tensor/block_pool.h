@@ -7,6 +7,14 @@
 // the backend is out of memory, every fully free segment is released and the request retried, and
 // if that fails too the error names the request and the statistics.
 //
+// Expandable segments (PyTorch's expandable_segments:True), when the backend maps memory (Vmm,
+// cuMemMap on the GPU): every large request of a stream is served from one range of address space
+// reserved for it, as large as the device's memory, whose pages get physical memory only while
+// some block on them is in use. On out-of-memory, the free blocks' own pages are unmapped (not
+// just whole free segments released), so memory freed between live blocks serves a request of any
+// size: the device needs about the peak of allocated bytes, where separate segments fragment
+// (a step peaking at 6.4 GB failed on 7.5 GB of device memory without them).
+//
 // Streams, as in PyTorch: every segment, and every block cut from it, belongs to the stream it was
 // allocated for, and a free block is only reused by requests on that stream, so reuse follows
 // that stream's order without synchronisation. A block also used on other streams
@@ -18,6 +26,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -37,6 +46,18 @@ struct BlockPoolStats {
   int64_t num_segments = 0;
   int64_t num_oom_retries = 0;  // backend failures answered by releasing the cache
   int64_t pending_frees = 0;    // freed blocks waiting for events on the other streams they served
+  int64_t unmapped_bytes = 0;   // physical memory of free pages given back (expandable segments)
+};
+
+// Virtual memory for BlockPool's expandable segments; only used when `map` is set.
+struct BlockPoolVmm {
+  size_t page = 0;     // the mapping granularity (2 MiB on CUDA GPUs)
+  size_t reserve = 0;  // address space per segment: the device's memory, rounded up to pages
+  std::function<void*(size_t)> reserve_range;       // address space only; nullptr when none is left
+  std::function<void(void*, size_t)> release_range;  // a whole range from reserve_range, unmapped
+  // Physical memory under [p, p + n) (whole pages, unmapped); false (nothing mapped) when out of memory.
+  std::function<bool(void*, size_t)> map;
+  std::function<void(void*, size_t)> unmap;  // [p, p + n), mapped; waits for work that may use it
 };
 
 class BlockPool {
@@ -53,8 +74,9 @@ class BlockPool {
     std::function<void(void*)> synchronize;  // blocks until it has completed
     std::function<void(void*)> destroy;
   };
+  using Vmm = BlockPoolVmm;
   // name appears in errors ("cuda:0").
-  BlockPool(std::string name, RawAlloc alloc, RawFree free, Events events = {});
+  BlockPool(std::string name, RawAlloc alloc, RawFree free, Events events = {}, Vmm vmm = {});
   ~BlockPool();
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
@@ -68,18 +90,26 @@ class BlockPool {
   void record_stream(void* p, StreamId stream);
   void empty_cache();  // waits for pending frees, then releases every fully free segment
   BlockPoolStats stats() const;
+  bool expandable() const { return static_cast<bool>(vmm_.map); }
   void reset_peaks();
 
   static constexpr size_t kRound = 512, kSmall = size_t{1} << 20, kSmallSegment = size_t{2} << 20,
                           kMidSegment = size_t{20} << 20, kLargeLimit = size_t{10} << 20;
 
  private:
+  struct Expandable {  // an expandable segment: reserved address space, pages mapped on demand
+    char* base;
+    size_t size;
+    std::vector<bool> mapped;  // per page
+  };
   struct Block {
-    Block(char* p, size_t n, bool sm, StreamId s) : ptr(p), size(n), small(sm), stream(s) {}
+    Block(char* p, size_t n, bool sm, StreamId s, Expandable* e = nullptr)
+        : ptr(p), size(n), small(sm), stream(s), seg(e) {}
     char* ptr;
     size_t size;
     bool small;
     StreamId stream;
+    Expandable* seg;                         // the expandable segment it lies in, if any
     bool allocated = false;                  // live, or freed but waiting for events
     Block *prev = nullptr, *next = nullptr;  // neighbours in the same segment (same stream)
     std::vector<StreamId> uses;              // other streams it served (record_stream)
@@ -92,7 +122,10 @@ class BlockPool {
   static FreeKey key(const Block* b) { return {b->stream, b->size, b->ptr}; }
   Block* take_free(size_t size, bool small, StreamId stream);
   Block* new_segment(size_t size, bool small, StreamId stream);
-  void release_free_segments();
+  Block* new_expandable(size_t size, StreamId stream);
+  bool map_pages(Block* b);         // maps the unmapped pages under b; false when out of memory
+  void unmap_free_pages(Block* b);  // unmaps the pages only free block b covers
+  void release_free_segments();     // and the free pages of expandable segments
   void return_block(Block* b);                   // to its free pool, merging with free neighbours
   void process_events(bool wait);                // frees blocks whose events have completed
   Block* live_block(void* p, const char* what);  // the allocated block starting at p
@@ -101,6 +134,8 @@ class BlockPool {
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   Events events_;
+  Vmm vmm_;
+  std::vector<std::unique_ptr<Expandable>> expandable_;
   mutable std::mutex mu_;
   FreeSet free_small_, free_large_;
   std::unordered_map<char*, Block*> blocks_;  // every block (free or not) by its start

@@ -15,7 +15,14 @@
 #include "tensor/tensor.h"
 
 #ifdef STRAND_WITH_CUDA
+#include <cuda.h>  // the driver's types only: its functions come from cudaGetDriverEntryPoint*
 #include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <unordered_map>
 #define STRAND_CUDA_CHECK(stmt)                                                              \
   do {                                                                                       \
     cudaError_t err_ = (stmt);                                                               \
@@ -74,6 +81,136 @@ class DeviceScope {
   bool switched_ = false;
 };
 
+// ---- expandable segments: the driver's virtual memory calls ----
+// Loaded through the runtime (cudaGetDriverEntryPointByVersion), so nothing links libcuda and a
+// machine without a driver still loads the binaries.
+struct VmmDriver {
+  CUresult (*granularity)(size_t*, const CUmemAllocationProp*, CUmemAllocationGranularity_flags) = nullptr;
+  CUresult (*reserve)(CUdeviceptr*, size_t, size_t, CUdeviceptr, unsigned long long) = nullptr;
+  CUresult (*address_free)(CUdeviceptr, size_t) = nullptr;
+  CUresult (*create)(CUmemGenericAllocationHandle*, size_t, const CUmemAllocationProp*, unsigned long long) = nullptr;
+  CUresult (*release)(CUmemGenericAllocationHandle) = nullptr;
+  CUresult (*map)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long) = nullptr;
+  CUresult (*unmap)(CUdeviceptr, size_t) = nullptr;
+  CUresult (*set_access)(CUdeviceptr, size_t, const CUmemAccessDesc*, size_t) = nullptr;
+  bool loaded = false;
+};
+template <class F>
+bool driver_entry(const char* name, F& f) {
+  void* p = nullptr;
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+  const cudaError_t r = cudaGetDriverEntryPointByVersion(name, &p, 12000, cudaEnableDefault, &q);
+#else
+  const cudaError_t r = cudaGetDriverEntryPoint(name, &p, cudaEnableDefault, &q);
+#endif
+  if (r != cudaSuccess || q != cudaDriverEntryPointSuccess || !p) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  f = reinterpret_cast<F>(p);
+  return true;
+}
+const VmmDriver& vmm_driver() {
+  static const VmmDriver d = [] {
+    VmmDriver v;
+    v.loaded = driver_entry("cuMemGetAllocationGranularity", v.granularity) &&
+               driver_entry("cuMemAddressReserve", v.reserve) && driver_entry("cuMemAddressFree", v.address_free) &&
+               driver_entry("cuMemCreate", v.create) && driver_entry("cuMemRelease", v.release) &&
+               driver_entry("cuMemMap", v.map) && driver_entry("cuMemUnmap", v.unmap) &&
+               driver_entry("cuMemSetAccess", v.set_access);
+    return v;
+  }();
+  return d;
+}
+bool expandable_requested() {
+  const char* e = std::getenv("STRAND_EXPANDABLE_SEGMENTS");
+  return e && *e && std::strcmp(e, "0") != 0;
+}
+void check_driver(CUresult r, const char* what, int device) {
+  STRAND_CHECK(r == CUDA_SUCCESS, "CUDA driver error ", static_cast<int>(r), " in ", what, " on cuda:", device);
+}
+
+// The pool's virtual memory on `device`: each page its own physical allocation (cuMemCreate), so
+// any run of pages can be unmapped and its memory returned; nullopt-like (map unset) where the
+// driver cannot.
+BlockPool::Vmm device_vmm(int device) {
+  const VmmDriver& drv = vmm_driver();
+  BlockPool::Vmm v;
+  auto prop = std::make_shared<CUmemAllocationProp>();
+  std::memset(prop.get(), 0, sizeof(CUmemAllocationProp));
+  prop->type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  prop->location.id = device;
+  size_t page = 0, free_bytes = 0, total = 0;
+  if (!drv.loaded || drv.granularity(&page, prop.get(), CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || page == 0 ||
+      page % BlockPool::kRound != 0 || cudaSetDevice(device) != cudaSuccess ||
+      cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+    (void)cudaGetLastError();
+    std::fprintf(stderr, "strand: STRAND_EXPANDABLE_SEGMENTS is set but cuda:%d's driver cannot map memory "
+                         "(cuMemMap); using separate segments\n", device);
+    return v;
+  }
+  v.page = page;
+  v.reserve = (total + page - 1) / page * page;
+  v.reserve_range = [&drv, page](size_t n) -> void* {
+    CUdeviceptr p = 0;
+    if (drv.reserve(&p, n, page, 0, 0) != CUDA_SUCCESS) return nullptr;
+    return reinterpret_cast<void*>(p);
+  };
+  v.release_range = [&drv](void* p, size_t n) { drv.address_free(reinterpret_cast<CUdeviceptr>(p), n); };
+  // The handle of every mapped page, by address (calls come under the pool's lock).
+  auto handles = std::make_shared<std::unordered_map<uintptr_t, CUmemGenericAllocationHandle>>();
+  auto unmap_pages = [&drv, handles, page, device](uintptr_t a, size_t n) {
+    for (uintptr_t q = a; q < a + n; q += page) {
+      const auto it = handles->find(q);
+      check_driver(drv.unmap(q, page), "cuMemUnmap", device);
+      check_driver(drv.release(it->second), "cuMemRelease", device);
+      handles->erase(it);
+    }
+  };
+  v.map = [&drv, handles, prop, page, device, unmap_pages](void* p, size_t n) {
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    size_t done = 0;
+    for (; done < n; done += page) {
+      CUmemGenericAllocationHandle h{};
+      const CUresult r = drv.create(&h, page, prop.get(), 0);
+      if (r == CUDA_ERROR_OUT_OF_MEMORY) break;
+      if (r != CUDA_SUCCESS) unmap_pages(a, done);
+      check_driver(r, "cuMemCreate", device);
+      const CUresult m = drv.map(a + done, page, 0, h, 0);
+      if (m != CUDA_SUCCESS) {
+        drv.release(h);
+        if (m == CUDA_ERROR_OUT_OF_MEMORY) break;
+        unmap_pages(a, done);
+        check_driver(m, "cuMemMap", device);
+      }
+      (*handles)[a + done] = h;
+    }
+    if (done == n) {
+      CUmemAccessDesc access{};
+      access.location = prop->location;
+      access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+      const CUresult r = drv.set_access(a, n, &access, 1);
+      if (r == CUDA_SUCCESS) return true;
+      if (r != CUDA_ERROR_OUT_OF_MEMORY) {
+        unmap_pages(a, done);
+        check_driver(r, "cuMemSetAccess", device);
+      }
+    }
+    unmap_pages(a, done);  // out of memory: nothing stays mapped
+    return false;
+  };
+  v.unmap = [unmap_pages, device](void* p, size_t n) {
+    // Unlike cudaFree, unmapping does not wait for the device: work queued on any stream may still
+    // use the pages (as PyTorch, which synchronises before it unmaps).
+    const DeviceScope on(device);
+    STRAND_CUDA_CHECK(cudaDeviceSynchronize());
+    unmap_pages(reinterpret_cast<uintptr_t>(p), n);
+  };
+  return v;
+}
+
 BlockPool& device_pool(int device) {
   static std::mutex mu;
   static auto* pools = new std::map<int, BlockPool*>;  // never destroyed: tensors may outlive statics
@@ -111,7 +248,8 @@ BlockPool& device_pool(int device) {
                           },
                           [](void* e) { return completed(cudaEventQuery(static_cast<cudaEvent_t>(e))); },
                           [](void* e) { STRAND_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e))); },
-                          [](void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); }});
+                          [](void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); }},
+        expandable_requested() ? device_vmm(device) : BlockPool::Vmm{});
   }
   return *p;
 }
@@ -179,6 +317,7 @@ int exchange_device(int device) {
 }
 BlockPoolStats allocator_stats(int device) { return device_pool(device).stats(); }
 void empty_cache(int device) { device_pool(device).empty_cache(); }
+bool expandable_segments(int device) { return device_pool(device).expandable(); }
 void reset_peak_stats(int device) { device_pool(device).reset_peaks(); }
 void memcpy(void* dst, const void* src, size_t nbytes, CopyKind kind) {
   if (nbytes == 0) return;
@@ -208,6 +347,7 @@ StreamId current_stream_id(int) { return 0; }
 int exchange_device(int device) { return device; }
 BlockPoolStats allocator_stats(int) { return {}; }
 void empty_cache(int) {}
+bool expandable_segments(int) { return false; }
 void reset_peak_stats(int) {}
 void memcpy(void*, const void*, size_t, CopyKind) { no_cuda(); }
 void memset_zero(void*, size_t) { no_cuda(); }

@@ -60,7 +60,11 @@ void* malloc(size_t nbytes, int device);
 void free(void* p, int device) noexcept;
 void record_stream(void* p, int device, uintptr_t stream);  // p from malloc; see strand::record_stream
 BlockPoolStats allocator_stats(int device);  // zeros without CUDA
-void empty_cache(int device);                // returns fully free segments to the driver
+void empty_cache(int device);                // returns fully free segments (and free pages) to the driver
+// Whether the device's pool serves large requests from expandable segments (block_pool.h): asked
+// for with STRAND_EXPANDABLE_SEGMENTS=1 before the device's first allocation, and given where the
+// driver maps memory (cuMemMap); false without CUDA.
+bool expandable_segments(int device);
 void reset_peak_stats(int device);           // peaks restart from what is allocated now
 // Copies and fills are queued on the current device's current stream; a copy that reads or writes
 // host memory returns once that stream has run it.

@@ -172,5 +172,26 @@ TEST(CudaParity, CachingAllocatorReusesDeviceMemory) {
                           {"out of memory on cuda:0", "allocating", "reserved"}));
 }
 
+TEST(CudaParity, ExpandableSegmentsGiveFreedPagesBackAndKeepValues) {
+  STRAND_SKIP_WITHOUT_GPU();
+  if (!cuda_rt::expandable_segments(0))
+    GTEST_SKIP() << "STRAND_EXPANDABLE_SEGMENTS is not set (ctest runs this binary once with it)";
+  // ~12 MiB tensors: each spans pages and shares its first and last page with its neighbours.
+  const Tensor x = test::uniform({3 * (1 << 20) + 7}, -1, 1, 71);
+  Tensor a = gpu(x), b = gpu(ops::mul(x, 2.0)), c = gpu(ops::mul(x, 3.0));
+  EXPECT_TRUE(allclose(cpu(b), ops::mul(x, 2.0), 0, 0));
+  const BlockPoolStats before = cuda_rt::allocator_stats(0);
+  b = Tensor();
+  cuda_rt::empty_cache(0);  // b's own pages are unmapped; the pages it shares with a and c are not
+  const BlockPoolStats after = cuda_rt::allocator_stats(0);
+  EXPECT_GE(after.unmapped_bytes - before.unmapped_bytes, int64_t{8} << 20);
+  EXPECT_EQ(before.reserved_bytes - after.reserved_bytes, after.unmapped_bytes - before.unmapped_bytes);
+  Tensor d = gpu(ops::mul(x, 4.0));  // b's place again, its pages mapped anew
+  EXPECT_TRUE(allclose(cpu(a), x, 0, 0));
+  EXPECT_TRUE(allclose(cpu(c), ops::mul(x, 3.0), 0, 0));
+  EXPECT_TRUE(allclose(cpu(d), ops::mul(x, 4.0), 0, 0));
+  EXPECT_TRUE(allclose(cpu(ops::add(gpu(x), d)), ops::mul(x, 5.0), 1e-6, 1e-6));  // kernels read across pages
+}
+
 }  // namespace
 }  // namespace strand

@@ -33,6 +33,7 @@
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -40,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -75,8 +77,23 @@ struct State {
   struct Allocation {
     size_t bytes;
     int device;
+    bool mapped = false;  // pages mapped into reserved address space (cuMemMap), adjacent ones merged
   };
   std::map<uintptr_t, Allocation> allocations;  // by start
+  // The driver's virtual memory (expandable segments): reserved ranges (aligned start -> bytes, and
+  // the host mapping behind them), physical allocations, and what each mapping maps.
+  struct Reservation {
+    size_t bytes;
+    void* host;
+    size_t host_bytes;
+  };
+  std::map<uintptr_t, Reservation> reservations;
+  struct Physical {
+    size_t bytes;
+    int device;
+    uintptr_t mapped_at = 0;
+  };
+  std::map<uintptr_t, Physical*> mappings;  // mapped address -> its physical allocation
   size_t allocated = 0, capacity = 0;
   bool dry_run = false;  // STRAND_EMU_DRY_RUN
   CUstream_st legacy, per_thread;  // the default streams (handles 0 and cudaStreamPerThread)
@@ -318,7 +335,7 @@ cudaError_t cudaMalloc(void** p, size_t size) {
     if (!q) return t_last_error = cudaErrorMemoryAllocation;
     std::memset(q, 0xff, bytes);
   }
-  st.allocations[reinterpret_cast<uintptr_t>(q)] = {size, t_current_device};
+  st.allocations[reinterpret_cast<uintptr_t>(q)] = {size, t_current_device, false};
   st.allocated += bytes;
   *p = q;
   return cudaSuccess;
@@ -329,7 +346,8 @@ cudaError_t cudaFree(void* p) {
   run_everything();  // cudaFree waits for the device
   State& st = state();
   const auto it = st.allocations.find(reinterpret_cast<uintptr_t>(p));
-  STRAND_CHECK(it != st.allocations.end(), "emulated device: cudaFree of ", p, ", which cudaMalloc did not return");
+  STRAND_CHECK(it != st.allocations.end() && !it->second.mapped, "emulated device: cudaFree of ", p,
+               ", which cudaMalloc did not return");
   const size_t bytes = (std::max<size_t>(it->second.bytes, 1) + 255) / 256 * 256;
   st.allocated -= bytes;
   st.allocations.erase(it);
@@ -337,6 +355,182 @@ cudaError_t cudaFree(void* p) {
     munmap(p, bytes);
   else
     std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+  Lock lock(state().mu);
+  *total = state().capacity;
+  *free = state().capacity - state().allocated;
+  return cudaSuccess;
+}
+
+// ---- the driver's virtual memory calls (reached through cudaGetDriverEntryPointByVersion) ----
+// Checked as the driver checks them: granularity-aligned sizes and addresses, mappings inside a
+// reservation and over nothing mapped, unmaps of whole mappings, physical memory released only
+// once unmapped, and no unmap while queued work could still use the memory (which the driver
+// would not wait for). A mapped range is device memory for the other checks, adjacent mappings
+// merged into one allocation so a block may span pages.
+namespace strand::simt::device {
+namespace {
+constexpr size_t kVmmPage = size_t{2} << 20;
+bool in_reservation(uintptr_t a, size_t n) {
+  const auto& r = state().reservations;
+  auto it = r.upper_bound(a);
+  if (it == r.begin()) return false;
+  --it;
+  return a >= it->first && a + n <= it->first + it->second.bytes;
+}
+void add_mapped(uintptr_t a, size_t n, int device) {
+  auto& m = state().allocations;
+  const auto next = m.find(a + n);
+  if (next != m.end() && next->second.mapped && next->second.device == device) {
+    n += next->second.bytes;
+    m.erase(next);
+  }
+  auto prev = m.lower_bound(a);
+  if (prev != m.begin()) {
+    --prev;
+    if (prev->second.mapped && prev->second.device == device && prev->first + prev->second.bytes == a) {
+      prev->second.bytes += n;
+      return;
+    }
+  }
+  m[a] = {n, device, true};
+}
+void remove_mapped(uintptr_t a, size_t n) {
+  auto& m = state().allocations;
+  auto it = m.upper_bound(a);
+  --it;  // the merged mapping holding [a, a + n) (checked by the caller)
+  const uintptr_t start = it->first;
+  const State::Allocation whole = it->second;
+  m.erase(it);
+  if (a > start) m[start] = {a - start, whole.device, true};
+  if (a + n < start + whole.bytes) m[a + n] = {start + whole.bytes - a - n, whole.device, true};
+}
+bool work_queued() {
+  for (CUstream_st* q : all_queues())
+    if (!q->work.empty()) return true;
+  return false;
+}
+
+CUresult emu_granularity(size_t* g, const CUmemAllocationProp* prop, CUmemAllocationGranularity_flags) {
+  if (!g || !prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE || prop->location.id < 0 ||
+      prop->location.id >= state().devices)
+    return CUDA_ERROR_INVALID_VALUE;
+  *g = kVmmPage;
+  return CUDA_SUCCESS;
+}
+CUresult emu_reserve(CUdeviceptr* ptr, size_t size, size_t alignment, CUdeviceptr addr, unsigned long long) {
+  Lock lock(state().mu);
+  if (size == 0 || size % kVmmPage || addr != 0 || (alignment && alignment % kVmmPage)) return CUDA_ERROR_INVALID_VALUE;
+  const size_t host_bytes = size + kVmmPage;  // room to align the start to a page
+  void* h = mmap(nullptr, host_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (h == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(h) + kVmmPage - 1) / kVmmPage * kVmmPage;
+  state().reservations[a] = {size, h, host_bytes};
+  *ptr = a;
+  return CUDA_SUCCESS;
+}
+CUresult emu_address_free(CUdeviceptr ptr, size_t size) {
+  Lock lock(state().mu);
+  auto& r = state().reservations;
+  const auto it = r.find(ptr);
+  STRAND_CHECK(it != r.end() && it->second.bytes == size, "emulated driver: cuMemAddressFree of ", size,
+               " bytes at ", reinterpret_cast<void*>(ptr), ", which cuMemAddressReserve did not return");
+  const auto m = state().mappings.lower_bound(ptr);
+  STRAND_CHECK(m == state().mappings.end() || m->first >= ptr + size, "emulated driver: cuMemAddressFree of a range ",
+               "with memory still mapped in it");
+  munmap(it->second.host, it->second.host_bytes);
+  r.erase(it);
+  return CUDA_SUCCESS;
+}
+CUresult emu_create(CUmemGenericAllocationHandle* h, size_t size, const CUmemAllocationProp* prop, unsigned long long) {
+  Lock lock(state().mu);
+  State& st = state();
+  if (!prop || prop->type != CU_MEM_ALLOCATION_TYPE_PINNED || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
+      prop->location.id < 0 || prop->location.id >= st.devices || size == 0 || size % kVmmPage)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (st.allocated + size > st.capacity) return CUDA_ERROR_OUT_OF_MEMORY;
+  st.allocated += size;
+  *h = reinterpret_cast<CUmemGenericAllocationHandle>(new State::Physical{size, prop->location.id});
+  return CUDA_SUCCESS;
+}
+CUresult emu_release(CUmemGenericAllocationHandle h) {
+  Lock lock(state().mu);
+  auto* p = reinterpret_cast<State::Physical*>(h);
+  STRAND_CHECK(p->mapped_at == 0, "emulated driver: cuMemRelease of memory still mapped at ",
+               reinterpret_cast<void*>(p->mapped_at), " (strand unmaps first)");
+  state().allocated -= p->bytes;
+  delete p;
+  return CUDA_SUCCESS;
+}
+CUresult emu_map(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle h, unsigned long long) {
+  Lock lock(state().mu);
+  auto* p = reinterpret_cast<State::Physical*>(h);
+  if (offset != 0 || size != p->bytes || ptr % kVmmPage || p->mapped_at) return CUDA_ERROR_INVALID_VALUE;
+  STRAND_CHECK(in_reservation(ptr, size), "emulated driver: cuMemMap at ", reinterpret_cast<void*>(ptr),
+               " outside reserved address space");
+  STRAND_CHECK(!touches_device(reinterpret_cast<void*>(ptr), size), "emulated driver: cuMemMap at ",
+               reinterpret_cast<void*>(ptr), " over memory already mapped");
+  if (!state().dry_run) {  // fresh device memory reads as NaN, as cudaMalloc's
+    mprotect(reinterpret_cast<void*>(ptr), size, PROT_READ | PROT_WRITE);
+    std::memset(reinterpret_cast<void*>(ptr), 0xff, size);
+  }
+  p->mapped_at = ptr;
+  state().mappings[ptr] = p;
+  add_mapped(ptr, size, p->device);
+  return CUDA_SUCCESS;
+}
+CUresult emu_set_access(CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count) {
+  Lock lock(state().mu);
+  if (!desc || count != 1 || desc->flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) return CUDA_ERROR_INVALID_VALUE;
+  STRAND_CHECK(in_device(reinterpret_cast<void*>(ptr), size), "emulated driver: cuMemSetAccess on ", size,
+               " bytes at ", reinterpret_cast<void*>(ptr), ", not all mapped");
+  return CUDA_SUCCESS;
+}
+CUresult emu_unmap(CUdeviceptr ptr, size_t size) {
+  Lock lock(state().mu);
+  STRAND_CHECK(!work_queued(), "emulated driver: cuMemUnmap while queued work may still use the memory (the driver "
+               "does not wait for it: synchronize first)");
+  STRAND_CHECK(in_device(reinterpret_cast<void*>(ptr), size) && state().mappings.count(ptr),
+               "emulated driver: cuMemUnmap of ", size, " bytes at ", reinterpret_cast<void*>(ptr),
+               ", which does not start a mapping");
+  auto& maps = state().mappings;
+  uintptr_t a = ptr;
+  while (a < ptr + size) {  // whole mappings only
+    const auto it = maps.find(a);
+    STRAND_CHECK(it != maps.end() && a + it->second->bytes <= ptr + size, "emulated driver: cuMemUnmap of ", size,
+                 " bytes at ", reinterpret_cast<void*>(ptr), " ends inside a mapping");
+    it->second->mapped_at = 0;
+    a += it->second->bytes;
+    maps.erase(it);
+  }
+  remove_mapped(ptr, size);
+  if (!state().dry_run) {
+    madvise(reinterpret_cast<void*>(ptr), size, MADV_DONTNEED);
+    mprotect(reinterpret_cast<void*>(ptr), size, PROT_NONE);
+  }
+  return CUDA_SUCCESS;
+}
+}  // namespace
+}  // namespace strand::simt::device
+
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsigned int, unsigned long long,
+                                             cudaDriverEntryPointQueryResult* status) {
+  static const std::map<std::string, void*> entries = {
+      {"cuMemGetAllocationGranularity", reinterpret_cast<void*>(&emu_granularity)},
+      {"cuMemAddressReserve", reinterpret_cast<void*>(&emu_reserve)},
+      {"cuMemAddressFree", reinterpret_cast<void*>(&emu_address_free)},
+      {"cuMemCreate", reinterpret_cast<void*>(&emu_create)},
+      {"cuMemRelease", reinterpret_cast<void*>(&emu_release)},
+      {"cuMemMap", reinterpret_cast<void*>(&emu_map)},
+      {"cuMemUnmap", reinterpret_cast<void*>(&emu_unmap)},
+      {"cuMemSetAccess", reinterpret_cast<void*>(&emu_set_access)},
+  };
+  const auto it = entries.find(symbol ? symbol : "");
+  *fn = it == entries.end() ? nullptr : it->second;
+  if (status) *status = *fn ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;
   return cudaSuccess;
 }
 

@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
+#include <memory>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "tests/test_util.h"
@@ -310,6 +313,195 @@ TEST(BlockPool, RandomTrafficOnThreeStreamsNeverHandsOutABlockInUse) {
   EXPECT_EQ(d.pool.stats().pending_frees, 0);
   EXPECT_EQ(d.live_events(), 0);
   EXPECT_EQ(d.used, 0u);
+}
+
+
+// ---------------- expandable segments ----------------
+
+// A device with `capacity` bytes of physical memory behind a virtual address space: ranges are
+// reserved (fake addresses, never dereferenced), pages mapped and unmapped one run at a time; the
+// small pool's segments (raw_alloc) draw on the same memory. Checks every call as a driver would.
+struct FakeVmm {
+  static constexpr size_t kPage = 2 * MiB;
+  size_t capacity, used = 0;
+  uintptr_t next = uintptr_t{1} << 40;
+  std::map<uintptr_t, size_t> ranges, segments;  // reserved ranges, raw_alloc segments
+  std::set<uintptr_t> mapped;                   // page addresses
+  int maps = 0, unmaps = 0;
+  bool driver_error = false;  // the next map throws, as a driver error does
+  std::unique_ptr<BlockPool> pool;
+  FakeVmm(size_t cap, size_t reserve) : capacity(cap) {
+    BlockPool::Vmm v;
+    v.page = kPage;
+    v.reserve = reserve;
+    v.reserve_range = [this](size_t n) -> void* {
+      EXPECT_EQ(n % kPage, 0u);
+      ranges[next] = n;
+      void* p = reinterpret_cast<void*>(next);
+      next += n + kPage;
+      return p;
+    };
+    v.release_range = [this](void* p, size_t n) {
+      const auto a = reinterpret_cast<uintptr_t>(p);
+      EXPECT_EQ(ranges.at(a), n);
+      for (uintptr_t q = a; q < a + n; q += kPage) EXPECT_EQ(mapped.count(q), 0u) << "released while mapped";
+      ranges.erase(a);
+    };
+    v.map = [this](void* p, size_t n) {
+      const auto a = reinterpret_cast<uintptr_t>(p);
+      EXPECT_TRUE(a % kPage == 0 && n % kPage == 0 && n > 0 && in_range(a, n));
+      if (std::exchange(driver_error, false)) throw Error("driver error");
+      if (used + n > capacity) return false;
+      for (uintptr_t q = a; q < a + n; q += kPage) EXPECT_TRUE(mapped.insert(q).second) << "mapped twice";
+      used += n;
+      ++maps;
+      return true;
+    };
+    v.unmap = [this](void* p, size_t n) {
+      const auto a = reinterpret_cast<uintptr_t>(p);
+      EXPECT_TRUE(a % kPage == 0 && n % kPage == 0 && n > 0 && in_range(a, n));
+      for (uintptr_t q = a; q < a + n; q += kPage) EXPECT_EQ(mapped.erase(q), 1u) << "unmapped twice";
+      used -= n;
+      ++unmaps;
+    };
+    pool = std::make_unique<BlockPool>(
+        "vmm:0",
+        [this](size_t n) -> void* {
+          if (used + n > capacity) return nullptr;
+          used += n;
+          segments[next] = n;
+          void* p = reinterpret_cast<void*>(next);
+          next += n + kPage;
+          return p;
+        },
+        [this](void* p) {
+          used -= segments.at(reinterpret_cast<uintptr_t>(p));
+          segments.erase(reinterpret_cast<uintptr_t>(p));
+        },
+        BlockPool::Events{}, v);
+  }
+  bool in_range(uintptr_t a, size_t n) const {
+    auto it = ranges.upper_bound(a);
+    return it != ranges.begin() && a + n <= std::prev(it)->first + std::prev(it)->second;
+  }
+  bool on_mapped_pages(const void* p, size_t n) const {  // every page under [p, p + n) is mapped
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    const auto seg = segments.upper_bound(a);  // a small block, in a segment of its own
+    if (seg != segments.begin() && a + n <= std::prev(seg)->first + std::prev(seg)->second) return true;
+    for (uintptr_t q = a / kPage * kPage; q < a + n; q += kPage)
+      if (!mapped.count(q)) return false;
+    return true;
+  }
+};
+
+TEST(BlockPool, ExpandableSegmentsMapPagesAsBlocksNeedThem) {
+  FakeVmm d(64 * MiB, 64 * MiB);
+  char* a = static_cast<char*>(d.pool->allocate(3 * MiB));  // pages 0-1 of one reserved range
+  char* b = static_cast<char*>(d.pool->allocate(4 * MiB));  // right after a: pages 1-3, 2-3 newly mapped
+  char* c = static_cast<char*>(d.pool->allocate(40 * MiB));  // above 10 MiB: the same range, no new segment
+  EXPECT_EQ(b, a + 3 * MiB);
+  EXPECT_EQ(c, b + 4 * MiB);
+  EXPECT_EQ(d.ranges.size(), 1u);
+  EXPECT_EQ(d.maps, 3);
+  EXPECT_EQ(d.used, 48 * MiB);  // 47 MiB in use, on 24 pages
+  EXPECT_EQ(d.pool->stats().reserved_bytes, static_cast<int64_t>(48 * MiB));
+  EXPECT_TRUE(d.on_mapped_pages(a, 3 * MiB) && d.on_mapped_pages(b, 4 * MiB) && d.on_mapped_pages(c, 40 * MiB));
+  void* s = d.pool->allocate(1000);  // small requests keep their 2 MiB segments
+  EXPECT_EQ(d.segments.size(), 1u);
+  // A freed block keeps its pages (a cache) until memory runs short or the cache is emptied; then
+  // only pages no live block touches are unmapped: b's, less the pages it shares with a and c.
+  d.pool->free(b);
+  EXPECT_EQ(d.used, 50 * MiB);
+  d.pool->empty_cache();
+  EXPECT_EQ(d.unmaps, 1);
+  EXPECT_EQ(d.pool->stats().unmapped_bytes, static_cast<int64_t>(2 * MiB));  // page 2 only: 1 and 3 are shared
+  EXPECT_TRUE(d.on_mapped_pages(a, 3 * MiB) && d.on_mapped_pages(c, 40 * MiB));
+  EXPECT_EQ(d.pool->allocate(4 * MiB), b);  // best fit: b's place, its page mapped again
+  EXPECT_EQ(d.maps, 4);
+  d.pool->free(a);
+  d.pool->free(b);
+  d.pool->free(c);
+  d.pool->free(s);
+  d.pool->empty_cache();
+  EXPECT_EQ(d.used, 0u);
+  EXPECT_EQ(d.pool->stats().reserved_bytes, 0);
+  d.pool.reset();  // the address space goes back with the pool
+  EXPECT_TRUE(d.ranges.empty());
+}
+
+TEST(BlockPool, ExpandableSegmentsServeARequestFromMemoryFreedBetweenLiveBlocks) {
+  // Eight 8 MiB blocks fill the device; every other one is freed: 32 MiB free, in 8 MiB holes.
+  const auto fill_and_punch = [](BlockPool& pool) {
+    std::vector<void*> v;
+    for (int i = 0; i < 8; ++i) v.push_back(pool.allocate(8 * MiB));
+    for (int i = 0; i < 8; i += 2) pool.free(v[static_cast<size_t>(i)]);
+  };
+  // Separate segments cannot give 24 MiB in one piece: the holes sit between live blocks.
+  FakeDevice plain(64 * MiB + 16 * MiB);  // (8 MiB requests take 20 MiB segments: room for four)
+  fill_and_punch(plain.pool);
+  EXPECT_TRUE(test::throws_with([&] { plain.pool.allocate(24 * MiB); }, {"out of memory"}));
+  // Expandable: the holes' pages are unmapped and mapped again under a new address range.
+  FakeVmm d(64 * MiB, 64 * MiB);
+  fill_and_punch(*d.pool);
+  EXPECT_EQ(d.used, 64 * MiB);
+  void* big = d.pool->allocate(24 * MiB);
+  EXPECT_TRUE(d.on_mapped_pages(big, 24 * MiB));
+  EXPECT_EQ(d.pool->stats().num_oom_retries, 1);
+  EXPECT_EQ(d.pool->stats().unmapped_bytes, static_cast<int64_t>(32 * MiB));
+  EXPECT_EQ(d.pool->stats().reserved_bytes, static_cast<int64_t>(56 * MiB));
+  EXPECT_EQ(d.ranges.size(), 2u);
+  // Out of memory for good is still the error, naming the request and the statistics.
+  EXPECT_TRUE(test::throws_with([&] { d.pool->allocate(10 * MiB); },
+                                {"out of memory on vmm:0", "allocating 10485760 bytes", "allocated 58720256",
+                                 "reserved 58720256"}));
+  EXPECT_EQ(d.pool->stats().allocated_bytes, static_cast<int64_t>(56 * MiB));  // the failed block went back
+  EXPECT_NE(d.pool->allocate(8 * MiB), nullptr);  // what does fit still does
+}
+
+TEST(BlockPool, ExpandableSegmentsGiveTheBlockBackOnADriverError) {
+  FakeVmm d(64 * MiB, 64 * MiB);
+  void* a = d.pool->allocate(4 * MiB);
+  d.driver_error = true;
+  EXPECT_TRUE(test::throws_with([&] { d.pool->allocate(6 * MiB); }, {"driver error"}));
+  EXPECT_EQ(d.pool->stats().allocated_bytes, static_cast<int64_t>(4 * MiB));
+  EXPECT_EQ(d.pool->allocate(6 * MiB), static_cast<char*>(a) + 4 * MiB);  // the same place, now mapped
+  EXPECT_EQ(d.used, 10 * MiB);
+}
+
+TEST(BlockPool, ExpandableSegmentsUnderRandomTrafficKeepLiveBlocksMapped) {
+  FakeVmm d(56 * MiB, 56 * MiB);  // live blocks stay below 40 MiB
+  std::vector<std::pair<char*, size_t>> live;
+  uint64_t x = 11;
+  for (int i = 0; i < 4000; ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    if (live.size() > 30 || (!live.empty() && (x >> 60) < 7)) {
+      const size_t k = (x >> 20) % live.size();
+      d.pool->free(live[k].first);
+      live.erase(live.begin() + static_cast<int64_t>(k));
+      continue;
+    }
+    const size_t n = (x >> 33) % 4 == 0 ? (x >> 13) % (12 * MiB) + 1 : (x >> 13) % (64 * 1024) + 1;
+    size_t total = n;
+    for (const auto& l : live) total += l.second;
+    if (total > 40 * MiB) continue;  // below the capacity with room for rounding and small segments
+    char* p = static_cast<char*>(d.pool->allocate(n));
+    live.push_back({p, n});
+    for (const auto& [q, m] : live) ASSERT_TRUE(d.on_mapped_pages(q, m)) << "step " << i;
+  }
+  std::set<std::pair<char*, char*>> spans;
+  for (auto [p, n] : live) spans.insert({p, p + n});
+  char* end = nullptr;
+  for (auto [b, e] : spans) {
+    EXPECT_GE(b, end);
+    end = e;
+  }
+  EXPECT_EQ(d.pool->stats().reserved_bytes, static_cast<int64_t>(d.used));
+  EXPECT_GT(d.pool->stats().num_oom_retries, 0);  // memory ran short, and free pages were unmapped
+  EXPECT_GT(d.pool->stats().unmapped_bytes, 0);
+  for (auto [p, n] : live) d.pool->free(p);
+  d.pool->empty_cache();
+  EXPECT_EQ(d.used, 0u);
+  EXPECT_TRUE(d.mapped.empty());
 }
 
 }  // namespace
