@@ -491,7 +491,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tenso
       const Tensor xs = n.saved(0), bias = n.saved(4);
       auto [gx, gw, gb] = ops::batch_norm_backward(ops::to(g[0], xs.dtype()), xs, n.saved(1), n.saved(2), n.saved(3),
                                                    training, sync);
-      if (n.needs_grad(2)) gb = ops::to(gb, bias.dtype());  // (no weight: gb came in x's dtype)
+      if (n.needs_grad(2)) gb = ops::to(gb, bias.dtype());  // (no weight: gb came in the compute dtype)
       return {n.needs_grad(0) ? gx : Tensor(), n.needs_grad(1) ? gw : Tensor(), n.needs_grad(2) ? gb : Tensor()};
     });
     // The output is one pass over the saved input with the saved statistics (no statistics, so no

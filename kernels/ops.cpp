@@ -884,8 +884,9 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_backward(const Tensor& grad, const
   STRAND_CHECK(g.dtype() == x.dtype() && g.sizes() == x.sizes(), "batch_norm_backward: gradient ", grad.str(),
                " does not match input ", x_in.str());
   Tensor gx = empty_like(x), gw = w.defined() ? empty_like(w) : Tensor();
-  // The bias gradient comes in the weight's dtype (x's without a weight).
-  Tensor gb = empty({C}, like(x, w.defined() ? w.dtype() : x.dtype()));
+  // The bias gradient comes in the weight's dtype (without a weight, the compute dtype: f32 for a
+  // half input, for the caller to round once to the bias's dtype).
+  Tensor gb = empty({C}, like(x, w.defined() ? w.dtype() : compute_dtype(x)));
   STRAND_DISPATCH(x, batch_norm_backward, g, x, w.defined() ? contiguous(w) : w, mean, rstd, training, gx, gw, gb,
                   sync && training ? &red : nullptr);
   return {reshape(gx, x_in.sizes()), gw, gb};

@@ -163,7 +163,8 @@ std::tuple<Tensor, Tensor> rms_norm_backward(const Tensor& grad, const Tensor& x
 // batch statistics normalise and running stats are updated in place (running_var with the
 // unbiased variance, as PyTorch). NormOut.mean/rstd hold the statistics used (batch or running).
 // w and b are of x's dtype or, beside a bf16/f16 x (bf16-mixed), f32: the kernels read the half
-// input (and gradient) as they are, compute in f32 and round y and gx once; gw and gb come in w's dtype.
+// input (and gradient) as they are, compute in f32 and round y and gx once; gw and gb come in w's
+// dtype (gb without w: in compute_dtype(x)).
 NormOut batch_norm(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& running_mean,
                    const Tensor& running_var, bool training, double momentum, double eps);
 // The normalisation alone, from given statistics: batch_norm's y, bit for bit, from its mean and

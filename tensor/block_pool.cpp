@@ -62,7 +62,8 @@ BlockPool::Block* BlockPool::new_segment(size_t size, bool small, StreamId strea
 }
 
 BlockPool::Block* BlockPool::new_expandable(size_t size, StreamId stream) {
-  const size_t n = round_up(std::max(size, vmm_.reserve), vmm_.page);
+  if (size > vmm_.reserve) return nullptr;  // more than the device holds: out of memory at once
+  const size_t n = round_up(vmm_.reserve, vmm_.page);
   void* p = vmm_.reserve_range(n);
   if (!p) return nullptr;
   expandable_.push_back(
@@ -113,11 +114,13 @@ void BlockPool::unmap_free_pages(Block* b) {
     }
     size_t j = i;
     while (j < last && e.mapped[j]) ++j;
-    vmm_.unmap(e.base + i * pg, (j - i) * pg);
+    // Counted as unmapped first: after a driver error part-way, the next mapping of these pages
+    // fails loudly instead of a block landing on pages that are gone.
     std::fill(e.mapped.begin() + static_cast<std::ptrdiff_t>(i), e.mapped.begin() + static_cast<std::ptrdiff_t>(j),
               false);
     stats_.reserved_bytes -= static_cast<int64_t>((j - i) * pg);
     stats_.unmapped_bytes += static_cast<int64_t>((j - i) * pg);
+    vmm_.unmap(e.base + i * pg, (j - i) * pg);
     i = j;
   }
 }

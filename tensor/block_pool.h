@@ -52,7 +52,7 @@ struct BlockPoolStats {
 // Virtual memory for BlockPool's expandable segments; only used when `map` is set.
 struct BlockPoolVmm {
   size_t page = 0;     // the mapping granularity (2 MiB on CUDA GPUs)
-  size_t reserve = 0;  // address space per segment: the device's memory, rounded up to pages
+  size_t reserve = 0;  // address space per segment: the device's memory (a larger request is out of memory)
   std::function<void*(size_t)> reserve_range;       // address space only; nullptr when none is left
   std::function<void(void*, size_t)> release_range;  // a whole range from reserve_range, unmapped
   // Physical memory under [p, p + n) (whole pages, unmapped); false (nothing mapped) when out of memory.

@@ -101,8 +101,11 @@ bool driver_entry(const char* name, F& f) {
   cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
 #if CUDART_VERSION >= 12050
   const cudaError_t r = cudaGetDriverEntryPointByVersion(name, &p, 12000, cudaEnableDefault, &q);
-#else
+#elif CUDART_VERSION >= 12000
   const cudaError_t r = cudaGetDriverEntryPoint(name, &p, cudaEnableDefault, &q);
+#else
+  const cudaError_t r = cudaGetDriverEntryPoint(name, &p, cudaEnableDefault);
+  if (r == cudaSuccess) q = cudaDriverEntryPointSuccess;
 #endif
   if (r != cudaSuccess || q != cudaDriverEntryPointSuccess || !p) {
     (void)cudaGetLastError();
@@ -143,9 +146,9 @@ BlockPool::Vmm device_vmm(int device) {
   prop->location.type = CU_MEM_LOCATION_TYPE_DEVICE;
   prop->location.id = device;
   size_t page = 0, free_bytes = 0, total = 0;
+  const DeviceScope on(device);  // for cudaMemGetInfo; the caller's device is restored
   if (!drv.loaded || drv.granularity(&page, prop.get(), CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS || page == 0 ||
-      page % BlockPool::kRound != 0 || cudaSetDevice(device) != cudaSuccess ||
-      cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
+      page % BlockPool::kRound != 0 || cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) {
     (void)cudaGetLastError();
     std::fprintf(stderr, "strand: STRAND_EXPANDABLE_SEGMENTS is set but cuda:%d's driver cannot map memory "
                          "(cuMemMap); using separate segments\n", device);
@@ -164,6 +167,8 @@ BlockPool::Vmm device_vmm(int device) {
   auto unmap_pages = [&drv, handles, page, device](uintptr_t a, size_t n) {
     for (uintptr_t q = a; q < a + n; q += page) {
       const auto it = handles->find(q);
+      STRAND_CHECK(it != handles->end(), "cuda:", device, ": unmapping page ", reinterpret_cast<void*>(q),
+                   ", which the allocator did not map");
       check_driver(drv.unmap(q, page), "cuMemUnmap", device);
       check_driver(drv.release(it->second), "cuMemRelease", device);
       handles->erase(it);

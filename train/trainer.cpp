@@ -286,11 +286,20 @@ FitResult Trainer::fit(bool resume, int64_t stop_after_steps) {
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double sps = static_cast<double>(run_steps * cfg_.data.batch_size * world) / std::max(el, 1e-9);
         const double eta = el / static_cast<double>(run_steps) * static_cast<double>(total_steps_ - step);
-        std::printf("step %lld/%lld | epoch %lld | loss %.5f | lr %.3e | %.1f samples/s | ETA %s | mem %.0f MiB\n",
+        // Memory: the peak in use; on a GPU also the peak the caching allocator held from the
+        // driver (its cache, and fragmentation, which STRAND_EXPANDABLE_SEGMENTS=1 removes).
+        const auto mib = [](int64_t b) { return (b + (int64_t{1} << 19)) >> 20; };
+        std::string mem;
+        if (pred.is_cuda()) {
+          const BlockPoolStats st = cuda_rt::allocator_stats(pred.device().index);
+          mem = detail::concat_message(mib(st.peak_allocated_bytes), " MiB (reserved ", mib(st.peak_reserved_bytes),
+                                       " MiB)");
+        } else {
+          mem = detail::concat_message(mib(cpu_allocator_stats().peak_bytes), " MiB");
+        }
+        std::printf("step %lld/%lld | epoch %lld | loss %.5f | lr %.3e | %.1f samples/s | ETA %s | mem %s\n",
                     static_cast<long long>(step), static_cast<long long>(total_steps_), static_cast<long long>(epoch + 1),
-                    loss_v, opt.lr(), sps, fmt_time(eta).c_str(),
-                    static_cast<double>(pred.is_cuda() ? cuda_rt::allocator_stats(pred.device().index).peak_allocated_bytes
-                                                       : cpu_allocator_stats().peak_bytes) / (1 << 20));
+                    loss_v, opt.lr(), sps, fmt_time(eta).c_str(), mem.c_str());
         std::fflush(stdout);
       }
       if (step % cfg_.trainer.val_interval == 0 && step != total_steps_) {

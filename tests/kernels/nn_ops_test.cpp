@@ -481,6 +481,13 @@ TEST(BatchNorm, HalfInputWithF32ParametersIsTheF32ComputationRoundedOnce) {
       EXPECT_TRUE(allclose(gx, ops::to(rgx, hd), 0, 0));
       EXPECT_TRUE(allclose(gw, rgw, 0, 0));
       EXPECT_TRUE(allclose(gb, rgb, 0, 0));
+      // Without a weight the bias gradient still comes in f32, not rounded to the input's dtype.
+      auto [gx0, gw0, gb0] = ops::batch_norm_backward(g, x, Tensor(), o.mean, o.rstd, training);
+      auto [rgx0, rgw0, rgb0] = ops::batch_norm_backward(ops::to(g, f), ops::to(x, f), Tensor(), r.mean, r.rstd, training);
+      EXPECT_FALSE(gw0.defined());
+      EXPECT_EQ(gb0.dtype(), f);
+      EXPECT_TRUE(allclose(gb0, rgb0, 0, 0));
+      EXPECT_TRUE(allclose(gx0, ops::to(rgx0, hd), 0, 0));
     }
   // Parameters fit the input: its own dtype, or f32 beside a half input; weight and bias alike.
   Tensor xb = ops::to(uniform({4, 3}, -1, 1, 47, f), DType::bf16);

@@ -92,6 +92,7 @@ struct State {
     size_t bytes;
     int device;
     uintptr_t mapped_at = 0;
+    bool accessible = false;  // cuMemSetAccess has made the mapping usable
   };
   std::map<uintptr_t, Physical*> mappings;  // mapped address -> its physical allocation
   size_t allocated = 0, capacity = 0;
@@ -369,8 +370,9 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
 // Checked as the driver checks them: granularity-aligned sizes and addresses, mappings inside a
 // reservation and over nothing mapped, unmaps of whole mappings, physical memory released only
 // once unmapped, and no unmap while queued work could still use the memory (which the driver
-// would not wait for). A mapped range is device memory for the other checks, adjacent mappings
-// merged into one allocation so a block may span pages.
+// would not wait for). A mapping becomes device memory for the other checks (and, outside a dry
+// run, readable and writable) only once cuMemSetAccess has covered it, as a GPU faults before;
+// adjacent mappings are merged into one allocation so a block may span pages.
 namespace strand::simt::device {
 namespace {
 constexpr size_t kVmmPage = size_t{2} << 20;
@@ -471,45 +473,66 @@ CUresult emu_map(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAlloca
   if (offset != 0 || size != p->bytes || ptr % kVmmPage || p->mapped_at) return CUDA_ERROR_INVALID_VALUE;
   STRAND_CHECK(in_reservation(ptr, size), "emulated driver: cuMemMap at ", reinterpret_cast<void*>(ptr),
                " outside reserved address space");
-  STRAND_CHECK(!touches_device(reinterpret_cast<void*>(ptr), size), "emulated driver: cuMemMap at ",
+  const auto& maps = state().mappings;
+  const auto after = maps.lower_bound(ptr);
+  const bool overlaps = (after != maps.end() && after->first < ptr + size) ||
+                        (after != maps.begin() && std::prev(after)->first + std::prev(after)->second->bytes > ptr);
+  STRAND_CHECK(!overlaps && !touches_device(reinterpret_cast<void*>(ptr), size), "emulated driver: cuMemMap at ",
                reinterpret_cast<void*>(ptr), " over memory already mapped");
-  if (!state().dry_run) {  // fresh device memory reads as NaN, as cudaMalloc's
-    mprotect(reinterpret_cast<void*>(ptr), size, PROT_READ | PROT_WRITE);
-    std::memset(reinterpret_cast<void*>(ptr), 0xff, size);
-  }
   p->mapped_at = ptr;
   state().mappings[ptr] = p;
-  add_mapped(ptr, size, p->device);
   return CUDA_SUCCESS;
 }
 CUresult emu_set_access(CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count) {
   Lock lock(state().mu);
-  if (!desc || count != 1 || desc->flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE) return CUDA_ERROR_INVALID_VALUE;
-  STRAND_CHECK(in_device(reinterpret_cast<void*>(ptr), size), "emulated driver: cuMemSetAccess on ", size,
-               " bytes at ", reinterpret_cast<void*>(ptr), ", not all mapped");
+  if (!desc || count != 1 || desc->flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE ||
+      desc->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+    return CUDA_ERROR_INVALID_VALUE;
+  // The range must be exactly covered by mappings, end to end.
+  auto& maps = state().mappings;
+  uintptr_t a = ptr;
+  while (a < ptr + size) {
+    const auto it = maps.find(a);
+    STRAND_CHECK(it != maps.end() && a + it->second->bytes <= ptr + size, "emulated driver: cuMemSetAccess on ", size,
+                 " bytes at ", reinterpret_cast<void*>(ptr), ", not a run of whole mappings");
+    a += it->second->bytes;
+  }
+  for (a = ptr; a < ptr + size;) {
+    State::Physical* p = maps.at(a);
+    if (!p->accessible) {
+      p->accessible = true;
+      add_mapped(a, p->bytes, p->device);
+      if (!state().dry_run) {  // fresh device memory reads as NaN, as cudaMalloc's
+        mprotect(reinterpret_cast<void*>(a), p->bytes, PROT_READ | PROT_WRITE);
+        std::memset(reinterpret_cast<void*>(a), 0xff, p->bytes);
+      }
+    }
+    a += p->bytes;
+  }
   return CUDA_SUCCESS;
 }
 CUresult emu_unmap(CUdeviceptr ptr, size_t size) {
   Lock lock(state().mu);
   STRAND_CHECK(!work_queued(), "emulated driver: cuMemUnmap while queued work may still use the memory (the driver "
                "does not wait for it: synchronize first)");
-  STRAND_CHECK(in_device(reinterpret_cast<void*>(ptr), size) && state().mappings.count(ptr),
-               "emulated driver: cuMemUnmap of ", size, " bytes at ", reinterpret_cast<void*>(ptr),
-               ", which does not start a mapping");
   auto& maps = state().mappings;
   uintptr_t a = ptr;
-  while (a < ptr + size) {  // whole mappings only
+  while (a < ptr + size) {  // whole mappings only, end to end
     const auto it = maps.find(a);
     STRAND_CHECK(it != maps.end() && a + it->second->bytes <= ptr + size, "emulated driver: cuMemUnmap of ", size,
-                 " bytes at ", reinterpret_cast<void*>(ptr), " ends inside a mapping");
-    it->second->mapped_at = 0;
-    a += it->second->bytes;
+                 " bytes at ", reinterpret_cast<void*>(ptr), ", not a run of whole mappings");
+    State::Physical* p = it->second;
+    if (p->accessible) {
+      remove_mapped(a, p->bytes);
+      if (!state().dry_run) {
+        madvise(reinterpret_cast<void*>(a), p->bytes, MADV_DONTNEED);
+        mprotect(reinterpret_cast<void*>(a), p->bytes, PROT_NONE);
+      }
+    }
+    p->mapped_at = 0;
+    p->accessible = false;
+    a += p->bytes;
     maps.erase(it);
-  }
-  remove_mapped(ptr, size);
-  if (!state().dry_run) {
-    madvise(reinterpret_cast<void*>(ptr), size, MADV_DONTNEED);
-    mprotect(reinterpret_cast<void*>(ptr), size, PROT_NONE);
   }
   return CUDA_SUCCESS;
 }
@@ -528,6 +551,7 @@ cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn, unsi
       {"cuMemUnmap", reinterpret_cast<void*>(&emu_unmap)},
       {"cuMemSetAccess", reinterpret_cast<void*>(&emu_set_access)},
   };
+  if (!fn) return t_last_error = cudaErrorInvalidValue;
   const auto it = entries.find(symbol ? symbol : "");
   *fn = it == entries.end() ? nullptr : it->second;
   if (status) *status = *fn ? cudaDriverEntryPointSuccess : cudaDriverEntryPointSymbolNotFound;

@@ -458,6 +458,13 @@ TEST(BlockPool, ExpandableSegmentsServeARequestFromMemoryFreedBetweenLiveBlocks)
   EXPECT_NE(d.pool->allocate(8 * MiB), nullptr);  // what does fit still does
 }
 
+TEST(BlockPool, ARequestAboveTheDeviceIsOutOfMemoryWithoutMappingAnything) {
+  FakeVmm d(64 * MiB, 64 * MiB);
+  EXPECT_TRUE(test::throws_with([&] { d.pool->allocate(65 * MiB); }, {"out of memory on vmm:0", "allocating 68157440"}));
+  EXPECT_TRUE(d.ranges.empty());
+  EXPECT_EQ(d.maps, 0);
+}
+
 TEST(BlockPool, ExpandableSegmentsGiveTheBlockBackOnADriverError) {
   FakeVmm d(64 * MiB, 64 * MiB);
   void* a = d.pool->allocate(4 * MiB);
