@@ -102,7 +102,7 @@ bool BlockPool::map_pages(Block* b) {
   return true;
 }
 
-void BlockPool::unmap_free_pages(Block* b) {
+void BlockPool::unmap_free_pages(Block* b, bool& synced) {
   // Free neighbours are merged, so a page b shares with a neighbour is under a live block.
   Expandable& e = *b->seg;
   const size_t pg = vmm_.page, off = static_cast<size_t>(b->ptr - e.base);
@@ -120,6 +120,8 @@ void BlockPool::unmap_free_pages(Block* b) {
               false);
     stats_.reserved_bytes -= static_cast<int64_t>((j - i) * pg);
     stats_.unmapped_bytes += static_cast<int64_t>((j - i) * pg);
+    if (!synced && vmm_.synchronize) vmm_.synchronize();  // work queued earlier may still use the pages
+    synced = true;
     vmm_.unmap(e.base + i * pg, (j - i) * pg);
     i = j;
   }
@@ -253,11 +255,12 @@ void BlockPool::return_block(Block* b) {
 }
 
 void BlockPool::release_free_segments() {
+  bool synced = false;  // one wait for the device before the first unmap, not one per run of pages
   for (FreeSet* fs : {&free_small_, &free_large_}) {
     for (auto it = fs->begin(); it != fs->end();) {
       Block* b = blocks_.at(std::get<2>(*it));
       if (b->seg) {  // an expandable segment keeps its address space and gives back its free pages
-        unmap_free_pages(b);
+        unmap_free_pages(b, synced);
         ++it;
         continue;
       }

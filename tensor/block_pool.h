@@ -57,7 +57,8 @@ struct BlockPoolVmm {
   std::function<void(void*, size_t)> release_range;  // a whole range from reserve_range, unmapped
   // Physical memory under [p, p + n) (whole pages, unmapped); false (nothing mapped) when out of memory.
   std::function<bool(void*, size_t)> map;
-  std::function<void(void*, size_t)> unmap;  // [p, p + n), mapped; waits for work that may use it
+  std::function<void(void*, size_t)> unmap;  // [p, p + n), mapped, no longer used by queued work
+  std::function<void()> synchronize;         // waits for all queued work: called once before unmapping
 };
 
 class BlockPool {
@@ -124,7 +125,7 @@ class BlockPool {
   Block* new_segment(size_t size, bool small, StreamId stream);
   Block* new_expandable(size_t size, StreamId stream);
   bool map_pages(Block* b);         // maps the unmapped pages under b; false when out of memory
-  void unmap_free_pages(Block* b);  // unmaps the pages only free block b covers
+  void unmap_free_pages(Block* b, bool& synced);  // unmaps the pages only free block b covers
   void release_free_segments();     // and the free pages of expandable segments
   void return_block(Block* b);                   // to its free pool, merging with free neighbours
   void process_events(bool wait);                // frees blocks whose events have completed

@@ -206,12 +206,12 @@ BlockPool::Vmm device_vmm(int device) {
     unmap_pages(a, done);  // out of memory: nothing stays mapped
     return false;
   };
-  v.unmap = [unmap_pages, device](void* p, size_t n) {
-    // Unlike cudaFree, unmapping does not wait for the device: work queued on any stream may still
-    // use the pages (as PyTorch, which synchronises before it unmaps).
+  v.unmap = [unmap_pages](void* p, size_t n) { unmap_pages(reinterpret_cast<uintptr_t>(p), n); };
+  // Unlike cudaFree, unmapping does not wait for the device: work queued on any stream may still
+  // use the pages, so the pool waits for all of it first (as PyTorch synchronises before it unmaps).
+  v.synchronize = [device] {
     const DeviceScope on(device);
     STRAND_CUDA_CHECK(cudaDeviceSynchronize());
-    unmap_pages(reinterpret_cast<uintptr_t>(p), n);
   };
   return v;
 }

@@ -327,7 +327,8 @@ struct FakeVmm {
   uintptr_t next = uintptr_t{1} << 40;
   std::map<uintptr_t, size_t> ranges, segments;  // reserved ranges, raw_alloc segments
   std::set<uintptr_t> mapped;                   // page addresses
-  int maps = 0, unmaps = 0;
+  int maps = 0, unmaps = 0, syncs = 0;
+  bool synced = false;        // synchronize was called since the last map (blocks used since)
   bool driver_error = false;  // the next map throws, as a driver error does
   std::unique_ptr<BlockPool> pool;
   FakeVmm(size_t cap, size_t reserve) : capacity(cap) {
@@ -351,6 +352,7 @@ struct FakeVmm {
       const auto a = reinterpret_cast<uintptr_t>(p);
       EXPECT_TRUE(a % kPage == 0 && n % kPage == 0 && n > 0 && in_range(a, n));
       if (std::exchange(driver_error, false)) throw Error("driver error");
+      synced = false;
       if (used + n > capacity) return false;
       for (uintptr_t q = a; q < a + n; q += kPage) EXPECT_TRUE(mapped.insert(q).second) << "mapped twice";
       used += n;
@@ -360,9 +362,14 @@ struct FakeVmm {
     v.unmap = [this](void* p, size_t n) {
       const auto a = reinterpret_cast<uintptr_t>(p);
       EXPECT_TRUE(a % kPage == 0 && n % kPage == 0 && n > 0 && in_range(a, n));
+      EXPECT_TRUE(synced) << "unmapped without waiting for queued work";
       for (uintptr_t q = a; q < a + n; q += kPage) EXPECT_EQ(mapped.erase(q), 1u) << "unmapped twice";
       used -= n;
       ++unmaps;
+    };
+    v.synchronize = [this] {
+      ++syncs;
+      synced = true;
     };
     pool = std::make_unique<BlockPool>(
         "vmm:0",
@@ -445,6 +452,8 @@ TEST(BlockPool, ExpandableSegmentsServeARequestFromMemoryFreedBetweenLiveBlocks)
   fill_and_punch(*d.pool);
   EXPECT_EQ(d.used, 64 * MiB);
   void* big = d.pool->allocate(24 * MiB);
+  EXPECT_EQ(d.unmaps, 4);  // the four holes, after one wait for the device
+  EXPECT_EQ(d.syncs, 1);
   EXPECT_TRUE(d.on_mapped_pages(big, 24 * MiB));
   EXPECT_EQ(d.pool->stats().num_oom_retries, 1);
   EXPECT_EQ(d.pool->stats().unmapped_bytes, static_cast<int64_t>(32 * MiB));
