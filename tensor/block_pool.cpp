@@ -1,6 +1,7 @@
 #include "tensor/block_pool.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "tensor/error.h"
 
@@ -8,6 +9,25 @@ namespace strand {
 
 namespace {
 size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+// f(i, j) for each maximal run [i, j) of pages in [first, last) whose mapped state is `state`, in
+// order, until f returns false; false then.
+template <class F>
+bool for_each_run(const std::vector<bool>& mapped, size_t first, size_t last, bool state, F&& f) {
+  for (size_t i = first; i < last;) {
+    if (mapped[i] != state) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < last && mapped[j] == state) ++j;
+    if (!f(i, j)) return false;
+    i = j;
+  }
+  return true;
+}
+void set_pages(std::vector<bool>& mapped, size_t i, size_t j, bool state) {
+  std::fill(mapped.begin() + static_cast<std::ptrdiff_t>(i), mapped.begin() + static_cast<std::ptrdiff_t>(j), state);
+}
 }  // namespace
 
 BlockPool::BlockPool(std::string name, RawAlloc alloc, RawFree free, Events events, Vmm vmm)
@@ -76,15 +96,8 @@ BlockPool::Block* BlockPool::new_expandable(size_t size, StreamId stream) {
 
 bool BlockPool::map_pages(Block* b) {
   Expandable& e = *b->seg;
-  const size_t pg = vmm_.page, first = static_cast<size_t>(b->ptr - e.base) / pg,
-               last = (static_cast<size_t>(b->ptr - e.base) + b->size + pg - 1) / pg;
-  for (size_t i = first; i < last;) {
-    if (e.mapped[i]) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < last && !e.mapped[j]) ++j;
+  const size_t pg = vmm_.page, off = static_cast<size_t>(b->ptr - e.base);
+  return for_each_run(e.mapped, off / pg, (off + b->size + pg - 1) / pg, false, [&](size_t i, size_t j) {
     char* at = e.base + i * pg;
     const size_t n = (j - i) * pg;
     if (!vmm_.map(at, n)) {
@@ -93,38 +106,28 @@ bool BlockPool::map_pages(Block* b) {
       release_free_segments();
       if (!vmm_.map(at, n)) return false;
     }
-    std::fill(e.mapped.begin() + static_cast<std::ptrdiff_t>(i), e.mapped.begin() + static_cast<std::ptrdiff_t>(j),
-              true);
+    set_pages(e.mapped, i, j, true);
     stats_.reserved_bytes += static_cast<int64_t>(n);
     stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
-    i = j;
-  }
-  return true;
+    return true;
+  });
 }
 
 void BlockPool::unmap_free_pages(Block* b, bool& synced) {
   // Free neighbours are merged, so a page b shares with a neighbour is under a live block.
   Expandable& e = *b->seg;
   const size_t pg = vmm_.page, off = static_cast<size_t>(b->ptr - e.base);
-  const size_t first = (off + pg - 1) / pg, last = (off + b->size) / pg;
-  for (size_t i = first; i < last;) {
-    if (!e.mapped[i]) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < last && e.mapped[j]) ++j;
+  for_each_run(e.mapped, (off + pg - 1) / pg, (off + b->size) / pg, true, [&](size_t i, size_t j) {
     // Counted as unmapped first: after a driver error part-way, the next mapping of these pages
     // fails loudly instead of a block landing on pages that are gone.
-    std::fill(e.mapped.begin() + static_cast<std::ptrdiff_t>(i), e.mapped.begin() + static_cast<std::ptrdiff_t>(j),
-              false);
+    set_pages(e.mapped, i, j, false);
     stats_.reserved_bytes -= static_cast<int64_t>((j - i) * pg);
     stats_.unmapped_bytes += static_cast<int64_t>((j - i) * pg);
     if (!synced && vmm_.synchronize) vmm_.synchronize();  // work queued earlier may still use the pages
     synced = true;
     vmm_.unmap(e.base + i * pg, (j - i) * pg);
-    i = j;
-  }
+    return true;
+  });
 }
 
 void* BlockPool::allocate(size_t nbytes, StreamId stream) {

@@ -177,34 +177,26 @@ BlockPool::Vmm device_vmm(int device) {
   v.map = [&drv, handles, prop, page, device, unmap_pages](void* p, size_t n) {
     const auto a = reinterpret_cast<uintptr_t>(p);
     size_t done = 0;
+    // A failure leaves nothing mapped: out of memory returns false, any other error is thrown.
+    const auto undo = [&](CUresult r, const char* what) {
+      unmap_pages(a, done);
+      if (r != CUDA_ERROR_OUT_OF_MEMORY) check_driver(r, what, device);
+      return false;
+    };
     for (; done < n; done += page) {
       CUmemGenericAllocationHandle h{};
-      const CUresult r = drv.create(&h, page, prop.get(), 0);
-      if (r == CUDA_ERROR_OUT_OF_MEMORY) break;
-      if (r != CUDA_SUCCESS) unmap_pages(a, done);
-      check_driver(r, "cuMemCreate", device);
-      const CUresult m = drv.map(a + done, page, 0, h, 0);
-      if (m != CUDA_SUCCESS) {
+      if (const CUresult r = drv.create(&h, page, prop.get(), 0); r != CUDA_SUCCESS) return undo(r, "cuMemCreate");
+      if (const CUresult r = drv.map(a + done, page, 0, h, 0); r != CUDA_SUCCESS) {
         drv.release(h);
-        if (m == CUDA_ERROR_OUT_OF_MEMORY) break;
-        unmap_pages(a, done);
-        check_driver(m, "cuMemMap", device);
+        return undo(r, "cuMemMap");
       }
       (*handles)[a + done] = h;
     }
-    if (done == n) {
-      CUmemAccessDesc access{};
-      access.location = prop->location;
-      access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-      const CUresult r = drv.set_access(a, n, &access, 1);
-      if (r == CUDA_SUCCESS) return true;
-      if (r != CUDA_ERROR_OUT_OF_MEMORY) {
-        unmap_pages(a, done);
-        check_driver(r, "cuMemSetAccess", device);
-      }
-    }
-    unmap_pages(a, done);  // out of memory: nothing stays mapped
-    return false;
+    CUmemAccessDesc access{};
+    access.location = prop->location;
+    access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    if (const CUresult r = drv.set_access(a, n, &access, 1); r != CUDA_SUCCESS) return undo(r, "cuMemSetAccess");
+    return true;
   };
   v.unmap = [unmap_pages](void* p, size_t n) { unmap_pages(reinterpret_cast<uintptr_t>(p), n); };
   // Unlike cudaFree, unmapping does not wait for the device: work queued on any stream may still

@@ -74,22 +74,19 @@ decltype(auto) dispatch_float(DType t, std::string_view what, F&& f) {
   return f(type_tag<float>{});  // unreachable
 }
 
-// The parameter type of a normalisation whose input is of type T: T itself or, for a bf16/f16 input
-// (bf16-mixed: weights kept in f32), the f32 it computes in.
-// dispatch_param<T>(pd, what, [&](auto tag) { using P = typename decltype(tag)::type; ... });
-template <class T, class F>
-decltype(auto) dispatch_param(DType pd, std::string_view what, F&& f) {
-  if constexpr (!std::is_same_v<acc_t<T>, T>)
-    if (pd == dtype_of<acc_t<T>>::value) return f(type_tag<acc_t<T>>{});
-  STRAND_CHECK(pd == dtype_of<T>::value, what, ": parameters of dtype ", dtype_name(pd), " do not fit an input of dtype ",
-               dtype_name(dtype_of<T>::value));
-  return f(type_tag<T>{});
-}
-// Both at once: dispatch_float_param(x, p, what, [&](auto tag, auto ptag) { ... }).
+// A normalisation over an input of dtype xt with parameters of dtype pt: pt is xt itself or, for a
+// bf16/f16 input (bf16-mixed: weights kept in f32), the f32 it computes in.
+// dispatch_float_param(xt, pt, what, [&](auto tag, auto ptag) { using T = typename decltype(tag)::type;
+//                                                              using P = typename decltype(ptag)::type; ... });
 template <class F>
 void dispatch_float_param(DType xt, DType pt, std::string_view what, F&& f) {
   dispatch_float(xt, what, [&](auto tag) {
-    dispatch_param<typename decltype(tag)::type>(pt, what, [&](auto ptag) { f(tag, ptag); });
+    using T = typename decltype(tag)::type;
+    if constexpr (!std::is_same_v<acc_t<T>, T>)
+      if (pt == dtype_of<acc_t<T>>::value) return f(tag, type_tag<acc_t<T>>{});
+    STRAND_CHECK(pt == dtype_of<T>::value, what, ": parameters of dtype ", dtype_name(pt),
+                 " do not fit an input of dtype ", dtype_name(xt));
+    f(tag, tag);
   });
 }
 

@@ -153,15 +153,20 @@ void run_everything() {
   }
 }
 
+// The entry of a map by start address (values with .bytes) holding [a, a + n), or m.end().
+template <class M>
+auto holding(M& m, uintptr_t a, size_t n) {
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return m.end();
+  --it;
+  return a + n <= it->first + it->second.bytes ? it : m.end();
+}
 // The device of the allocation holding [p, p + bytes) (p may be the end of an allocation when bytes
 // is 0), or -1.
 int device_of(const void* p, size_t bytes) {
-  const auto a = reinterpret_cast<uintptr_t>(p);
   auto& m = state().allocations;
-  auto it = m.upper_bound(a);
-  if (it == m.begin()) return -1;
-  --it;
-  return a >= it->first && a + bytes <= it->first + it->second.bytes ? it->second.device : -1;
+  const auto it = holding(m, reinterpret_cast<uintptr_t>(p), bytes);
+  return it == m.end() ? -1 : it->second.device;
 }
 bool in_device(const void* p, size_t bytes) { return device_of(p, bytes) >= 0; }
 bool touches_device(const void* p, size_t bytes) {  // any byte of [p, p + bytes) in device memory
@@ -378,10 +383,7 @@ namespace {
 constexpr size_t kVmmPage = size_t{2} << 20;
 bool in_reservation(uintptr_t a, size_t n) {
   const auto& r = state().reservations;
-  auto it = r.upper_bound(a);
-  if (it == r.begin()) return false;
-  --it;
-  return a >= it->first && a + n <= it->first + it->second.bytes;
+  return holding(r, a, n) != r.end();
 }
 void add_mapped(uintptr_t a, size_t n, int device) {
   auto& m = state().allocations;
@@ -402,8 +404,7 @@ void add_mapped(uintptr_t a, size_t n, int device) {
 }
 void remove_mapped(uintptr_t a, size_t n) {
   auto& m = state().allocations;
-  auto it = m.upper_bound(a);
-  --it;  // the merged mapping holding [a, a + n) (checked by the caller)
+  const auto it = holding(m, a, n);  // the merged mapping (there is one: the caller made it accessible)
   const uintptr_t start = it->first;
   const State::Allocation whole = it->second;
   m.erase(it);
